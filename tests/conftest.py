@@ -1,0 +1,52 @@
+"""Shared fixtures: each real service starts once per test run, on free ports, in its own namespace."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Offline, and vLLM sized for a 2-core CI machine, before anything imports transformers or vLLM.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+from trimtab.config import TrimtabConfig, load_config  # noqa: E402
+from trimtab.stack import down, up  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_with(run_dir: Path, **env: str) -> TrimtabConfig:
+    """A config from defaults plus TRIMTAB_ overrides given as keyword arguments (no file, no os.environ)."""
+    environ = {
+        "TRIMTAB_STACK__RUN_DIR": str(run_dir),
+        "TRIMTAB_STACK__SERVICES_FILE": str(REPO / "deploy/local/services.yaml"),
+    }
+    environ |= {f"TRIMTAB_{key.upper()}": value for key, value in env.items()}
+    return load_config(path=None, environ=environ)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
+    """The local stack for the whole run: a broker of our own on a free port, and the machine's Redis
+    (started by `up` if none answers) with a key prefix no other run uses."""
+    config = config_with(
+        tmp_path_factory.mktemp("stack"),
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        redis__key_prefix=f"trimtab-test-{uuid.uuid4().hex[:8]}:",
+    )
+    up(config)
+    yield config
+    down(config)

@@ -1,0 +1,115 @@
+"""Configuration: typed sections from YAML plus TRIMTAB_ environment overrides, with errors that name
+the key, where it came from and why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trimtab.config import ConfigError, TrimtabConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_defaults_run_everything_locally() -> None:
+    config = load_config(path=None, environ={})
+    assert config.kafka.first_server[0] == "127.0.0.1"
+    assert config.redis.url.startswith("redis://127.0.0.1")
+    assert [t.name for t in config.kafka.topics.all()] == ["trimtab.responses", "trimtab.feedback", "trimtab.versions"]
+    assert config.learner.device == "cpu" and config.learner.backend == "gloo"
+
+
+def test_file_values_apply_and_environment_overrides_them(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "t.yaml",
+        {"kafka": {"bootstrap_servers": "10.0.0.1:9092", "topics": {"feedback": {"name": "fb", "partitions": 2}}}},
+    )
+    config = load_config(path, environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": "8"})
+    assert config.kafka.bootstrap_servers == "10.0.0.1:9092"
+    assert config.kafka.topics.feedback.name == "fb"
+    assert config.kafka.topics.feedback.partitions == 8  # parsed as YAML: an int, not "8"
+
+
+def test_environment_values_keep_strings_that_look_like_yaml() -> None:
+    config = load_config(environ={"TRIMTAB_REDIS__KEY_PREFIX": "app:", "TRIMTAB_LEARNER__OPTIM__BETAS": "[0.8, 0.9]"})
+    assert config.redis.key_prefix == "app:"
+    assert config.learner.optim.betas == (0.8, 0.9)
+
+
+def test_config_file_may_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", {"telemetry": {"traces": "console"}})
+    assert load_config(environ={"TRIMTAB_CONFIG": str(path)}).telemetry.traces == "console"
+
+
+def test_unknown_key_in_file_names_file_key_and_reason(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", {"stack": {"start_timeout": 5}})
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert f"{path}: stack.start_timeout: unknown key" in str(raised.value)
+
+
+def test_wrong_type_from_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"TRIMTAB_STACK__START_TIMEOUT_S": "soon"})
+    message = str(raised.value)
+    assert "environment TRIMTAB_STACK__START_TIMEOUT_S: stack.start_timeout_s" in message
+    assert "'soon'" in message
+
+
+def test_invalid_values_are_refused_with_the_rule() -> None:
+    with pytest.raises(ConfigError, match=r"kafka.bootstrap_servers: .*expected host:port"):
+        load_config(environ={"TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": "localhost"})
+    with pytest.raises(ConfigError, match=r"head size vLLM's CPU attention supports"):
+        load_config(environ={"TRIMTAB_MODEL__RECIPE__NUM_HEADS": "16"})  # 256 / 16 = head_dim 16
+
+
+def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "kafka: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
+        load_config(path, environ={})
+
+
+def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_sections_are_immutable() -> None:
+    config = load_config(environ={})
+    with pytest.raises(ValueError):
+        config.kafka.client_id = "other"  # type: ignore[misc]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, with only the given TRIMTAB_ variables set."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "trimtab.cli", *args], cwd=REPO, env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_config_show_prints_the_effective_config_which_loads_back(tmp_path: Path) -> None:
+    result = run_cli("config", "show", env={"TRIMTAB_REDIS__KEY_PREFIX": "x:"})
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["redis"]["key_prefix"] == "x:"
+    assert TrimtabConfig.model_validate(shown) == load_config(environ={"TRIMTAB_REDIS__KEY_PREFIX": "x:"})
+
+
+def test_cli_exits_2_on_invalid_config_with_a_one_screen_reason(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", {"redis": {"url": "http://x"}, "nope": 1})
+    result = run_cli("--config", str(path), "status")
+    assert result.returncode == 2
+    assert "redis.url: Value error, must start with redis://" in result.stderr
+    assert "nope: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,117 @@
+"""The `trimtab` command: one entry point for the stack, the config, the default model and the demo.
+
+Heavy imports (torch, vLLM) happen inside the commands that need them, so `trimtab status` and
+`trimtab config show` answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from trimtab.config import ConfigError, TrimtabConfig, load_config
+from trimtab.errors import TrimtabError
+
+console = Console(stderr=True, highlight=False)
+
+# Offline by design (no hub downloads at run time); vLLM on CPU may use every core.
+RUNTIME_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def cmd_up(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.stack import up
+
+    up(config, report=console.print)
+    console.print("[green]stack ready[/]")
+    return 0
+
+
+def cmd_down(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.stack import down
+
+    stopped = down(config)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing started by trimtab up is running")
+    return 0
+
+
+def cmd_status(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.stack import status
+
+    states = status(config)
+    for state in states:
+        console.print(f"{state.name:<7} {state.address:<28} {state.describe()}")
+    return 0 if all(state.state != "down" for state in states) else 3
+
+
+def cmd_config_show(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    data = config.model_dump(mode="json")
+    print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def cmd_model_build(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from learner.default_model import build_default_model
+
+    build_default_model(config, force=args.force, report=console.print)
+    return 0
+
+
+def cmd_demo(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.demo import run_demo
+
+    return run_demo(config, prompts=args.prompts, report=console.print)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trimtab", description="Align a language model while it serves.")
+    parser.add_argument(
+        "--config", type=Path, help="YAML config file (default: $TRIMTAB_CONFIG, else ./trimtab.yaml if present)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[TrimtabConfig, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("up", cmd_up, "start the local broker and Redis (where none answers) and create the topics")
+    add("down", cmd_down, "stop what `trimtab up` started")
+    add("status", cmd_status, "show each service of the stack (exit 3 if any is down)")
+    show = add("config", cmd_config_show, "print the effective configuration")
+    show.add_argument("action", choices=["show"], help="what to do with the config")
+    show.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    model = add("model", cmd_model_build, "build the tiny default model if it is missing or stale")
+    model.add_argument("action", choices=["build"], help="what to do with the default model")
+    model.add_argument("--force", action="store_true", help="rebuild even if the cached build matches its recipe")
+    demo = add("demo", cmd_demo, "run the main job on embedded defaults")
+    demo.add_argument("--prompts", type=int, default=8, help="prompts from the synthetic world to answer")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in RUNTIME_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"trimtab: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(config, args))
+    except KeyboardInterrupt:
+        return 130
+    except TrimtabError as exc:
+        print(f"trimtab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

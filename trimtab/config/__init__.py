@@ -1,0 +1,57 @@
+"""Typed configuration: one section per component, loaded from YAML plus TRIMTAB_ environment overrides.
+
+    config = load_config()              # ./trimtab.yaml or $TRIMTAB_CONFIG, then the environment
+    config.kafka.topics.feedback.name   # 'trimtab.feedback'
+
+Defaults run everything locally; `trimtab config show` prints the effective values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field
+
+from trimtab.config.base import Section
+from trimtab.config.learner import LearnerConfig, OptimConfig
+from trimtab.config.loader import ConfigError, load_model, resolve_config_path
+from trimtab.config.model import DefaultModelRecipe, ModelConfig
+from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
+from trimtab.config.telemetry import TelemetryConfig
+from trimtab.config.world import WorldConfig
+
+
+class TrimtabConfig(Section):
+    """The whole effective configuration; each component reads only its own sections."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="The Kafka-protocol broker.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="The Redis for records and pointers.")
+    stack: StackConfig = Field(default_factory=StackConfig, description="The local stack (`trimtab up`).")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry export.")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="The synthetic world and its users.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The served model / default recipe.")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
+    """The effective config, or ConfigError naming the key, its source and the reason."""
+    return load_model(TrimtabConfig, path, environ)
+
+
+__all__ = [
+    "ConfigError",
+    "DefaultModelRecipe",
+    "KafkaConfig",
+    "LearnerConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RedisConfig",
+    "StackConfig",
+    "TelemetryConfig",
+    "TopicSpec",
+    "TrimtabConfig",
+    "WorldConfig",
+    "load_config",
+    "resolve_config_path",
+]

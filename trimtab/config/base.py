@@ -1,0 +1,11 @@
+"""The base every config section derives from: strict, immutable, documented."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Section(BaseModel):
+    """A config section. Unknown keys are errors (a typo must not silently become a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)

@@ -1,0 +1,37 @@
+"""How the learner trains: device, precision, distributed backend, optimiser."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trimtab.config.base import Section
+
+
+class OptimConfig(Section):
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW beta1, beta2.")
+    warmup_steps: int = Field(default=50, ge=0, description="Steps of linear warm-up from 0 to lr.")
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a share of the peak.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Clip the global gradient norm to this.")
+
+
+class LearnerConfig(Section):
+    """Where and in what precision the learner runs (the one code path for CPU and GPU)."""
+
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="Device of the model being trained.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        # float32 on CPU: bf16 matmul runs at about half the float32 rate on our CPUs (design.md).
+        default="float32",
+        description="Parameter and compute dtype; bfloat16 on GPUs.",
+    )
+    backend: Literal["gloo", "nccl"] = Field(
+        default="gloo", description="torch.distributed backend under torchrun; nccl on GPUs."
+    )
+    torch_threads: int = Field(default=0, ge=0, description="Intra-op threads per rank; 0 leaves torch's default.")
+    log_every_steps: int = Field(default=10, ge=1, description="Steps between metric log lines.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")

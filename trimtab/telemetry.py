@@ -1,0 +1,140 @@
+"""OpenTelemetry spine: providers from config, and W3C trace context across gRPC and Kafka.
+
+Every process calls `setup_telemetry(config.telemetry, "serving")` once at start-up, then uses the
+plain OpenTelemetry API (`trace.get_tracer(__name__)`, `metrics.get_meter(__name__)`). Trace context
+crosses process boundaries in gRPC metadata and Kafka headers with the helpers below, so a feedback
+event's span links back to the request that produced the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from trimtab.config import TelemetryConfig
+
+KafkaHeaders = list[tuple[str, bytes]]
+GrpcMetadata = Sequence[tuple[str, str | bytes]]
+
+
+@dataclass
+class Telemetry:
+    """The providers a process set up; `shutdown()` flushes and stops their exporters."""
+
+    tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
+
+    def shutdown(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+def build_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
+    """Providers for `config`, not yet installed as the process globals (tests build several)."""
+    resource = Resource.create({"service.name": f"{config.service_name}-{component}"})
+    tracer_provider = None
+    if config.traces != "off":
+        tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(config)))
+    meter_provider = None
+    if config.metrics != "off":
+        meter_provider = MeterProvider(resource=resource, metric_readers=[_metric_reader(config)])
+    return Telemetry(tracer_provider, meter_provider)
+
+
+def setup_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
+    """Build the providers and install them as this process's global tracer and meter providers."""
+    telemetry = build_telemetry(config, component)
+    if telemetry.tracer_provider is not None:
+        trace.set_tracer_provider(telemetry.tracer_provider)
+    if telemetry.meter_provider is not None:
+        metrics.set_meter_provider(telemetry.meter_provider)
+    return telemetry
+
+
+def _span_exporter(config: TelemetryConfig) -> SpanExporter:
+    if config.traces == "console":
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=config.otlp_endpoint.startswith("http://"))
+
+
+def _metric_reader(config: TelemetryConfig) -> MetricReader:
+    interval = config.export_interval_ms
+    if config.metrics == "console":
+        return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
+    if config.metrics == "prometheus":
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        # Pull-based: Prometheus scrapes /metrics. Never call MeterProvider.force_flush() with this
+        # reader: it duplicates series (design.md).
+        start_http_server(config.prometheus_port, addr=config.prometheus_host)
+        return PrometheusMetricReader()
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    exporter = OTLPMetricExporter(endpoint=config.otlp_endpoint, insecure=config.otlp_endpoint.startswith("http://"))
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
+
+
+class _PairsGetter(Getter[Iterable[tuple[str, str | bytes]]]):
+    """Reads a carrier that is a list of (key, value) pairs: gRPC metadata or Kafka headers."""
+
+    def get(self, carrier: Iterable[tuple[str, str | bytes]], key: str) -> list[str] | None:
+        values = [_text(v) for k, v in carrier if k.lower() == key]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[str, str | bytes]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class _DictSetter(Setter[dict[str, str]]):
+    def set(self, carrier: dict[str, str], key: str, value: str) -> None:
+        carrier[key] = value
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _current_context_fields(context: Context | None) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    propagate.inject(fields, context=context, setter=_DictSetter())
+    return fields
+
+
+def grpc_metadata(context: Context | None = None) -> list[tuple[str, str]]:
+    """Trace context (traceparent, tracestate, baggage) as gRPC metadata for an outgoing call."""
+    return list(_current_context_fields(context).items())
+
+
+def context_from_grpc(metadata: GrpcMetadata | None) -> Context:
+    """The caller's trace context from incoming gRPC invocation metadata."""
+    return propagate.extract(list(metadata or ()), getter=_PairsGetter())
+
+
+def kafka_headers(context: Context | None = None) -> KafkaHeaders:
+    """Trace context as Kafka record headers (values are bytes on the wire)."""
+    return [(key, value.encode("latin-1")) for key, value in _current_context_fields(context).items()]
+
+
+def context_from_kafka(headers: Iterable[tuple[str, bytes]] | None) -> Context:
+    """The producer's trace context from a consumed record's headers."""
+    return propagate.extract(list(headers or ()), getter=_PairsGetter())
