@@ -22,7 +22,13 @@ from trimtab.errors import TrimtabError
 console = Console(stderr=True, highlight=False)
 
 # Offline by design (no hub downloads at run time); vLLM on CPU may use every core.
-RUNTIME_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+RUNTIME_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
 
 
 def cmd_up(config: TrimtabConfig, args: argparse.Namespace) -> int:

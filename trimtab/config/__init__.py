@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field
 
 from trimtab.config.base import Section
+from trimtab.config.engine import EngineConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
@@ -31,6 +32,7 @@ class TrimtabConfig(Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry export.")
     world: WorldConfig = Field(default_factory=WorldConfig, description="The synthetic world and its users.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The served model / default recipe.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
 
 
@@ -42,6 +44,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 __all__ = [
     "ConfigError",
     "DefaultModelRecipe",
+    "EngineConfig",
     "KafkaConfig",
     "LearnerConfig",
     "ModelConfig",

@@ -1,0 +1,35 @@
+"""`make bench`: run every benchmark and write bench/results/latest.md (and .json)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.generation import bench_generation
+from bench.report import write_report
+from trimtab.config import ConfigError, load_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> int:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    console = Console(stderr=True)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    console.print("bench: generation throughput (vLLM vs HF generate)")
+    rows = [bench_generation(config)]
+    table = write_report(rows, RESULTS)
+    print(table.read_text())
+    console.print(f"written to {table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Benchmark results: one row per comparison, written as a Markdown table and JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measured quantity for a candidate and for its baseline, in the same run, same inputs."""
+
+    name: str
+    unit: str
+    candidate: str
+    candidate_value: float
+    baseline: str
+    baseline_value: float
+    higher_is_better: bool = True
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """How many times better the candidate is than the baseline (>1 is better)."""
+        if self.higher_is_better:
+            return self.candidate_value / self.baseline_value
+        return self.baseline_value / self.candidate_value
+
+
+def write_report(rows: list[Comparison], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"# trimtab benchmarks, {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        "",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}.",
+        "Ratios compare candidate and baseline measured in the same run (>1: candidate better).",
+        "",
+        "| benchmark | candidate | baseline | ratio | notes |",
+        "|---|---|---|---|---|",
+    ]
+    lines = [
+        f"| {r.name} | {r.candidate}: {r.candidate_value:,.1f} {r.unit} | {r.baseline}: {r.baseline_value:,.1f} "
+        f"{r.unit} | **{r.ratio:.2f}x** | {r.notes} |"
+        for r in rows
+    ]
+    table = out_dir / "latest.md"
+    table.write_text("\n".join(header + lines) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n")
+    return table

@@ -1,0 +1,29 @@
+"""The vLLM engine settings shared by everything that generates (serving, the demo, the benchmarks)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trimtab.config.base import Section
+
+
+class EngineConfig(Section):
+    """How vLLM runs the model at `model.path`."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        # float32 on CPU: bf16 is about half as fast there (design.md); bfloat16 on GPUs.
+        default="float32",
+        description="Weights and activations dtype inside vLLM.",
+    )
+    max_model_len: int = Field(default=256, ge=16, description="Longest prompt + completion, in tokens.")
+    seed: int = Field(default=0, description="Engine seed; per-request seeds make sampling reproducible.")
+    enforce_eager: bool = Field(
+        default=True, description="Skip graph capture/compilation: faster start-up, which dominates on CPU."
+    )
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = Field(
+        # Behaviour-policy logprobs for importance weighting must be after temperature/top-k (design.md).
+        default="processed_logprobs",
+        description="What sampled-token logprobs mean: raw model logits or after temperature/top-k/top-p.",
+    )
