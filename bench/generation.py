@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -19,17 +21,11 @@ from trimtab.world import Split, World
 
 
 def bench_generation(config: TrimtabConfig, prompts: int = 32, max_tokens: int = 64, repeats: int = 3) -> Comparison:
-    from vllm import SamplingParams
-
     world = World(config.world)
-    conversations = [p.messages for p in world.sample_prompts(prompts, seed=7, split=Split.HELDOUT)]
+    conversations: list[Any] = [p.messages for p in world.sample_prompts(prompts, seed=7, split=Split.HELDOUT)]
     tokens = prompts * max_tokens
 
-    llm = offline_llm(config.model.path, config.engine)
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    vllm_rates = _rates(lambda: llm.chat(conversations, params, use_tqdm=False), tokens, repeats)
-    del llm
-
+    vllm_rates = _vllm_rates(config, conversations, max_tokens, repeats)
     tokenizer = AutoTokenizer.from_pretrained(config.model.path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=torch.float32).eval()
     texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
@@ -51,8 +47,15 @@ def bench_generation(config: TrimtabConfig, prompts: int = 32, max_tokens: int =
     )
 
 
-def _rates(run: object, tokens: int, repeats: int) -> list[float]:
-    assert callable(run)
+def _vllm_rates(config: TrimtabConfig, conversations: list[Any], max_tokens: int, repeats: int) -> list[float]:
+    from vllm import SamplingParams
+
+    llm = offline_llm(config.model.path, config.engine)  # shut down when this function returns
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    return _rates(lambda: llm.chat(conversations, params, use_tqdm=False), len(conversations) * max_tokens, repeats)
+
+
+def _rates(run: Callable[[], object], tokens: int, repeats: int) -> list[float]:
     run()  # warm-up: the first request after start-up is slow (design.md)
     rates = []
     for _ in range(repeats):

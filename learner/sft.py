@@ -66,7 +66,7 @@ def train_sft(
                 scheduler.step()
                 step += 1
                 losses.append(metrics["loss"])
-                metrics |= {"grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+                metrics |= {"grad_norm": float(grad_norm), "lr": float(scheduler.get_last_lr()[0])}
                 progress.step(step, batch.size, metrics)
         tail = losses[-max(1, len(losses) // 10) :]
         return SFTResult(step, sum(tail) / len(tail), progress.examples_per_s)

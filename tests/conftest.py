@@ -16,8 +16,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
-from trimtab.config import TrimtabConfig, load_config  # noqa: E402
-from trimtab.stack import down, up  # noqa: E402
+from trimtab.config import TrimtabConfig, load_config
+from trimtab.stack import down, up
 
 REPO = Path(__file__).resolve().parents[1]
 

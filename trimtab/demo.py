@@ -7,6 +7,7 @@ answer held-out prompts of the synthetic world at T=1, and print each answer wit
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -36,7 +37,8 @@ def run_demo(config: TrimtabConfig, prompts: int, report: Report) -> int:
 
     report(f"[3/3] answering {len(sample)} held-out prompts at temperature 1")
     params = [SamplingParams(temperature=1.0, max_tokens=64, seed=i) for i in range(len(sample))]
-    outputs = llm.chat([p.messages for p in sample], params, use_tqdm=False)
+    conversations: list[Any] = [p.messages for p in sample]  # vLLM's chat takes OpenAI-style message dicts
+    outputs = llm.chat(conversations, params, use_tqdm=False)
     answers = [output.outputs[0].text for output in outputs]
     scores = [world.score_prompt(prompt, answer) for prompt, answer in zip(sample, answers, strict=True)]
     Console().print(_table([p.text for p in sample], answers, scores))

@@ -98,7 +98,8 @@ def _build_into(out: Path, config: TrimtabConfig, wanted_hash: str, report: Repo
 
     report(f"building the default model (recipe {wanted_hash}) into {out}")
     tokenizer = train_tokenizer(world.corpus_text(seed=recipe.seed), recipe.vocab_size)
-    model = new_model(recipe, tokenizer).to(device)
+    model = new_model(recipe, tokenizer)
+    model.to(device)  # type: ignore[arg-type]  # transformers wraps .to with a signature mypy misreads
     params = sum(p.numel() for p in model.parameters())
     report(f"tokenizer: {len(tokenizer)} tokens; model: Llama, {params / 1e6:.1f}M parameters")
 

@@ -33,7 +33,7 @@ def sample_with_hf(
         tokenizer.padding_side = "left"
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, **sampling)
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, **sampling)  # type: ignore[operator]
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         answers += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return answers

@@ -90,9 +90,7 @@ def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any, origin:
     node[keys[-1]] = value
 
 
-def load_model(
-    model: type[ModelT], path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> ModelT:
+def load_model(model: type[ModelT], path: Path | None = None, environ: Mapping[str, str] | None = None) -> ModelT:
     """Validate `model` from the YAML file plus environment overrides, or raise ConfigError."""
     environ = os.environ if environ is None else environ
     config_path = resolve_config_path(path, environ)

@@ -11,7 +11,6 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -152,5 +151,3 @@ def _wait_ready(endpoint: Endpoint, process: ServiceProcess, timeout_s: float) -
         f"{endpoint.name} not ready at {endpoint.address} after {timeout_s:.0f}s; "
         f"last lines of {process.log_file}:\n{process.log_tail()}"
     )
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,18 +75,14 @@ class ServiceProcess:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the service is our own child (tests start and stop in one process)."""
-    try:
+    with contextlib.suppress(ChildProcessError):  # started by an earlier `trimtab up`: init reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # started by an earlier `trimtab up`: init reaps it
 
 
 def _alive(pid: int, executable: str | None) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -40,10 +42,9 @@ def ensure_topics(kafka: KafkaConfig) -> dict[str, int]:
 
 def _create(admin: KafkaAdminClient, specs: list[TopicSpec], timeout_ms: int) -> None:
     new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor) for s in specs]
-    try:
+    # Another `up` may race us to a topic; the partition check after this still applies.
+    with contextlib.suppress(TopicAlreadyExistsError):
         admin.create_topics(new, timeout_ms=timeout_ms, wait_for_metadata=True)
-    except TopicAlreadyExistsError:
-        pass  # Another `up` raced us to it; the partition check below still applies.
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
