@@ -96,6 +96,28 @@ def test_a_service_that_dies_at_start_reports_its_log_tail(tmp_path: Path) -> No
     assert status(config)[0].state == "down"
 
 
+def test_a_service_that_never_answers_times_out_with_its_log_tail(tmp_path: Path) -> None:
+    # A "broker" that runs but never listens: redis-server with TCP disabled (--port 0).
+    (tmp_path / "services.yaml").write_text(
+        (REPO / "deploy/local/services.yaml").read_text().split("broker:")[0]
+        + 'broker:\n  description: never answers\n  binary: redis-server\n  args: ["--port", "0", "--save", ""]\n'
+        + "  probe: kafka\n"
+        + "redis:"
+        + (REPO / "deploy/local/services.yaml").read_text().split("redis:", 1)[1]
+    )
+    config = config_with(
+        tmp_path,
+        stack__services_file=str(tmp_path / "services.yaml"),
+        stack__start_timeout_s="1.5",
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+    )
+    with pytest.raises(
+        StackError, match=r"broker not ready at 127.0.0.1:\d+ after 1.5s; last lines of .*broker.log:\n"
+    ):
+        up(config)
+    assert list(tmp_path.glob("*.pid")) == []
+
+
 def test_only_loopback_addresses_count_as_startable_here() -> None:
     # A unit check on purpose: the integration path would have to connect to a non-loopback address.
     def local(host: str) -> bool:

@@ -148,6 +148,6 @@ def _wait_ready(endpoint: Endpoint, process: ServiceProcess, timeout_s: float) -
             )
         time.sleep(0.2)
     raise StackError(
-        f"{endpoint.name} not ready at {endpoint.address} after {timeout_s:.0f}s; "
+        f"{endpoint.name} not ready at {endpoint.address} after {timeout_s:g}s; "
         f"last lines of {process.log_file}:\n{process.log_tail()}"
     )

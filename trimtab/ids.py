@@ -1,0 +1,32 @@
+"""Unique, time-sortable identifiers (ULIDs) for requests, responses, events and versions.
+
+26 Crockford base32 characters: 48 bits of milliseconds since the epoch, then 80 random bits. Ids
+sort by creation time as plain strings (to the millisecond; within one millisecond, by chance), so
+Redis keys, Kafka keys and log lines order naturally, and they never collide in practice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+
+
+def new_id(prefix: str = "") -> str:
+    """A new ULID, optionally with a readable prefix such as 'resp_'."""
+    value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(os.urandom(_RANDOM_BITS // 8))
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return prefix + "".join(reversed(chars))
+
+
+def id_time_ms(identifier: str) -> int:
+    """Milliseconds since the epoch at which an id from new_id() was made (prefix ignored)."""
+    value = 0
+    for char in identifier[-26:-16]:
+        value = value * 32 + _CROCKFORD.index(char)
+    return value
