@@ -15,6 +15,7 @@ from pydantic import Field
 
 from trimtab.config.base import Section
 from trimtab.config.engine import EngineConfig
+from trimtab.config.feedback import FeedbackConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
@@ -34,6 +35,7 @@ class TrimtabConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The served model / default recipe.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The feedback service.")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
@@ -45,6 +47,7 @@ __all__ = [
     "ConfigError",
     "DefaultModelRecipe",
     "EngineConfig",
+    "FeedbackConfig",
     "KafkaConfig",
     "LearnerConfig",
     "ModelConfig",
