@@ -75,6 +75,12 @@ def cmd_demo(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run_demo(config, prompts=args.prompts, report=console.print)
 
 
+def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from serving.server import run
+
+    return run(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trimtab", description="Align a language model while it serves.")
     parser.add_argument(
@@ -98,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = add("model", cmd_model_build, "build the tiny default model if it is missing or stale")
     model.add_argument("action", choices=["build"], help="what to do with the default model")
     model.add_argument("--force", action="store_true", help="rebuild even if the cached build matches its recipe")
+    add("serve", cmd_serve, "serve the model over gRPC (InferenceService) until SIGTERM")
     demo = add("demo", cmd_demo, "run the main job on embedded defaults")
     demo.add_argument("--prompts", type=int, default=8, help="prompts from the synthetic world to answer")
     return parser

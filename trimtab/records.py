@@ -44,3 +44,6 @@ class ResponseStore:
         record = events_pb2.ResponseLogged()
         record.ParseFromString(value)
         return record
+
+    async def close(self) -> None:
+        await self._client.aclose()

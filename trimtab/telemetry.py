@@ -114,7 +114,8 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _current_context_fields(context: Context | None) -> dict[str, str]:
+def trace_fields(context: Context | None = None) -> dict[str, str]:
+    """The W3C text-map fields (traceparent, ...) of `context` or the current one; empty when not tracing."""
     fields: dict[str, str] = {}
     propagate.inject(fields, context=context, setter=_DictSetter())
     return fields
@@ -122,7 +123,7 @@ def _current_context_fields(context: Context | None) -> dict[str, str]:
 
 def grpc_metadata(context: Context | None = None) -> list[tuple[str, str]]:
     """Trace context (traceparent, tracestate, baggage) as gRPC metadata for an outgoing call."""
-    return list(_current_context_fields(context).items())
+    return list(trace_fields(context).items())
 
 
 def context_from_grpc(metadata: GrpcMetadata | None) -> Context:
@@ -132,7 +133,7 @@ def context_from_grpc(metadata: GrpcMetadata | None) -> Context:
 
 def kafka_headers(context: Context | None = None) -> KafkaHeaders:
     """Trace context as Kafka record headers (values are bytes on the wire)."""
-    return [(key, value.encode("latin-1")) for key, value in _current_context_fields(context).items()]
+    return [(key, value.encode("latin-1")) for key, value in trace_fields(context).items()]
 
 
 def context_from_kafka(headers: Iterable[tuple[str, bytes]] | None) -> Context:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from pydantic import Field
 
+from trimtab.config.auth import AuthConfig
 from trimtab.config.base import Section
 from trimtab.config.engine import EngineConfig
 from trimtab.config.feedback import FeedbackConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
+from trimtab.config.serving import ServingConfig
 from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
 from trimtab.config.telemetry import TelemetryConfig
 from trimtab.config.world import WorldConfig
@@ -36,6 +38,8 @@ class TrimtabConfig(Section):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The feedback service.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and tenants (off by default).")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="The serving tier.")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
@@ -53,6 +57,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RedisConfig",
+    "ServingConfig",
     "StackConfig",
     "TelemetryConfig",
     "TopicSpec",

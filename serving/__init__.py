@@ -1,0 +1,1 @@
+"""The serving tier: gRPC over vLLM's AsyncLLM, a response log, hot-swapped versions."""

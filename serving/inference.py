@@ -1,0 +1,221 @@
+"""InferenceService: Generate and GenerateStream over the engine, each candidate logged off the reply path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+
+from serving.metrics import ServingMetrics
+from serving.protocol import Engine, EngineRequest, Sampling
+from serving.recorder import ResponseRecorder
+from serving.requests import InvalidArgument, ValidRequest, validate
+from serving.routing import Router, Served
+from trimtab.config import ServingConfig
+from trimtab.ids import new_id
+from trimtab.telemetry import context_from_grpc, trace_fields
+from trimtab.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
+
+tracer = trace.get_tracer("trimtab.serving")
+FINISH_REASONS = {
+    "stop": inference_pb2.FINISH_REASON_STOP,
+    "length": inference_pb2.FINISH_REASON_LENGTH,
+    "abort": inference_pb2.FINISH_REASON_ABORT,
+}
+
+
+@dataclass
+class CandidateRun:
+    """One candidate as it is generated: what the client gets and what the response log keeps."""
+
+    index: int
+    response_id: str
+    served: Served
+    prompt_tokens: int
+    text: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    spans: list[inference_pb2.VersionSpan] = field(default_factory=list)
+
+    def candidate(self) -> inference_pb2.Candidate:
+        return inference_pb2.Candidate(
+            index=self.index,
+            response_id=self.response_id,
+            text="".join(self.text),
+            model_version=self.served.version,
+            version_spans=self.spans,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=len(self.token_ids),
+            finish_reason=FINISH_REASONS.get(self.finish_reason or "", inference_pb2.FINISH_REASON_UNSPECIFIED),
+        )
+
+
+@dataclass
+class Job:
+    """A validated request on its way through the engine."""
+
+    request_id: str
+    request: inference_pb2.GenerateRequest
+    valid: ValidRequest
+    served: Served
+    received_at: Timestamp
+    runs: list[CandidateRun]
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self, engine: Engine, config: ServingConfig, router: Router, recorder: ResponseRecorder, meters: ServingMetrics
+    ) -> None:
+        self._engine = engine
+        self._config = config
+        self._router = router
+        self._recorder = recorder
+        self._meters = meters
+        self._inflight = 0
+
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GenerateResponse:
+        with tracer.start_as_current_span("Generate", context=context_from_grpc(context.invocation_metadata())):
+            job = await self._admit(request, context)
+            try:
+                await asyncio.gather(*(self._drain(job, run) for run in job.runs))
+            finally:
+                self._release(job)
+            return inference_pb2.GenerateResponse(
+                request_id=job.request_id, candidates=[r.candidate() for r in job.runs]
+            )
+
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
+        with tracer.start_as_current_span("GenerateStream", context=context_from_grpc(context.invocation_metadata())):
+            job = await self._admit(request, context)
+            chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] = asyncio.Queue()
+            tasks = [asyncio.create_task(self._drain(job, run, chunks)) for run in job.runs]
+            try:
+                finished = 0
+                while finished < len(tasks):  # each candidate task puts None when it ends
+                    chunk = await chunks.get()
+                    if chunk is None:
+                        finished += 1
+                    else:
+                        yield chunk
+                await asyncio.gather(*tasks)  # surfaces a candidate's failure
+            finally:
+                for task in tasks:
+                    task.cancel()  # a client that went away aborts its requests inside the engine
+                self._release(job)
+
+    async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
+        """Validate, take an in-flight slot and route; aborts the RPC with the right status otherwise."""
+        try:
+            valid = validate(request, self._config, self._engine.render_chat, self._engine.encode)
+        except InvalidArgument as exc:
+            self._meters.requests.add(1, {"outcome": "invalid_argument"})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self._inflight >= self._config.max_inflight:
+            self._meters.requests.add(1, {"outcome": "resource_exhausted"})
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._inflight} requests in flight, the limit (serving.max_inflight); retry later",
+            )
+        self._inflight += 1
+        self._meters.inflight.add(1)
+        served = self._router.route(request.user_id)
+        received_at = Timestamp()
+        received_at.GetCurrentTime()
+        runs = [CandidateRun(i, new_id("resp_"), served, len(valid.prompt_token_ids)) for i in range(valid.n)]
+        trace.get_current_span().set_attribute("trimtab.version", served.version)
+        return Job(new_id("req_"), request, valid, served, received_at, runs)
+
+    def _release(self, job: Job) -> None:
+        self._inflight -= 1
+        self._meters.inflight.add(-1)
+        cancelled = [run for run in job.runs if not run.finish_reason]
+        for run in cancelled:  # the client left or its deadline passed: vLLM aborted these
+            run.finish_reason = "abort"
+        self._recorder.record(self._record(job))
+        outcome = "cancelled" if cancelled else "ok"
+        self._meters.requests.add(1, {"outcome": outcome, "version": job.served.version})
+
+    async def _drain(
+        self,
+        job: Job,
+        run: CandidateRun,
+        chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] | None = None,
+    ) -> None:
+        """Run one candidate through the engine, collecting it (and streaming deltas when asked)."""
+        sampling = job.valid.sampling
+        if sampling.seed is not None:  # distinct but reproducible candidates
+            sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + run.index})
+        engine_request = EngineRequest(run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter)
+        started = last = time.perf_counter()
+        try:
+            async for delta in self._engine.generate(engine_request):
+                now = time.perf_counter()
+                if run.token_ids:
+                    self._meters.inter_token.record(now - last)
+                else:
+                    self._meters.ttft.record(now - started)
+                last = now
+                run.text.append(delta.text)
+                run.token_ids.extend(delta.token_ids)
+                run.logprobs.extend(delta.logprobs)
+                if delta.finish_reason:
+                    run.finish_reason = delta.finish_reason
+                    run.spans = [
+                        inference_pb2.VersionSpan(version_id=s.version, token_start=s.start, token_end=s.end)
+                        for s in delta.version_spans
+                    ]
+                if chunks is not None and (delta.text or run.finish_reason):
+                    final = run.candidate() if run.finish_reason else None
+                    chunks.put_nowait(
+                        inference_pb2.GenerateStreamResponse(
+                            request_id=job.request_id,
+                            index=run.index,
+                            response_id=run.response_id,
+                            text_delta=delta.text,
+                            final=final,
+                        )
+                    )
+            self._meters.tokens.add(len(run.token_ids), {"version": job.served.version})
+        finally:
+            if chunks is not None:
+                chunks.put_nowait(None)
+
+    def _record(self, job: Job) -> events_pb2.ResponseLogged:
+        completed_at = Timestamp()
+        completed_at.GetCurrentTime()
+        sampling = job.valid.sampling
+        record = events_pb2.ResponseLogged(
+            request_id=job.request_id,
+            tenant=job.request.tenant,
+            user_id=job.request.user_id,
+            prompt_token_ids=job.valid.prompt_token_ids,
+            sampling=common_pb2.SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                max_tokens=sampling.max_tokens,
+                stop=sampling.stop,
+                seed=sampling.seed,
+            ),
+            steer_targets=job.request.steer_targets,
+            received_at=job.received_at,
+            completed_at=completed_at,
+            trace_context=trace_fields(),  # lets spans about this response (feedback) link to its trace
+        )
+        if job.valid.messages is not None:
+            record.prompt.chat.messages.extend(common_pb2.ChatMessage(**m) for m in job.valid.messages)
+        else:
+            record.prompt.text = job.request.prompt.text
+        for run in job.runs:
+            record.candidates.add(reply=run.candidate(), token_ids=run.token_ids, token_logprobs=run.logprobs)
+        return record

@@ -1,0 +1,133 @@
+"""The response log, written off the reply path: Redis records for feedback validation, Kafka events.
+
+Generation never waits for Redis or the broker. Each sink has a bounded buffer and one writer task
+that retries a record until it lands; while a sink is down its buffer fills, and records that do not
+fit are dropped and counted (with a warning), never blocking a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from kafka import KafkaProducer
+
+from trimtab.config import TrimtabConfig
+from trimtab.events import event_producer, send_event
+from trimtab.records import ResponseStore, redis_client
+from trimtab.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+WARN_EVERY_S = 10.0  # at most one "dropping records" warning per sink in this interval
+
+Write = Callable[[events_pb2.ResponseLogged], Awaitable[None]]
+
+
+@dataclass
+class SinkStats:
+    written: int = 0
+    dropped: int = 0
+    failures: int = 0
+
+
+class Sink:
+    """One destination: a bounded queue and a writer task that retries until each record lands."""
+
+    def __init__(self, name: str, write: Write, capacity: int, retry_s: float) -> None:
+        self.name = name
+        self.stats = SinkStats()
+        self._write = write
+        self._queue: asyncio.Queue[events_pb2.ResponseLogged] = asyncio.Queue(maxsize=capacity)
+        self._retry_s = retry_s
+        self._last_warning = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"record-sink-{self.name}")
+
+    def offer(self, record: events_pb2.ResponseLogged) -> bool:
+        try:
+            self._queue.put_nowait(record)
+            return True
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            if time.monotonic() - self._last_warning > WARN_EVERY_S:
+                self._last_warning = time.monotonic()
+                log.warning("%s sink buffer full: dropped %d response records so far", self.name, self.stats.dropped)
+            return False
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            record = await self._queue.get()
+            while True:
+                try:
+                    await self._write(record)
+                    self.stats.written += 1
+                    break
+                except Exception as exc:  # any sink failure: keep the record, wait, retry
+                    self.stats.failures += 1
+                    if self.stats.failures == 1 or time.monotonic() - self._last_warning > WARN_EVERY_S:
+                        self._last_warning = time.monotonic()
+                        log.warning("%s sink write failed (%s); retrying every %.1fs", self.name, exc, self._retry_s)
+                    await asyncio.sleep(self._retry_s)
+            self._queue.task_done()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for buffered records to land, then stop the writer."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            log.warning("%s sink: %d records not written at shutdown", self.name, self.pending)
+        if self._task is not None:
+            self._task.cancel()
+
+
+class ResponseRecorder:
+    """Fans each response record out to the Redis and Kafka sinks."""
+
+    def __init__(self, config: TrimtabConfig) -> None:
+        self._config = config
+        self._store = ResponseStore(redis_client(config.redis), config.redis.key_prefix)
+        self._producer: KafkaProducer | None = None
+        retry, capacity = config.serving.record_retry_s, config.serving.record_buffer
+        self.sinks = (Sink("redis", self._to_redis, capacity, retry), Sink("kafka", self._to_kafka, capacity, retry))
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.start()
+
+    def record(self, record: events_pb2.ResponseLogged) -> None:
+        for sink in self.sinks:
+            sink.offer(record)
+
+    async def _to_redis(self, record: events_pb2.ResponseLogged) -> None:
+        await asyncio.wait_for(self._store.put(record, self._config.serving.response_ttl_s), timeout=5.0)
+
+    async def _to_kafka(self, record: events_pb2.ResponseLogged) -> None:
+        # kafka-python is blocking: its calls run in a worker thread, away from the event loop.
+        await asyncio.to_thread(self._send_blocking, record)
+
+    def _send_blocking(self, record: events_pb2.ResponseLogged) -> None:
+        try:
+            if self._producer is None:
+                self._producer = event_producer(self._config.kafka, "serving", max_block_ms=5000)
+            topic = self._config.kafka.topics.responses.name
+            send_event(self._producer, topic, record.request_id, record).get(timeout=10)
+        except Exception:
+            if self._producer is not None:
+                self._producer.close(timeout=0)
+                self._producer = None  # reconnect on the next attempt
+            raise
+
+    async def close(self, timeout_s: float) -> None:
+        await asyncio.gather(*(sink.drain(timeout_s) for sink in self.sinks))
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.close, 5)
+        await self._store.close()

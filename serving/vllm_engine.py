@@ -1,0 +1,96 @@
+"""The Engine protocol over vLLM's AsyncLLM, running in this process (its engine core in a child)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import TokensPrompt
+from vllm.lora.request import LoRARequest
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from serving.protocol import EngineDelta, EngineRequest, PauseMode, VersionSpan
+from trimtab.config import EngineConfig
+from trimtab.engine import engine_kwargs
+
+
+class VllmEngine:
+    """One AsyncLLM; versions are vLLM weight-version labels, so spans come from the engine itself."""
+
+    def __init__(self, llm: AsyncLLM) -> None:
+        self._llm = llm
+        self._tokenizer: Any = llm.get_tokenizer()
+        self._adapters: dict[str, LoRARequest] = {}
+        self._next_lora_id = 1
+
+    @classmethod
+    async def start(cls, model_path: Path, config: EngineConfig, version: str) -> VllmEngine:
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config)))
+        # Every output batch is stamped with this label; swaps change it between pause and resume.
+        await llm.update_weight_version(version)
+        return cls(llm)
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        rendered = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return list(self._tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+        sampling = request.sampling
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_tokens,
+            stop=list(sampling.stop) or None,
+            seed=sampling.seed,
+            logprobs=0,  # the sampled token's own logprob (processed: engine.logprobs_mode)
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        lora = self._adapters.get(request.adapter) if request.adapter else None
+        # Cancelling this generator (client gone, deadline) aborts the request inside vLLM.
+        async for output in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
+            completion = output.outputs[0]
+            token_ids = list(completion.token_ids)
+            steps = completion.logprobs or []
+            logprobs = [step[token].logprob for token, step in zip(token_ids, steps, strict=True)]
+            spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
+            yield EngineDelta(completion.text, token_ids, logprobs, completion.finish_reason, spans)
+
+    async def swap_weights(self, weights_dir: Path, version: str, mode: PauseMode) -> float:
+        """Pause, reload the weights from a safetensors directory, relabel, resume; returns the stall in s.
+
+        clear_cache=True is required with mode 'keep': frozen requests must recompute their KV under
+        the new weights, or they continue on stale cache (design.md).
+        """
+        started = time.perf_counter()
+        await self._llm.pause_generation(mode=mode, clear_cache=True)
+        try:
+            await self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_dir)})
+            await self._llm.update_weight_version(version)
+        finally:
+            await self._llm.resume_generation()
+        return time.perf_counter() - started
+
+    async def add_adapter(self, name: str, path: Path) -> None:
+        if name in self._adapters:
+            raise ValueError(f"adapter name {name!r} is already loaded; names are never reused")
+        request = LoRARequest(name, self._next_lora_id, str(path))
+        self._next_lora_id += 1
+        await self._llm.add_lora(request)
+        self._adapters[name] = request
+
+    async def remove_adapter(self, name: str) -> None:
+        request = self._adapters.pop(name)
+        await self._llm.remove_lora(request.lora_int_id)
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()

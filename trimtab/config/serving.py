@@ -1,0 +1,49 @@
+"""The serving tier's settings: the gRPC endpoint, request limits, the response log, hot-swap."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trimtab.config.base import Section
+
+
+class ServingConfig(Section):
+    """`trimtab serve`: InferenceService and AdminService over grpc.aio, vLLM's AsyncLLM in process."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the gRPC server.")
+    port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    initial_version: str = Field(
+        default="v0", description="Version id stamped on responses from model.path until the registry says otherwise."
+    )
+    max_prompt_chars: int = Field(default=8000, ge=1, description="Longest prompt text accepted, before tokenising.")
+    max_prompt_tokens: int = Field(
+        default=192,
+        ge=1,
+        description="Longest rendered prompt, in tokens (must leave room within engine.max_model_len).",
+    )
+    max_tokens_limit: int = Field(default=128, ge=1, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(default=64, ge=1, description="max_tokens when a request leaves it unset.")
+    max_candidates: int = Field(default=4, ge=1, description="Largest n (candidates per request).")
+    max_stop_sequences: int = Field(default=4, ge=0, description="Most stop strings a request may give.")
+    max_inflight: int = Field(
+        default=256, ge=1, description="Requests generating or queued at once; beyond it: RESOURCE_EXHAUSTED."
+    )
+    response_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="How long response records stay in Redis.")
+    record_buffer: int = Field(
+        default=10_000,
+        ge=1,
+        description="Response records held while Redis/Kafka are slow; beyond it they are dropped.",
+    )
+    record_retry_s: float = Field(default=1.0, gt=0, description="Wait between attempts to write a record.")
+    drain_grace_s: float = Field(
+        default=10.0, ge=0, description="On SIGTERM: how long in-flight requests may finish before the server stops."
+    )
+    pause_mode: Literal["keep", "wait"] = Field(
+        default="keep",
+        description=(
+            "Hot-swap pause: 'keep' freezes in-flight requests and continues them on the new weights (one response"
+            " may span two versions; recorded per token), 'wait' lets them finish on the old weights first."
+        ),
+    )
