@@ -20,6 +20,7 @@ from trimtab.config.feedback import FeedbackConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
+from trimtab.config.registry import RegistryConfig
 from trimtab.config.serving import ServingConfig
 from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
 from trimtab.config.telemetry import TelemetryConfig
@@ -40,6 +41,7 @@ class TrimtabConfig(Section):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The feedback service.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and tenants (off by default).")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="The serving tier.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions and pointers.")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
@@ -57,6 +59,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RedisConfig",
+    "RegistryConfig",
     "ServingConfig",
     "StackConfig",
     "TelemetryConfig",

@@ -1,0 +1,99 @@
+"""The model registry: atomic, immutable, checksummed versions; pointers that change atomically and
+announce themselves; rollback to the version current replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trimtab.config import TrimtabConfig
+from trimtab.records import redis_client
+from trimtab.registry import PointerError, PointerStore, Registry, RegistryError
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-model")
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def test_publish_copies_a_sealed_version_with_checksums(tmp_path: Path, hf_dir: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    manifest = registry.publish(hf_dir, parent=None, algorithm="import", metrics={"reward": 0.5})
+    directory = registry.path(manifest.id)
+    assert manifest.kind == "full" and manifest.id.startswith("ver_")
+    assert set(manifest.files) == {p.name for p in hf_dir.iterdir()}
+    assert registry.get(manifest.id) == manifest and registry.verify(manifest.id) == []
+    assert all(p.stat().st_mode & 0o222 == 0 for p in directory.iterdir())  # read-only: immutable
+    assert [p.name for p in (tmp_path / "registry").iterdir()] == [manifest.id]  # no staging left behind
+
+
+def test_ids_are_never_reused_and_listing_is_oldest_first(tmp_path: Path, hf_dir: Path) -> None:
+    registry = Registry(tmp_path)
+    first = registry.publish(hf_dir, parent=None, algorithm="import")
+    second = registry.publish(hf_dir, parent=first.id, algorithm="dpo")
+    assert first.id != second.id
+    assert [m.id for m in registry.list()] == [first.id, second.id]
+    assert registry.get(second.id).parent == first.id
+
+
+def test_tampering_is_detected(tmp_path: Path, hf_dir: Path) -> None:
+    registry = Registry(tmp_path)
+    version = registry.publish(hf_dir, parent=None, algorithm="import")
+    weights = registry.path(version.id) / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    (registry.path(version.id) / "config.json").unlink()
+    assert registry.verify(version.id) == ["config.json: missing", "model.safetensors: checksum mismatch"]
+
+
+def test_malformed_sources_and_unknown_versions_are_refused(tmp_path: Path, hf_dir: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RegistryError, match="neither a Hugging Face model directory"):
+        registry.publish(tmp_path / "empty", parent=None, algorithm="import")
+    with pytest.raises(RegistryError, match="unknown version 'ver_nope'"):
+        registry.get("ver_nope")
+
+
+@pytest.mark.integration
+def test_pointers_promote_canary_and_roll_back_with_announcements(stack: TrimtabConfig) -> None:
+    async def scenario() -> None:
+        client = redis_client(stack.redis)
+        store = PointerStore(client, f"{stack.redis.key_prefix}{uuid.uuid4().hex[:6]}:", "registry:changes")
+        heard: list[str] = []
+
+        async def listen() -> None:
+            async for change in store.changes():
+                heard.append(change)
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.2)  # subscribed before the first change
+        assert (await store.read()).current is None
+        assert (await store.promote("ver_a")).current == "ver_a"
+        pointers = await store.set_canary("ver_b", 0.25)
+        assert (pointers.current, pointers.canary, pointers.canary_share) == ("ver_a", "ver_b", 0.25)
+        pointers = await store.promote("ver_b")  # promoting the canary ends the canary
+        assert (pointers.current, pointers.canary) == ("ver_b", None)
+        assert (await store.rollback_current()).current == "ver_a"
+        with pytest.raises(PointerError, match="no earlier current version"):
+            await store.rollback_current()
+        with pytest.raises(PointerError, match="canary share must be in"):
+            await store.set_canary("ver_c", 1.5)
+        await store.set_canary("ver_c", 0.5)
+        assert await store.clear_canary() == "ver_c" and (await store.read()).canary is None
+        await asyncio.sleep(0.2)
+        listener.cancel()
+        await client.aclose()
+        assert heard == ["current", "canary", "current", "current", "canary", "canary"]
+
+    asyncio.run(scenario())

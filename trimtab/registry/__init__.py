@@ -1,0 +1,16 @@
+"""The model registry: immutable version directories with manifests, and serving pointers in Redis."""
+
+from trimtab.registry.manifest import Manifest, OffsetRange
+from trimtab.registry.pointers import PointerError, Pointers, PointerStore
+from trimtab.registry.store import Registry, RegistryError, detect_kind
+
+__all__ = [
+    "Manifest",
+    "OffsetRange",
+    "PointerError",
+    "PointerStore",
+    "Pointers",
+    "Registry",
+    "RegistryError",
+    "detect_kind",
+]

@@ -1,0 +1,105 @@
+"""The `current` and `canary` pointers in Redis, changed atomically and announced on pub/sub.
+
+    <prefix>registry:pointers   hash: current, canary, canary_share
+    <prefix>registry:history    list: earlier currents, newest first (what Rollback returns to)
+
+Each change is one Lua script (atomic against concurrent admins) that also PUBLISHes on the
+channel; followers re-read the hash on a message and on a timer, so a missed message is caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from trimtab.errors import TrimtabError
+
+PROMOTE = """
+local current = redis.call('HGET', KEYS[1], 'current')
+if current == ARGV[1] then return 0 end
+if current then redis.call('LPUSH', KEYS[2], current) end
+redis.call('HSET', KEYS[1], 'current', ARGV[1])
+if redis.call('HGET', KEYS[1], 'canary') == ARGV[1] then redis.call('HDEL', KEYS[1], 'canary', 'canary_share') end
+redis.call('PUBLISH', ARGV[2], 'current')
+return 1
+"""
+ROLLBACK_CURRENT = """
+local previous = redis.call('LPOP', KEYS[2])
+if not previous then return redis.error_reply('no earlier current version to roll back to') end
+redis.call('HSET', KEYS[1], 'current', previous)
+redis.call('PUBLISH', ARGV[1], 'current')
+return previous
+"""
+SET_CANARY = """
+redis.call('HSET', KEYS[1], 'canary', ARGV[1], 'canary_share', ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'canary')
+return 1
+"""
+CLEAR_CANARY = """
+local canary = redis.call('HGET', KEYS[1], 'canary')
+redis.call('HDEL', KEYS[1], 'canary', 'canary_share')
+redis.call('PUBLISH', ARGV[1], 'canary')
+return canary
+"""
+
+
+class PointerError(TrimtabError):
+    """A pointer change that cannot be made (e.g. nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class Pointers:
+    current: str | None
+    canary: str | None = None
+    canary_share: float = 0.0
+
+
+class PointerStore:
+    def __init__(self, client: aioredis.Redis, key_prefix: str, channel: str) -> None:
+        self._client = client
+        self._hash = f"{key_prefix}registry:pointers"
+        self._history = f"{key_prefix}registry:history"
+        self.channel = f"{key_prefix}{channel}"
+
+    async def read(self) -> Pointers:
+        fields = {k.decode(): v.decode() for k, v in (await self._client.hgetall(self._hash)).items()}
+        canary = fields.get("canary")
+        return Pointers(fields.get("current"), canary, float(fields.get("canary_share", 0.0)) if canary else 0.0)
+
+    async def promote(self, version_id: str) -> Pointers:
+        """Make `version_id` current (the old current goes on the rollback history)."""
+        await self._client.eval(PROMOTE, 2, self._hash, self._history, version_id, self.channel)
+        return await self.read()
+
+    async def set_canary(self, version_id: str, share: float) -> Pointers:
+        if not 0.0 < share <= 1.0:
+            raise PointerError(f"canary share must be in (0, 1], got {share:g}")
+        await self._client.eval(SET_CANARY, 1, self._hash, version_id, repr(share), self.channel)
+        return await self.read()
+
+    async def clear_canary(self) -> str | None:
+        """Remove the canary; returns the version that was canary, if any."""
+        canary = await self._client.eval(CLEAR_CANARY, 1, self._hash, self.channel)
+        return canary.decode() if canary else None
+
+    async def rollback_current(self) -> Pointers:
+        """Point current back at the version it replaced."""
+        try:
+            await self._client.eval(ROLLBACK_CURRENT, 2, self._hash, self._history, self.channel)
+        except ResponseError as exc:
+            raise PointerError(str(exc)) from None
+        return await self.read()
+
+    async def changes(self) -> AsyncIterator[str]:
+        """Yields 'current' or 'canary' for every announced change (until the caller stops iterating)."""
+        pubsub = self._client.pubsub()
+        await pubsub.subscribe(self.channel)
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield message["data"].decode()
+        finally:
+            await pubsub.aclose()
