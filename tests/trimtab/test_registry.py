@@ -4,7 +4,6 @@ announce themselves; rollback to the version current replaced."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 
