@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -12,10 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from serving.metrics import ServingMetrics
-from serving.protocol import Engine, EngineRequest, Sampling
+from serving.protocol import Engine, EngineRequest, Sampling, VersionSpan
 from serving.recorder import ResponseRecorder
 from serving.requests import InvalidArgument, ValidRequest, validate
 from serving.routing import Router, Served
+from serving.versions import ZERO_ADAPTER
+from trimtab.auth import ANONYMOUS, Authenticator, Unauthenticated, credential
 from trimtab.config import ServingConfig
 from trimtab.ids import new_id
 from trimtab.telemetry import context_from_grpc, trace_fields
@@ -66,13 +68,33 @@ class Job:
     served: Served
     received_at: Timestamp
     runs: list[CandidateRun]
+    tenant: str
+
+
+def version_spans(served: Served, engine_spans: Sequence[VersionSpan]) -> list[inference_pb2.VersionSpan]:
+    """The engine labels tokens with its base weights' version; a LoRA version's tokens carry the adapter's
+    id instead, or `adapter@base` for tokens generated after a base swap under the adapter."""
+    spans = []
+    for span in engine_spans:
+        label = span.version
+        if served.adapter is not None and served.adapter != ZERO_ADAPTER:
+            label = served.version if span.version == engine_spans[0].version else f"{served.version}@{span.version}"
+        spans.append(inference_pb2.VersionSpan(version_id=label, token_start=span.start, token_end=span.end))
+    return spans
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(
-        self, engine: Engine, config: ServingConfig, router: Router, recorder: ResponseRecorder, meters: ServingMetrics
+        self,
+        engine: Engine,
+        config: ServingConfig,
+        router: Router,
+        recorder: ResponseRecorder,
+        meters: ServingMetrics,
+        authenticator: Authenticator,
     ) -> None:
         self._engine = engine
+        self._authenticator = authenticator
         self._config = config
         self._router = router
         self._recorder = recorder
@@ -114,7 +136,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 self._release(job)
 
     async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
-        """Validate, take an in-flight slot and route; aborts the RPC with the right status otherwise."""
+        """Authenticate, validate, take an in-flight slot and route; otherwise abort with the right status."""
+        try:
+            principal = self._authenticator.principal(credential(context.invocation_metadata() or ()))
+        except Unauthenticated as exc:
+            self._meters.requests.add(1, {"outcome": "unauthenticated"})
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"tenant: this API key acts for {principal.tenant!r}"
+            )
         try:
             valid = validate(request, self._config, self._engine.render_chat, self._engine.encode)
         except InvalidArgument as exc:
@@ -133,7 +164,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         received_at.GetCurrentTime()
         runs = [CandidateRun(i, new_id("resp_"), served, len(valid.prompt_token_ids)) for i in range(valid.n)]
         trace.get_current_span().set_attribute("trimtab.version", served.version)
-        return Job(new_id("req_"), request, valid, served, received_at, runs)
+        return Job(new_id("req_"), request, valid, served, received_at, runs, request.tenant or principal.tenant)
 
     def _release(self, job: Job) -> None:
         self._inflight -= 1
@@ -170,10 +201,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 run.logprobs.extend(delta.logprobs)
                 if delta.finish_reason:
                     run.finish_reason = delta.finish_reason
-                    run.spans = [
-                        inference_pb2.VersionSpan(version_id=s.version, token_start=s.start, token_end=s.end)
-                        for s in delta.version_spans
-                    ]
+                    run.spans = version_spans(job.served, delta.version_spans)
                 if chunks is not None and (delta.text or run.finish_reason):
                     final = run.candidate() if run.finish_reason else None
                     chunks.put_nowait(
@@ -196,7 +224,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         sampling = job.valid.sampling
         record = events_pb2.ResponseLogged(
             request_id=job.request_id,
-            tenant=job.request.tenant,
+            tenant=job.tenant,
             user_id=job.request.user_id,
             prompt_token_ids=job.valid.prompt_token_ids,
             sampling=common_pb2.SamplingParams(

@@ -1,4 +1,5 @@
-"""The response log, written off the reply path: Redis records for feedback validation, Kafka events.
+"""The response log, written off the reply path: Redis records for feedback validation, Kafka events
+(ResponseLogged on the responses topic, VersionEvent on the versions topic).
 
 Generation never waits for Redis or the broker. Each sink has a bounded buffer and one writer task
 that retries a record until it lands; while a sink is down its buffer fills, and records that do not
@@ -12,18 +13,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from kafka import KafkaProducer
 
 from trimtab.config import TrimtabConfig
-from trimtab.events import event_producer, send_event
+from trimtab.events import Event, event_producer, send_event
 from trimtab.records import ResponseStore, redis_client
 from trimtab.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 WARN_EVERY_S = 10.0  # at most one "dropping records" warning per sink in this interval
 
-Write = Callable[[events_pb2.ResponseLogged], Awaitable[None]]
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -33,14 +35,22 @@ class SinkStats:
     failures: int = 0
 
 
-class Sink:
+class Sink(Generic[Item]):
     """One destination: a bounded queue and a writer task that retries until each record lands."""
 
-    def __init__(self, name: str, write: Write, capacity: int, retry_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[Item], Awaitable[None]],
+        capacity: int,
+        retry_s: float,
+        on_drop: Callable[[], None] = lambda: None,
+    ) -> None:
         self.name = name
         self.stats = SinkStats()
         self._write = write
-        self._queue: asyncio.Queue[events_pb2.ResponseLogged] = asyncio.Queue(maxsize=capacity)
+        self._on_drop = on_drop
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=capacity)
         self._retry_s = retry_s
         self._last_warning = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -48,12 +58,13 @@ class Sink:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"record-sink-{self.name}")
 
-    def offer(self, record: events_pb2.ResponseLogged) -> bool:
+    def offer(self, item: Item) -> bool:
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(item)
             return True
         except asyncio.QueueFull:
             self.stats.dropped += 1
+            self._on_drop()
             if time.monotonic() - self._last_warning > WARN_EVERY_S:
                 self._last_warning = time.monotonic()
                 log.warning("%s sink buffer full: dropped %d response records so far", self.name, self.stats.dropped)
@@ -65,10 +76,10 @@ class Sink:
 
     async def _run(self) -> None:
         while True:
-            record = await self._queue.get()
+            item = await self._queue.get()
             while True:
                 try:
-                    await self._write(record)
+                    await self._write(item)
                     self.stats.written += 1
                     break
                 except Exception as exc:  # any sink failure: keep the record, wait, retry
@@ -90,36 +101,44 @@ class Sink:
 
 
 class ResponseRecorder:
-    """Fans each response record out to the Redis and Kafka sinks."""
+    """Fans each response record out to the Redis and Kafka sinks; version events go to Kafka too."""
 
-    def __init__(self, config: TrimtabConfig) -> None:
+    def __init__(self, config: TrimtabConfig, on_drop: Callable[[str], None] = lambda sink: None) -> None:
         self._config = config
         self._store = ResponseStore(redis_client(config.redis), config.redis.key_prefix)
         self._producer: KafkaProducer | None = None
         retry, capacity = config.serving.record_retry_s, config.serving.record_buffer
-        self.sinks = (Sink("redis", self._to_redis, capacity, retry), Sink("kafka", self._to_kafka, capacity, retry))
+        self._redis: Sink[events_pb2.ResponseLogged] = Sink(
+            "redis", self._to_redis, capacity, retry, lambda: on_drop("redis")
+        )
+        self._kafka: Sink[tuple[str, str, Event]] = Sink(
+            "kafka", self._to_kafka, capacity, retry, lambda: on_drop("kafka")
+        )
+        self.sinks: tuple[Sink[events_pb2.ResponseLogged], Sink[tuple[str, str, Event]]] = (self._redis, self._kafka)
 
     def start(self) -> None:
         for sink in self.sinks:
             sink.start()
 
     def record(self, record: events_pb2.ResponseLogged) -> None:
-        for sink in self.sinks:
-            sink.offer(record)
+        self._redis.offer(record)
+        self._kafka.offer((self._config.kafka.topics.responses.name, record.request_id, record))
+
+    def version_event(self, event: events_pb2.VersionEvent) -> None:
+        self._kafka.offer((self._config.kafka.topics.versions.name, event.version_id, event))
 
     async def _to_redis(self, record: events_pb2.ResponseLogged) -> None:
         await asyncio.wait_for(self._store.put(record, self._config.serving.response_ttl_s), timeout=5.0)
 
-    async def _to_kafka(self, record: events_pb2.ResponseLogged) -> None:
+    async def _to_kafka(self, item: tuple[str, str, Event]) -> None:
         # kafka-python is blocking: its calls run in a worker thread, away from the event loop.
-        await asyncio.to_thread(self._send_blocking, record)
+        await asyncio.to_thread(self._send_blocking, *item)
 
-    def _send_blocking(self, record: events_pb2.ResponseLogged) -> None:
+    def _send_blocking(self, topic: str, key: str, event: Event) -> None:
         try:
             if self._producer is None:
                 self._producer = event_producer(self._config.kafka, "serving", max_block_ms=5000)
-            topic = self._config.kafka.topics.responses.name
-            send_event(self._producer, topic, record.request_id, record).get(timeout=10)
+            send_event(self._producer, topic, key, event).get(timeout=10)
         except Exception:
             if self._producer is not None:
                 self._producer.close(timeout=0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from serving.protocol import Sampling
 from trimtab.config import ServingConfig
 from trimtab.steerlm import ATTRIBUTES, MAX_SCORE, MIN_SCORE, with_attributes
-from trimtab.v1 import inference_pb2
+from trimtab.v1 import common_pb2, inference_pb2
 
 CHAT_ROLES = ("system", "user", "assistant")
 MAX_USER_ID_CHARS = 256
@@ -89,7 +89,7 @@ def _chat_messages(request: inference_pb2.GenerateRequest, config: ServingConfig
     return [{"role": m.role, "content": m.content} for m in chat]
 
 
-def _sampling(params: inference_pb2.SamplingParams, config: ServingConfig) -> Sampling:
+def _sampling(params: common_pb2.SamplingParams, config: ServingConfig) -> Sampling:
     temperature = params.temperature if params.HasField("temperature") else 1.0
     if not 0.0 <= temperature <= MAX_TEMPERATURE:
         raise InvalidArgument("sampling.temperature", f"must be between 0 and {MAX_TEMPERATURE}, got {temperature:g}")

@@ -1,34 +1,46 @@
 """`trimtab serve`: the grpc.aio server with health checking, reflection and a graceful drain.
 
-Lifecycle: start the engine -> start the response recorder -> bind and mark SERVING -> on SIGTERM or
-SIGINT mark NOT_SERVING (load balancers stop sending), let in-flight requests finish within
-serving.drain_grace_s, flush buffered records, shut the engine down.
+Lifecycle: resolve the version to serve (the registry's `current`, else model.path imported as the
+first version) -> start the engine on it -> start the response recorder and the pointer follower ->
+bind and mark SERVING -> on SIGTERM or SIGINT mark NOT_SERVING (load balancers stop sending), let
+in-flight requests finish within serving.drain_grace_s, flush buffered records, stop the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from serving.admin import AdminServicer, version_event
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
 from serving.recorder import ResponseRecorder
-from serving.routing import Router, Served
+from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
 from serving.vllm_engine import VllmEngine
+from serving.weights import tensor_specs, write_zero_adapter
+from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
+from trimtab.records import redis_client
+from trimtab.registry import PointerStore, Registry
 from trimtab.telemetry import setup_telemetry
-from trimtab.v1 import inference_pb2, inference_pb2_grpc
+from trimtab.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
-SERVICE_NAMES = (inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,)
+SERVICE_NAMES = (
+    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
 
 GRPC_OPTIONS = [
     # Refuse to share the port with another server: two replicas on one port would split traffic silently.
@@ -50,38 +62,66 @@ class RunningServer:
     health: health_aio.HealthServicer
     engine: VllmEngine
     recorder: ResponseRecorder
+    follower: asyncio.Task[None]
+    manager: VersionManager
     drain_grace_s: float
 
     async def stop(self) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.drain_grace_s)  # new RPCs refused; in-flight ones get the grace period
+        self.follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.follower
         await self.recorder.close(timeout_s=5.0)
         self.engine.shutdown()
 
 
 async def start_server(config: TrimtabConfig) -> RunningServer:
-    engine = await VllmEngine.start(config.model.path, config.engine, config.serving.initial_version)
-    recorder = ResponseRecorder(config)
+    meters = ServingMetrics.create()
+    registry = Registry(config.registry.root)
+    pointers = PointerStore(redis_client(config.redis), config.redis.key_prefix, config.registry.channel)
+    first = await initial_version(registry, pointers, config.model.path)
+    engine = await VllmEngine.start(registry.path(first.id), config.engine, first.id)
+    if config.engine.lora:
+        zero = write_zero_adapter(registry.path(first.id), Path(tempfile.mkdtemp(prefix="trimtab-zero-adapter-")))
+        await engine.add_adapter(ZERO_ADAPTER, zero)
+    recorder = ResponseRecorder(config, on_drop=lambda sink: meters.dropped_records.add(1, {"sink": sink}))
     recorder.start()
-    router = Router(Served(config.serving.initial_version))
+
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    servicer = InferenceServicer(engine, config.serving, router, recorder, ServingMetrics.create())
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{config.serving.host}:{config.serving.port}")
+    replica_name = f"{config.serving.host}:{port}"
+    manager = VersionManager(
+        engine,
+        registry,
+        pointers,
+        first,
+        base_specs=tensor_specs(registry.path(first.id)),
+        pause_mode=config.serving.pause_mode,
+        lora=config.engine.lora,
+        meters=meters,
+        announce=lambda swap, manifest: recorder.version_event(version_event(swap, manifest, replica_name)),
+    )
+    authenticator = Authenticator(config.auth)
+    inference = InferenceServicer(engine, config.serving, manager.router, recorder, meters, authenticator)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(registry, pointers, manager, port), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.serving.host}:{config.serving.port}")
     await server.start()
+    follower = asyncio.create_task(manager.follow(config.serving.version_poll_s), name="pointer-follower")
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(port, server, health, engine, recorder, config.serving.drain_grace_s)
+    return RunningServer(port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s)
 
 
 async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:
     telemetry = setup_telemetry(config.telemetry, "serving")
     running = await start_server(config)
-    report(f"serving {config.model.path} as {config.serving.initial_version} on {config.serving.host}:{running.port}")
+    current = running.manager.router.current.version
+    report(f"serving {current} on {config.serving.host}:{running.port} (registry {config.registry.root})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,5 +134,6 @@ async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) ->
 
 
 def run(config: TrimtabConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config))
     return 0

@@ -60,8 +60,9 @@ class VllmEngine:
         async for output in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
             completion = output.outputs[0]
             token_ids = list(completion.token_ids)
+            # logprobs=0 asks for the sampled token only: one {token: Logprob} entry per new token.
             steps = completion.logprobs or []
-            logprobs = [step[token].logprob for token, step in zip(token_ids, steps, strict=True)]
+            logprobs = [step[token].logprob for token, step in zip(token_ids, steps, strict=True) if step]
             spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
             yield EngineDelta(completion.text, token_ids, logprobs, completion.finish_reason, spans)
 

@@ -20,6 +20,8 @@ def engine_kwargs(model_path: Path, config: EngineConfig) -> dict[str, Any]:
         "seed": config.seed,
         "enforce_eager": config.enforce_eager,
         "logprobs_mode": config.logprobs_mode,
+        "enable_lora": config.lora,
+        **({"max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras} if config.lora else {}),
     }
 
 

@@ -29,7 +29,7 @@ class ServingProcess:
     log: Path
 
 
-def serving_env(stack: TrimtabConfig, port: int, **extra: str) -> dict[str, str]:
+def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")}
     env |= {
         "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
@@ -38,6 +38,8 @@ def serving_env(stack: TrimtabConfig, port: int, **extra: str) -> dict[str, str]
         "TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default"),
         "TRIMTAB_SERVING__PORT": str(port),
         "TRIMTAB_SERVING__DRAIN_GRACE_S": "20",
+        "TRIMTAB_SERVING__VERSION_POLL_S": "1",
+        "TRIMTAB_REGISTRY__ROOT": str(registry_root),
     }
     return env | {f"TRIMTAB_{key.upper()}": value for key, value in extra.items()}
 
@@ -82,7 +84,8 @@ def stop_serving(serving: ServingProcess) -> int:
 
 @pytest.fixture(scope="session")
 def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
-    running = start_serving(serving_env(stack, free_port()), tmp_path_factory.mktemp("serving") / "serve.log")
+    workdir = tmp_path_factory.mktemp("serving")
+    running = start_serving(serving_env(stack, free_port(), workdir / "registry"), workdir / "serve.log")
     yield running
     stop_serving(running)
 

@@ -15,7 +15,7 @@ from tests.serving.conftest import ServingProcess
 from trimtab.events import receive
 from trimtab.ids import id_time_ms
 from trimtab.records import ResponseStore, redis_client
-from trimtab.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import admin_pb2, admin_pb2_grpc, common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,11 @@ def test_generate_returns_n_logged_candidates_with_versions_and_counts(channel: 
     ids = [c.response_id for c in reply.candidates]
     assert len(set(ids)) == 2 and all(i.startswith("resp_") for i in ids)
     assert id_time_ms(ids[0]) <= id_time_ms(ids[1]) <= id_time_ms(reply.request_id) + 60_000
+    current = admin_pb2_grpc.AdminServiceStub(channel).GetStatus(admin_pb2.GetStatusRequest()).status.current_version_id
+    assert current.startswith("ver_")  # model.path, imported into the registry as the first version
     for candidate in reply.candidates:
-        assert candidate.model_version == "v0"
-        assert [(s.version_id, s.token_start) for s in candidate.version_spans] == [("v0", 0)]
+        assert candidate.model_version == current
+        assert [(s.version_id, s.token_start) for s in candidate.version_spans] == [(current, 0)]
         assert candidate.version_spans[-1].token_end == candidate.completion_tokens > 0
         assert candidate.prompt_tokens > 0
         assert candidate.finish_reason in (inference_pb2.FINISH_REASON_STOP, inference_pb2.FINISH_REASON_LENGTH)

@@ -41,7 +41,7 @@ def test_ids_are_never_reused_and_listing_is_oldest_first(tmp_path: Path, hf_dir
     first = registry.publish(hf_dir, parent=None, algorithm="import")
     second = registry.publish(hf_dir, parent=first.id, algorithm="dpo")
     assert first.id != second.id
-    assert [m.id for m in registry.list()] == [first.id, second.id]
+    assert [m.id for m in registry.versions()] == [first.id, second.id]
     assert registry.get(second.id).parent == first.id
 
 

@@ -27,3 +27,8 @@ class EngineConfig(Section):
         default="processed_logprobs",
         description="What sampled-token logprobs mean: raw model logits or after temperature/top-k/top-p.",
     )
+    lora: bool = Field(
+        default=True, description="Serve LoRA adapter versions (side-by-side canaries) from the same engine."
+    )
+    max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank an adapter version may have.")
+    max_loras: int = Field(default=4, ge=1, description="Adapters active in one batch (current, canary, base).")

@@ -14,8 +14,8 @@ class ServingConfig(Section):
 
     host: str = Field(default="127.0.0.1", description="Bind address of the gRPC server.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
-    initial_version: str = Field(
-        default="v0", description="Version id stamped on responses from model.path until the registry says otherwise."
+    version_poll_s: float = Field(
+        default=5.0, gt=0, description="Re-read the registry pointers this often, in case a pub/sub message was missed."
     )
     max_prompt_chars: int = Field(default=8000, ge=1, description="Longest prompt text accepted, before tokenising.")
     max_prompt_tokens: int = Field(

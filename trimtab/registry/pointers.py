@@ -65,7 +65,8 @@ class PointerStore:
         self.channel = f"{key_prefix}{channel}"
 
     async def read(self) -> Pointers:
-        fields = {k.decode(): v.decode() for k, v in (await self._client.hgetall(self._hash)).items()}
+        raw = await self._client.hgetall(self._hash)
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         canary = fields.get("canary")
         return Pointers(fields.get("current"), canary, float(fields.get("canary_share", 0.0)) if canary else 0.0)
 
@@ -83,7 +84,7 @@ class PointerStore:
     async def clear_canary(self) -> str | None:
         """Remove the canary; returns the version that was canary, if any."""
         canary = await self._client.eval(CLEAR_CANARY, 1, self._hash, self.channel)
-        return canary.decode() if canary else None
+        return _text(canary) if canary else None
 
     async def rollback_current(self) -> Pointers:
         """Point current back at the version it replaced."""
@@ -100,6 +101,10 @@ class PointerStore:
         try:
             async for message in pubsub.listen():
                 if message["type"] == "message":
-                    yield message["data"].decode()
+                    yield _text(message["data"])
         finally:
             await pubsub.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -105,7 +105,7 @@ class Registry:
         except ValidationError as exc:
             raise RegistryError(f"version {version_id}: damaged manifest: {exc}") from exc
 
-    def list(self) -> list[Manifest]:
+    def versions(self) -> list[Manifest]:
         """Every version, oldest first (ids sort by creation time)."""
         if not self.root.is_dir():
             return []
