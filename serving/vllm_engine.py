@@ -82,8 +82,10 @@ class VllmEngine:
         return time.perf_counter() - started
 
     async def add_adapter(self, name: str, path: Path) -> None:
+        """Load an adapter under `name`. Names are version ids, whose weights never change, so a name that
+        is still loaded (e.g. re-promoted within the retirement grace period) is simply reused."""
         if name in self._adapters:
-            raise ValueError(f"adapter name {name!r} is already loaded; names are never reused")
+            return
         request = LoRARequest(name, self._next_lora_id, str(path))
         self._next_lora_id += 1
         await self._llm.add_lora(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
+from trimtab.registry import Registry
 
 START_TIMEOUT_S = 180
 
@@ -94,3 +100,53 @@ def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> I
 def channel(serving: ServingProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(serving.address) as channel:
         yield channel
+
+
+@dataclass(frozen=True)
+class SwapVersions:
+    """Versions published for the swap tests: the initial one, a full-weight variant, a LoRA on the
+    initial one, and a damaged copy."""
+
+    initial: str
+    full: str
+    lora: str
+    damaged: str
+    registry: Registry
+
+
+def perturbed_copy(source: Path, out: Path, seed: int) -> Path:
+    """The same model with seeded noise on every weight: a different, deterministic full version."""
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("*.safetensors", "*.jsonl", "trimtab_build.json"))
+    generator = torch.Generator().manual_seed(seed)
+    weights = load_file(source / "model.safetensors")
+    noisy = {n: w + 0.3 * w.std() * torch.randn(w.shape, generator=generator) for n, w in weights.items()}
+    save_file(noisy, out / "model.safetensors")
+    return out
+
+
+def random_lora(base: Path, out: Path, seed: int) -> Path:
+    """A PEFT LoRA adapter with random (non-zero) A and B: it changes outputs visibly."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def versions(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> SwapVersions:
+    registry = Registry(serving.config.registry.root)
+    initial = registry.versions()[0]
+    source = registry.path(initial.id)
+    work = tmp_path_factory.mktemp("versions")
+    full = registry.publish(perturbed_copy(source, work / "full", seed=1), parent=initial.id, algorithm="test-noise")
+    lora = registry.publish(
+        random_lora(source, work / "lora", seed=2), parent=initial.id, base=initial.id, algorithm="test-lora"
+    )
+    damaged = registry.publish(perturbed_copy(source, work / "damaged", seed=3), parent=initial.id, algorithm="test")
+    weights = registry.path(damaged.id) / "model.safetensors"
+    weights.chmod(0o644)
+    with weights.open("r+b") as handle:  # flip bytes inside a tensor: the checksum no longer matches
+        handle.seek(-64, 2)
+        handle.write(b"\x7f" * 16)
+    return SwapVersions(initial.id, full.id, lora.id, damaged.id, registry)

@@ -1,15 +1,10 @@
-"""Alignment losses as pure functions of tensors.
-
-Conventions: `token_logps` are log pi_theta(y_t | x, y_<t) of the target tokens, shape (B, T);
-`loss_mask` is 1.0 on the tokens a loss may count (response tokens, never the prompt or padding),
-shape (B, T). Each loss returns `(loss, metrics)` where metrics are detached scalars for logging.
-"""
+"""Supervised fine-tuning negative log-likelihood."""
 
 from __future__ import annotations
 
 import torch
 
-Metrics = dict[str, float]
+from learner.losses.common import Metrics
 
 
 def sft_loss(token_logps: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, Metrics]:

@@ -1,0 +1,69 @@
+"""Alignment losses as pure functions of tensors.
+
+Conventions: `token_logps` are log pi_theta(y_t | x, y_<t) of the target tokens, shape (B, T);
+`loss_mask` (or `mask`) is 1.0 on the tokens a loss may count (response tokens, never the prompt or
+padding), shape (B, T); sequence log-probs are those summed over the response tokens, shape (B,).
+Each loss returns `(loss, metrics)` where metrics are detached Python floats for logging. Each
+docstring gives the paper's equation and says where and why we depart from it or from TRL, against
+whose implementation tests/learner/test_losses_trl_parity.py checks every loss.
+
+One module per family: `sft`, `reward_model`, `preference` (DPO, IPO, SimPO, ORPO), `kto`, `ppo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from learner.losses.common import Metrics, masked_mean
+from learner.losses.kto import kto_loss
+from learner.losses.ppo import (
+    KL_ESTIMATORS,
+    AdvantageEstimate,
+    gae,
+    kl_k1,
+    kl_k3,
+    kl_penalised_rewards,
+    per_token_kl,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
+from learner.losses.preference import PairLogps, dpo_loss, ipo_loss, orpo_loss, simpo_loss
+from learner.losses.reward_model import reward_model_loss
+from learner.losses.sft import sft_loss
+
+PreferenceLoss = Callable[..., tuple[torch.Tensor, Metrics]]
+
+# The pairwise losses by algorithm name, chosen once at configuration time; each is called as
+# `loss_fn(pairs, **hyper_parameters)`, e.g. dpo_loss(pairs, beta=0.1, label_smoothing=0.0).
+PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
+    "dpo": dpo_loss,
+    "ipo": ipo_loss,
+    "simpo": simpo_loss,
+    "orpo": orpo_loss,
+}
+
+__all__ = [
+    "KL_ESTIMATORS",
+    "PREFERENCE_LOSSES",
+    "AdvantageEstimate",
+    "Metrics",
+    "PairLogps",
+    "PreferenceLoss",
+    "dpo_loss",
+    "gae",
+    "ipo_loss",
+    "kl_k1",
+    "kl_k3",
+    "kl_penalised_rewards",
+    "kto_loss",
+    "masked_mean",
+    "orpo_loss",
+    "per_token_kl",
+    "ppo_policy_loss",
+    "ppo_value_loss",
+    "reward_model_loss",
+    "sft_loss",
+    "simpo_loss",
+]
