@@ -81,6 +81,33 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.registry import commands
+
+    report = print
+    match args.action:
+        case "list":
+            commands.list_versions(config, report)
+        case "show":
+            commands.show_version(config, _required(args.version, "show"), report)
+        case "publish":
+            source = Path(_required(args.version, "publish"))
+            commands.publish_version(config, source, args.parent, args.algorithm, args.base, report)
+        case "promote":
+            commands.promote_version(config, _required(args.version, "promote"), report)
+        case "canary":
+            commands.canary_version(config, _required(args.version, "canary"), args.share, report)
+        case "rollback":
+            commands.rollback_version(config, args.version, report)
+    return 0
+
+
+def _required(value: str | None, action: str) -> str:
+    if not value:
+        raise TrimtabError(f"versions {action}: give a {'directory' if action == 'publish' else 'version id'}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trimtab", description="Align a language model while it serves.")
     parser.add_argument(
@@ -105,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("action", choices=["build"], help="what to do with the default model")
     model.add_argument("--force", action="store_true", help="rebuild even if the cached build matches its recipe")
     add("serve", cmd_serve, "serve the model over gRPC (InferenceService) until SIGTERM")
+    versions = add("versions", cmd_versions, "the model registry: list, show, publish, promote, canary, rollback")
+    versions.add_argument("action", choices=["list", "show", "publish", "promote", "canary", "rollback"])
+    versions.add_argument("version", nargs="?", help="version id (a directory for publish)")
+    versions.add_argument("--share", type=float, default=0.1, help="canary: share of users (0-1]")
+    versions.add_argument("--parent", help="publish: the version it was trained from")
+    versions.add_argument("--base", help="publish: for a LoRA adapter, the full version it applies to")
+    versions.add_argument("--algorithm", default="import", help="publish: how it was made")
     demo = add("demo", cmd_demo, "run the main job on embedded defaults")
     demo.add_argument("--prompts", type=int, default=8, help="prompts from the synthetic world to answer")
     return parser

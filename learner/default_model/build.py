@@ -34,8 +34,9 @@ EVAL_PROMPTS = 256
 _RECIPE_SOURCES = (
     "learner/default_model",
     "learner/sft.py",
-    "learner/losses.py",
+    "learner/losses/sft.py",
     "learner/batching.py",
+    "learner/optim.py",
     "trimtab/world",
 )
 _REPO = Path(__file__).resolve().parents[2]

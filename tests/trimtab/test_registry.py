@@ -4,6 +4,9 @@ announce themselves; rollback to the version current replaced."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -96,3 +99,41 @@ def test_pointers_promote_canary_and_roll_back_with_announcements(stack: Trimtab
         assert heard == ["current", "canary", "current", "current", "canary", "canary"]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_versions_cli_publishes_lists_promotes_and_rolls_back(
+    stack: TrimtabConfig, tmp_path: Path, hf_dir: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
+        "TRIMTAB_REGISTRY__ROOT": str(tmp_path / "registry"),
+        "TRIMTAB_REDIS__URL": stack.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": f"{stack.redis.key_prefix}{uuid.uuid4().hex[:6]}:",
+    }
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "trimtab.cli", "versions", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = cli("publish", str(hf_dir)).split()[1]
+    second = cli("publish", str(hf_dir), "--parent", first, "--algorithm", "dpo").split()[1]
+    assert cli("promote", first) == f"current -> {first}\n"
+    assert cli("promote", second) == f"current -> {second}\n"
+    listed = cli("list").splitlines()
+    assert [line.split()[0] for line in listed] == [first, second] and "current" in listed[1]
+    assert '"algorithm": "dpo"' in cli("show", second) and "files: intact" in cli("show", second)
+    assert cli("rollback") == f"current {second} rolled back to {first}\n"
+    failed = subprocess.run(
+        [sys.executable, "-m", "trimtab.cli", "versions", "promote", "ver_missing"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1 and "unknown version 'ver_missing'" in failed.stderr

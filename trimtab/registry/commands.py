@@ -1,0 +1,91 @@
+"""`trimtab versions ...`: the registry from the command line (operators and scripts).
+
+Pointer changes here are the same Redis operations AdminService makes; every serving replica follows
+them. Promoting or canarying checks the version's files first; serving checks that the weights fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from trimtab.config import TrimtabConfig
+from trimtab.records import redis_client
+from trimtab.registry.pointers import Pointers, PointerStore
+from trimtab.registry.store import Registry, RegistryError
+
+Report = Callable[[str], None]
+T = TypeVar("T")
+
+
+def _with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        client = redis_client(config.redis)
+        try:
+            return await action(PointerStore(client, config.redis.key_prefix, config.registry.channel))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def _intact(registry: Registry, version_id: str) -> None:
+    problems = registry.verify(version_id)
+    if problems:
+        raise RegistryError(f"version {version_id} is damaged: {'; '.join(problems)}")
+
+
+def list_versions(config: TrimtabConfig, report: Report) -> None:
+    registry = Registry(config.registry.root)
+    pointers: Pointers = _with_pointers(config, lambda store: store.read())
+    for manifest in registry.versions():
+        role = "current" if manifest.id == pointers.current else "canary" if manifest.id == pointers.canary else ""
+        metrics = " ".join(f"{k}={v:.3g}" for k, v in sorted(manifest.metrics.items()))
+        parent = manifest.parent or "-"
+        report(f"{manifest.id}  {manifest.kind:<4}  {manifest.algorithm:<8}  parent={parent}  {role:<7} {metrics}")
+
+
+def show_version(config: TrimtabConfig, version_id: str, report: Report) -> None:
+    registry = Registry(config.registry.root)
+    report(json.dumps(json.loads(registry.get(version_id).model_dump_json()), indent=2))
+    problems = registry.verify(version_id)
+    report("files: intact" if not problems else "files: DAMAGED: " + "; ".join(problems))
+
+
+def publish_version(
+    config: TrimtabConfig, source: Path, parent: str | None, algorithm: str, base: str | None, report: Report
+) -> None:
+    manifest = Registry(config.registry.root).publish(source, parent=parent, algorithm=algorithm, base=base)
+    report(f"published {manifest.id} ({manifest.kind}, {len(manifest.files)} files)")
+
+
+def promote_version(config: TrimtabConfig, version_id: str, report: Report) -> None:
+    _intact(Registry(config.registry.root), version_id)
+    pointers = _with_pointers(config, lambda store: store.promote(version_id))
+    report(f"current -> {pointers.current}")
+
+
+def canary_version(config: TrimtabConfig, version_id: str, share: float, report: Report) -> None:
+    _intact(Registry(config.registry.root), version_id)
+    pointers = _with_pointers(config, lambda store: store.set_canary(version_id, share))
+    report(f"canary -> {pointers.canary} for {pointers.canary_share:.0%} of users")
+
+
+def rollback_version(config: TrimtabConfig, version_id: str | None, report: Report) -> None:
+    """Roll back the canary (if it is the target, or no target is given and one is set), else current."""
+
+    async def rollback(store: PointerStore) -> str:
+        pointers = await store.read()
+        target = version_id or pointers.canary or pointers.current
+        if target is not None and target == pointers.canary:
+            await store.clear_canary()
+            return f"canary {target} removed"
+        if target is not None and target == pointers.current:
+            after = await store.rollback_current()
+            return f"current {target} rolled back to {after.current}"
+        raise RegistryError(f"{target!r} is neither current nor canary")
+
+    report(_with_pointers(config, rollback))
