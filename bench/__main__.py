@@ -10,6 +10,7 @@ from rich.console import Console
 
 from bench.generation import bench_generation
 from bench.report import write_report
+from bench.serving import bench_serving
 from trimtab.config import ConfigError, load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,6 +26,8 @@ def main() -> int:
         return 2
     console.print("bench: generation throughput (vLLM vs HF generate)")
     rows = [bench_generation(config)]
+    console.print("bench: serving tier vs bare engine; hot swap vs engine restart")
+    rows += bench_serving(config)
     table = write_report(rows, RESULTS)
     print(table.read_text())
     console.print(f"written to {table}")

@@ -1,7 +1,8 @@
 """AdminService: list versions, set the canary, promote, roll back, and the serving status.
 
 Pointer changes go through the registry's Redis pointers (so every replica follows them); this
-replica then reconciles at once, and the reply carries its status after the change.
+replica then reconciles at once, and the reply carries its status after the change. While auth is on,
+any valid API key may call it: there is no separate admin role yet.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from serving.authn import authenticate
 from serving.versions import Swap, VersionManager
 from serving.weights import SwapRefused
+from trimtab.auth import Authenticator
 from trimtab.registry import Manifest, PointerError, PointerStore, Registry, RegistryError
 from trimtab.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 
@@ -65,7 +68,15 @@ def version_event(swap: Swap, manifest: Manifest | None, replica: str) -> events
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, registry: Registry, pointers: PointerStore, manager: VersionManager, port: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        pointers: PointerStore,
+        manager: VersionManager,
+        port: int,
+        authenticator: Authenticator,
+    ) -> None:
+        self._authenticator = authenticator
         self._registry = registry
         self._pointers = pointers
         self._manager = manager
@@ -87,6 +98,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListVersions(
         self, request: admin_pb2.ListVersionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListVersionsResponse:
+        await authenticate(self._authenticator, context)
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         newest_first = [
             m for m in reversed(self._registry.versions()) if not request.page_token or m.id < request.page_token
@@ -98,6 +110,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetVersion(
         self, request: admin_pb2.GetVersionRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetVersionResponse:
+        await authenticate(self._authenticator, context)
         manifest = await self._manifest(request.version_id, context)
         return admin_pb2.GetVersionResponse(
             version=await self._describe(manifest), manifest_json=manifest.model_dump_json()
@@ -106,6 +119,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetCanary(
         self, request: admin_pb2.SetCanaryRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetCanaryResponse:
+        await authenticate(self._authenticator, context)
         if not 0.0 < request.share <= 1.0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"share: must be in (0, 1], got {request.share:g}")
         await self._check(request.version_id, "canary", context)
@@ -116,6 +130,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Promote(
         self, request: admin_pb2.PromoteRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PromoteResponse:
+        await authenticate(self._authenticator, context)
         await self._check(request.version_id, "current", context)
         await self._pointers.promote(request.version_id)
         await self._manager.reconcile()
@@ -124,6 +139,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Rollback(
         self, request: admin_pb2.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RollbackResponse:
+        await authenticate(self._authenticator, context)
         pointers = await self._pointers.read()
         target = request.version_id or pointers.canary or pointers.current
         try:
@@ -143,6 +159,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetStatusResponse:
+        await authenticate(self._authenticator, context)
         return admin_pb2.GetStatusResponse(status=self.status())
 
     async def _manifest(self, version_id: str, context: grpc.aio.ServicerContext) -> Manifest:

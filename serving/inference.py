@@ -11,13 +11,14 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
+from serving.authn import authenticate
 from serving.metrics import ServingMetrics
 from serving.protocol import Engine, EngineRequest, Sampling, VersionSpan
 from serving.recorder import ResponseRecorder
 from serving.requests import InvalidArgument, ValidRequest, validate
 from serving.routing import Router, Served
 from serving.versions import ZERO_ADAPTER
-from trimtab.auth import ANONYMOUS, Authenticator, Unauthenticated, credential
+from trimtab.auth import ANONYMOUS, Authenticator
 from trimtab.config import ServingConfig
 from trimtab.ids import new_id
 from trimtab.telemetry import context_from_grpc, trace_fields
@@ -137,11 +138,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
         """Authenticate, validate, take an in-flight slot and route; otherwise abort with the right status."""
-        try:
-            principal = self._authenticator.principal(credential(context.invocation_metadata() or ()))
-        except Unauthenticated as exc:
-            self._meters.requests.add(1, {"outcome": "unauthenticated"})
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        principal = await authenticate(self._authenticator, context)
         if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"tenant: this API key acts for {principal.tenant!r}"
@@ -172,7 +169,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         cancelled = [run for run in job.runs if not run.finish_reason]
         for run in cancelled:  # the client left or its deadline passed: vLLM aborted these
             run.finish_reason = "abort"
-        self._recorder.record(self._record(job))
+        with tracer.start_as_current_span("record", attributes={"trimtab.request_id": job.request_id}):
+            self._recorder.record(self._record(job))  # queued: the writes happen off the reply path
         outcome = "cancelled" if cancelled else "ok"
         self._meters.requests.add(1, {"outcome": outcome, "version": job.served.version})
 
@@ -187,7 +185,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if sampling.seed is not None:  # distinct but reproducible candidates
             sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + run.index})
         engine_request = EngineRequest(run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter)
-        started = last = time.perf_counter()
+        started = time.perf_counter()
+        attributes = {"trimtab.version": job.served.version, "trimtab.response_id": run.response_id}
+        with tracer.start_as_current_span("generate", attributes=attributes) as span:
+            await self._generate(job, run, engine_request, chunks, started)
+            span.set_attribute("trimtab.completion_tokens", len(run.token_ids))
+
+    async def _generate(
+        self,
+        job: Job,
+        run: CandidateRun,
+        engine_request: EngineRequest,
+        chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] | None,
+        started: float,
+    ) -> None:
+        last = started
         try:
             async for delta in self._engine.generate(engine_request):
                 now = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,15 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from peft import LoraConfig, get_peft_model
-from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
 
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.registry import Registry
+from trimtab.testing import perturbed_copy, random_lora
 
 START_TIMEOUT_S = 180
 
@@ -50,7 +46,7 @@ def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: s
     return env | {f"TRIMTAB_{key.upper()}": value for key, value in extra.items()}
 
 
-def start_serving(env: dict[str, str], log: Path) -> ServingProcess:
+def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str], ...] = ()) -> ServingProcess:
     """Start `trimtab serve` and wait until its health service says SERVING (or fail with its log)."""
     address = f"127.0.0.1:{env['TRIMTAB_SERVING__PORT']}"
     process = subprocess.Popen(
@@ -112,25 +108,6 @@ class SwapVersions:
     lora: str
     damaged: str
     registry: Registry
-
-
-def perturbed_copy(source: Path, out: Path, seed: int) -> Path:
-    """The same model with seeded noise on every weight: a different, deterministic full version."""
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns("*.safetensors", "*.jsonl", "trimtab_build.json"))
-    generator = torch.Generator().manual_seed(seed)
-    weights = load_file(source / "model.safetensors")
-    noisy = {n: w + 0.3 * w.std() * torch.randn(w.shape, generator=generator) for n, w in weights.items()}
-    save_file(noisy, out / "model.safetensors")
-    return out
-
-
-def random_lora(base: Path, out: Path, seed: int) -> Path:
-    """A PEFT LoRA adapter with random (non-zero) A and B: it changes outputs visibly."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

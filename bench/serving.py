@@ -1,0 +1,211 @@
+"""Serving benchmarks: the gRPC tier vs the bare engine, and a hot swap vs restarting the engine.
+
+Both sides run in this process on the same model, prompts and load (64 concurrent greedy requests
+over held-out prompts), one after the other, so they never share the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.report import Comparison
+from trimtab.config import TrimtabConfig
+from trimtab.engine import engine_kwargs
+from trimtab.records import redis_client
+from trimtab.registry import PointerStore, Registry
+from trimtab.testing import perturbed_copy
+from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from trimtab.world import Split, World
+
+CONCURRENCY = 64
+MAX_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class Load:
+    tokens: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return statistics.quantiles(self.latencies, n=100)[int(q) - 1]
+
+
+async def _measure(one: Callable[[int], Awaitable[int]], n: int) -> Load:
+    latencies: list[float] = []
+
+    async def timed(i: int) -> int:
+        started = time.perf_counter()
+        tokens = await one(i)
+        latencies.append(time.perf_counter() - started)
+        return tokens
+
+    await asyncio.gather(*(timed(i) for i in range(4)))  # warm-up
+    latencies.clear()
+    started = time.perf_counter()
+    tokens = await asyncio.gather(*(timed(i) for i in range(n)))
+    return Load(sum(tokens), time.perf_counter() - started, latencies)
+
+
+async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[Any]) -> Load:
+    from vllm import SamplingParams
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.inputs import TokensPrompt
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config.engine)))
+    tokenizer: Any = llm.get_tokenizer()
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
+
+    async def one(i: int) -> int:
+        text = tokenizer.apply_chat_template(prompts[i % len(prompts)], add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        request_id = f"bare-{i}-{time.monotonic_ns()}"
+        outputs = [output async for output in llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id)]
+        return len(outputs[-1].outputs[0].token_ids)
+
+    try:
+        return await _measure(one, CONCURRENCY)
+    finally:
+        llm.shutdown()
+
+
+async def _through_grpc(address: str, prompts: list[Any]) -> Load:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+        async def one(i: int) -> int:
+            request = inference_pb2.GenerateRequest(
+                user_id=f"bench-{i}", sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
+            )
+            for message in prompts[i % len(prompts)]:
+                request.prompt.chat.messages.add(**message)
+            reply = await stub.Generate(request, timeout=300)
+            return reply.candidates[0].completion_tokens
+
+        return await _measure(one, CONCURRENCY)
+
+
+async def _first_token_from(address: str, version: str, since: float) -> float:
+    """Seconds from `since` until a response served by `version` arrives (polled with 1-token requests)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        while True:
+            request = inference_pb2.GenerateRequest(
+                user_id="swap-probe", sampling=common_pb2.SamplingParams(max_tokens=1)
+            )
+            request.prompt.chat.messages.add(role="user", content="Hello!")
+            reply = await stub.Generate(request, timeout=60)
+            if reply.candidates[0].model_version == version:
+                return time.perf_counter() - since
+
+
+async def _restart_to_first_token(model_path: Path, config: TrimtabConfig) -> float:
+    """The alternative to a hot swap: start a fresh engine on the new weights and wait for a first token."""
+    from vllm import SamplingParams
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.inputs import TokensPrompt
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    started = time.perf_counter()
+    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config.engine)))
+    try:
+        async for _ in llm.generate(TokensPrompt(prompt_token_ids=[1, 2, 3]), SamplingParams(max_tokens=1), "restart"):
+            return time.perf_counter() - started
+    finally:
+        llm.shutdown()
+    raise RuntimeError("the restarted engine produced no token")
+
+
+async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comparison]:
+    from serving.server import start_server
+
+    prompts = [p.messages for p in World(config.world).sample_prompts(CONCURRENCY, seed=5, split=Split.HELDOUT)]
+    bare = await _bare_engine(config.model.path, config, prompts)
+
+    running = await start_server(config)
+    address = f"{config.serving.host}:{running.port}"
+    try:
+        tier = await _through_grpc(address, prompts)
+        registry = Registry(config.registry.root)
+        current = running.manager.router.current.version
+        variant = perturbed_copy(registry.path(current), workdir / "variant", seed=9)
+        published = time.perf_counter()
+        version = registry.publish(variant, parent=current, algorithm="bench").id
+        client = redis_client(config.redis)
+        background = asyncio.create_task(_through_grpc(address, prompts))  # the swap happens under load
+        await PointerStore(client, config.redis.key_prefix, config.registry.channel).promote(version)
+        to_first_token = await _first_token_from(address, version, published)
+        await background
+        await client.aclose()
+        stall = running.manager.history[-1].stall_s
+    finally:
+        await running.stop()
+    restart = await _restart_to_first_token(registry.path(version), config)
+    return [
+        Comparison(
+            f"serving throughput, {CONCURRENCY} concurrent greedy requests",
+            "tokens/s",
+            "trimtab gRPC tier",
+            tier.tokens_per_s,
+            "bare AsyncLLM",
+            bare.tokens_per_s,
+            notes=(
+                f"p50/p99 latency: tier {tier.percentile(50):.2f}/{tier.percentile(99):.2f}s, "
+                f"bare {bare.percentile(50):.2f}/{bare.percentile(99):.2f}s; LoRA on: {config.engine.lora}"
+            ),
+        ),
+        Comparison(
+            "new version: publish to first token",
+            "s",
+            "hot swap (pause/reload/resume)",
+            to_first_token,
+            "restart the engine",
+            restart,
+            higher_is_better=False,
+            notes=f"swap stall {stall * 1000:.0f} ms under {CONCURRENCY} concurrent requests",
+        ),
+    ]
+
+
+def bench_serving(config: TrimtabConfig) -> list[Comparison]:
+    """Runs on a private stack (free ports, a temporary registry), like the tests."""
+    from trimtab.stack import down, up
+
+    with tempfile.TemporaryDirectory(prefix="trimtab-bench-") as tmp:
+        workdir = Path(tmp)
+        bench_config = config.model_copy(
+            update={
+                "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
+                "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
+                "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
+                "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
+                "serving": config.serving.model_copy(update={"port": 0}),
+            }
+        )
+        up(bench_config)
+        try:
+            return asyncio.run(_serving_benchmarks(bench_config, workdir))
+        finally:
+            down(bench_config)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

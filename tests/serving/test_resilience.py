@@ -1,0 +1,142 @@
+"""A second serving process, configured to be hard to please: API keys on, a tiny in-flight limit, and a
+Redis of its own that we stop and restart. Generation never waits on the response log; records written
+while Redis is down land when it comes back; SIGTERM lets in-flight streams finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import config_with, free_port
+from tests.serving.conftest import ServingProcess, serving_env, start_serving, stop_serving
+from trimtab.auth import hash_key
+from trimtab.config import TrimtabConfig
+from trimtab.records import ResponseStore, redis_client
+from trimtab.stack import down, up
+from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+pytestmark = pytest.mark.integration
+KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def own_redis(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
+    """A redis-server only this module uses (started by `trimtab up`), beside the session broker."""
+    config = config_with(
+        tmp_path_factory.mktemp("own-redis"),
+        kafka__bootstrap_servers=stack.kafka.bootstrap_servers,
+        redis__url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    up(config)
+    yield config
+    down(config)
+
+
+@pytest.fixture(scope="module")
+def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
+    workdir = tmp_path_factory.mktemp("strict")
+    keys = json.dumps([{"name": "tester", "sha256": hash_key(KEY), "tenant": "default"}])
+    env = serving_env(
+        own_redis,
+        free_port(),
+        workdir / "registry",
+        auth__enabled="true",
+        auth__api_keys=keys,
+        serving__max_inflight="4",
+    )
+    running = start_serving(env, workdir / "serve.log", metadata=(("x-api-key", KEY),))
+    yield running
+    if running.process.poll() is None:
+        stop_serving(running)
+
+
+def request(text: str = "What is 3 plus 5?", max_tokens: int = 16) -> inference_pb2.GenerateRequest:
+    message = inference_pb2.GenerateRequest(user_id="u1", sampling=common_pb2.SamplingParams(max_tokens=max_tokens))
+    message.prompt.chat.messages.add(role="user", content=text)
+    return message
+
+
+AUTH = (("authorization", f"Bearer {KEY}"),)
+
+
+def test_an_unknown_or_missing_api_key_is_unauthenticated(strict: ServingProcess) -> None:
+    stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(strict.address))
+    for metadata in ((), (("x-api-key", "wrong"),)):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Generate(request(), metadata=metadata, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert stub.Generate(request(), metadata=AUTH, timeout=60).candidates[0].completion_tokens > 0
+
+
+def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: ServingProcess) -> None:
+    async def burst() -> list[grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(strict.address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+            async def one() -> grpc.StatusCode:
+                try:
+                    await stub.Generate(request(max_tokens=64), metadata=AUTH, timeout=120)
+                    return grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+            return list(await asyncio.gather(*(one() for _ in range(16))))
+
+    codes = asyncio.run(burst())
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert codes.count(grpc.StatusCode.OK) >= 4
+
+
+def test_generation_goes_on_while_redis_is_down_and_records_land_when_it_returns(
+    strict: ServingProcess, own_redis: TrimtabConfig
+) -> None:
+    stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(strict.address))
+    down(own_redis)
+    started = time.perf_counter()
+    reply = stub.Generate(request("Hello!"), metadata=AUTH, timeout=60)
+    assert time.perf_counter() - started < 10  # not held up by the record writer's retries
+    up(own_redis)
+
+    async def landed() -> bool:
+        client = redis_client(own_redis.redis)
+        store = ResponseStore(client, own_redis.redis.key_prefix)
+        try:
+            for _ in range(100):  # the writer retries every serving.record_retry_s (1 s)
+                if await store.get(reply.candidates[0].response_id) is not None:
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(landed())
+
+
+def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: ServingProcess, tmp_path: Path) -> None:
+    async def streams_through_shutdown() -> list[inference_pb2.Candidate]:
+        async with grpc.aio.insecure_channel(strict.address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            calls = [stub.GenerateStream(request(max_tokens=96), metadata=AUTH, timeout=120) for _ in range(3)]
+            firsts = [await call.read() for call in calls]  # all three are generating
+            assert all(first.response_id for first in firsts)
+            strict.process.send_signal(15)
+            finals = []
+            for call in calls:
+                async for chunk in call:
+                    if chunk.HasField("final"):
+                        finals.append(chunk.final)
+            return finals
+
+    finals = asyncio.run(streams_through_shutdown())
+    assert len(finals) == 3
+    assert all(
+        f.finish_reason in (inference_pb2.FINISH_REASON_STOP, inference_pb2.FINISH_REASON_LENGTH) for f in finals
+    )
+    assert strict.process.wait(timeout=60) == 0
+    assert "draining" in strict.log.read_text()
