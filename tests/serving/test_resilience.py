@@ -128,7 +128,7 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: Servin
             strict.process.send_signal(15)
             finals = []
             for call in calls:
-                async for chunk in call:
+                while (chunk := await call.read()) != grpc.aio.EOF:
                     if chunk.HasField("final"):
                         finals.append(chunk.final)
             return finals
