@@ -7,6 +7,7 @@ over held-out prompts), one after the other, so they never share the CPU.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -66,6 +67,7 @@ async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[An
     from vllm.inputs import TokensPrompt
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"  # the bare engine at its best: every core
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config.engine)))
     tokenizer: Any = llm.get_tokenizer()
     params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
@@ -165,7 +167,8 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
             bare.tokens_per_s,
             notes=(
                 f"p50/p99 latency: tier {tier.percentile(50):.2f}/{tier.percentile(99):.2f}s, "
-                f"bare {bare.percentile(50):.2f}/{bare.percentile(99):.2f}s; LoRA on: {config.engine.lora}"
+                f"bare {bare.percentile(50):.2f}/{bare.percentile(99):.2f}s; engine.lora {config.engine.lora}; "
+                f"the tier leaves {config.serving.cpu_cores_for_server} core(s) to gRPC, the bare engine uses all"
             ),
         ),
         Comparison(

@@ -73,13 +73,14 @@ class Job:
 
 
 def version_spans(served: Served, engine_spans: Sequence[VersionSpan]) -> list[inference_pb2.VersionSpan]:
-    """The engine labels tokens with its base weights' version; a LoRA version's tokens carry the adapter's
-    id instead, or `adapter@base` for tokens generated after a base swap under the adapter."""
+    """Who produced which tokens. The engine labels tokens with its base weights' version; tokens of a
+    LoRA version carry the adapter's id while the engine runs the base it was trained on, and
+    `adapter@base` while it runs another (a base swapped under an in-flight adapter request)."""
     spans = []
     for span in engine_spans:
         label = span.version
         if served.adapter is not None and served.adapter != ZERO_ADAPTER:
-            label = served.version if span.version == engine_spans[0].version else f"{served.version}@{span.version}"
+            label = served.version if span.version == served.base else f"{served.version}@{span.version}"
         spans.append(inference_pb2.VersionSpan(version_id=label, token_start=span.start, token_end=span.end))
     return spans
 
@@ -157,6 +158,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._inflight += 1
         self._meters.inflight.add(1)
         served = self._router.route(request.user_id)
+        self._router.admit(served)
         received_at = Timestamp()
         received_at.GetCurrentTime()
         runs = [CandidateRun(i, new_id("resp_"), served, len(valid.prompt_token_ids)) for i in range(valid.n)]
@@ -164,6 +166,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return Job(new_id("req_"), request, valid, served, received_at, runs, request.tenant or principal.tenant)
 
     def _release(self, job: Job) -> None:
+        self._router.release(job.served)
         self._inflight -= 1
         self._meters.inflight.add(-1)
         cancelled = [run for run in job.runs if not run.finish_reason]

@@ -1,17 +1,31 @@
-"""Which version serves a user: current, or the canary for a stable share of users."""
+"""Which version serves a user: current, or the canary for a stable share of users; and when base
+requests must go through the all-zero adapter.
+
+vLLM 0.32's CPU LoRA kernels give a request without an adapter the adapter of the last slot when it
+is batched with LoRA requests (design.md; vllm#48421). The zero adapter avoids that but costs the LoRA
+kernels on every request (about 2.8x slower on CPU, measured by `make bench`), so base requests run
+plain while no adapter is in use, and through the zero adapter from the moment an adapter is about to
+be routed until the last adapter request has finished. Plain and real-adapter requests never share a
+batch: before an adapter is routed, `arm_lora` waits for plain requests to drain.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Served:
-    """A servable version: the engine's base weights (adapter None) or a loaded LoRA adapter."""
+    """A servable version: the engine's base weights (adapter None) or a loaded LoRA adapter, with the
+    full version the adapter was trained on (`base`)."""
 
     version: str
     adapter: str | None = None
+    base: str | None = None
 
 
 def user_bucket(user_id: str) -> float:
@@ -24,8 +38,33 @@ class Router:
     current: Served
     canary: Served | None = None
     canary_share: float = 0.0
+    zero_adapter: str | None = None  # the all-zero adapter's name; None when the engine has no LoRA
+    lora_armed: bool = False
+    in_flight: Counter[str] = field(default_factory=Counter)  # "plain" / "adapter" requests running
 
     def route(self, user_id: str) -> Served:
+        chosen = self.current
         if self.canary is not None and user_bucket(user_id) < self.canary_share:
-            return self.canary
-        return self.current
+            chosen = self.canary
+        if chosen.adapter is None and self.zero_adapter is not None and self._lora_in_use():
+            return Served(chosen.version, self.zero_adapter, chosen.version)
+        return chosen
+
+    def admit(self, served: Served) -> None:
+        self.in_flight["plain" if served.adapter is None else "adapter"] += 1
+
+    def release(self, served: Served) -> None:
+        self.in_flight["plain" if served.adapter is None else "adapter"] -= 1
+
+    async def arm_lora(self, timeout_s: float) -> bool:
+        """Send new base requests through the zero adapter and wait for plain ones to finish; False if
+        some were still running after timeout_s."""
+        self.lora_armed = True
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight["plain"] > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.in_flight["plain"] == 0
+
+    def _lora_in_use(self) -> bool:
+        routed = {self.current.adapter, self.canary.adapter if self.canary else None} - {None}
+        return self.lora_armed or bool(routed) or self.in_flight["adapter"] > 0

@@ -82,7 +82,9 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     registry = Registry(config.registry.root)
     pointers = PointerStore(redis_client(config.redis), config.redis.key_prefix, config.registry.channel)
     first = await initial_version(registry, pointers, config.model.path)
-    engine = await VllmEngine.start(registry.path(first.id), config.engine, first.id)
+    engine = await VllmEngine.start(
+        registry.path(first.id), config.engine, first.id, config.serving.cpu_cores_for_server
+    )
     if config.engine.lora:
         zero = write_zero_adapter(registry.path(first.id), Path(tempfile.mkdtemp(prefix="trimtab-zero-adapter-")))
         await engine.add_adapter(ZERO_ADAPTER, zero)

@@ -26,6 +26,7 @@ from trimtab.registry import Manifest, PointerStore, Registry, RegistryError
 log = logging.getLogger(__name__)
 ZERO_ADAPTER = "trimtab-base"  # the all-zero adapter "base" requests use while LoRA is on
 ADAPTER_GRACE_S = 30.0  # a retired adapter stays loaded this long for requests still using it
+ARM_TIMEOUT_S = 30.0  # how long a LoRA swap waits for plain requests to drain (vLLM CPU LoRA bug)
 HISTORY = 50
 
 
@@ -65,7 +66,7 @@ class VersionManager:
         self._registry = registry
         self._pointers = pointers
         self._lora = lora
-        self.router = Router(current=self.served(initial))
+        self.router = Router(current=self.served(initial), zero_adapter=ZERO_ADAPTER if lora else None)
         self._base_specs = base_specs
         self._pause_mode = pause_mode
         self._meters = meters
@@ -76,9 +77,10 @@ class VersionManager:
         self.refused: set[str] = set()  # not retried while a pointer still names them
 
     def served(self, manifest: Manifest) -> Served:
+        """What the router holds for a version (base requests get the zero adapter at route time)."""
         if manifest.kind == "lora":
-            return Served(manifest.id, adapter=manifest.id)
-        return Served(manifest.id, adapter=ZERO_ADAPTER if self._lora else None)
+            return Served(manifest.id, adapter=manifest.id, base=manifest.base)
+        return Served(manifest.id)
 
     async def reconcile(self) -> None:
         """Apply whatever the pointers say that the engine does not serve yet (idempotent)."""
@@ -136,12 +138,14 @@ class VersionManager:
                 self.base_version = version_id
             else:
                 await self._engine.add_adapter(version_id, self._registry.path(version_id))
+                if not await self.router.arm_lora(ARM_TIMEOUT_S):
+                    log.warning("plain requests still running after %.0fs; routing the adapter anyway", ARM_TIMEOUT_S)
             served = self.served(manifest)
             if role == "current":
                 self.router.current = served
             else:
                 self.router.canary, self.router.canary_share = served, share
-            if previous is not None and previous.adapter not in (None, ZERO_ADAPTER, served.adapter):
+            if previous is not None and previous.adapter not in (None, served.adapter):
                 self._retire(previous)
             error = ""
         except (SwapRefused, RegistryError) as exc:
@@ -151,6 +155,8 @@ class VersionManager:
         except Exception as exc:  # the engine failed mid-swap: report it; the old label stays
             error = f"engine error: {exc}"
             log.exception("swap to %s failed", version_id)
+        finally:
+            self.router.lora_armed = False  # from here a routed adapter keeps base requests on the zero adapter
         swap = Swap(
             role,
             previous.version if previous else None,
@@ -185,7 +191,7 @@ class VersionManager:
 
     def _retire(self, served: Served | None) -> None:
         """Unload an adapter no route uses any more, after a grace period for requests still on it."""
-        if served is None or served.adapter in (None, ZERO_ADAPTER):
+        if served is None or served.adapter is None:
             return
 
         async def later(name: str) -> None:

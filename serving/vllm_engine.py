@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -29,7 +30,9 @@ class VllmEngine:
         self._next_lora_id = 1
 
     @classmethod
-    async def start(cls, model_path: Path, config: EngineConfig, version: str) -> VllmEngine:
+    async def start(cls, model_path: Path, config: EngineConfig, version: str, cpus_for_server: int) -> VllmEngine:
+        # vLLM's CPU backend reads this when it spawns its engine core (a no-op on GPUs).
+        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cpus_for_server)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config)))
         # Every output batch is stamped with this label; swaps change it between pause and resume.
         await llm.update_weight_version(version)
