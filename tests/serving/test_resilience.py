@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,9 @@ def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -
         auth__enabled="true",
         auth__api_keys=keys,
         serving__max_inflight="4",
+        telemetry__traces="console",  # spans land in the log, read after shutdown
+        telemetry__metrics="prometheus",
+        telemetry__prometheus_port=str(METRICS_PORT),
     )
     running = start_serving(env, workdir / "serve.log", metadata=(("x-api-key", KEY),))
     yield running
@@ -91,6 +96,9 @@ def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: Serv
     codes = asyncio.run(burst())
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.OK) >= 4
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+    assert 'outcome="resource_exhausted"' in metrics and "trimtab_serving_requests_total" in metrics
+    assert "trimtab_serving_ttft_seconds_bucket" in metrics and "trimtab_serving_tokens_total" in metrics
 
 
 def test_generation_goes_on_while_redis_is_down_and_records_land_when_it_returns(
@@ -139,4 +147,8 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: Servin
         f.finish_reason in (inference_pb2.FINISH_REASON_STOP, inference_pb2.FINISH_REASON_LENGTH) for f in finals
     )
     assert strict.process.wait(timeout=60) == 0
-    assert "draining" in strict.log.read_text()
+    log = strict.log.read_text()
+    assert "draining" in log
+    # Console spans, flushed at shutdown: the request, each candidate's generation and the record, with the version.
+    assert '"name": "GenerateStream"' in log and '"name": "generate"' in log and '"name": "record"' in log
+    assert '"trimtab.version": "ver_' in log
