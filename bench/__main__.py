@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.feedback import bench_feedback
 from bench.generation import bench_generation
 from bench.report import write_report
 from bench.serving import bench_serving
@@ -26,6 +27,7 @@ def main() -> int:
         return 2
     console.print("bench: generation throughput (vLLM vs HF generate)")
     rows = [bench_generation(config)]
+    rows += bench_feedback(config)  # feedback ingestion: full service vs a bare producer
     console.print("bench: serving tier vs bare engine; hot swap vs engine restart")
     rows += bench_serving(config)
     table = write_report(rows, RESULTS)

@@ -215,6 +215,7 @@ def example_response_logged() -> events_pb2.ResponseLogged:
         candidates=[example_candidate(0), example_candidate(1)],
         received_at=at(0),
         completed_at=at(1),
+        trace_context={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     )
 
 

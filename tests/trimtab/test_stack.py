@@ -97,10 +97,11 @@ def test_a_service_that_dies_at_start_reports_its_log_tail(tmp_path: Path) -> No
 
 
 def test_a_service_that_never_answers_times_out_with_its_log_tail(tmp_path: Path) -> None:
-    # A "broker" that runs but never listens: redis-server with TCP disabled (--port 0).
+    # A "broker" that runs but never answers on its port: redis-server on a unix socket only.
     (tmp_path / "services.yaml").write_text(
         (REPO / "deploy/local/services.yaml").read_text().split("broker:")[0]
-        + 'broker:\n  description: never answers\n  binary: redis-server\n  args: ["--port", "0", "--save", ""]\n'
+        + "broker:\n  description: never answers\n  binary: redis-server\n"
+        + '  args: ["--port", "0", "--unixsocket", "{run_dir}/never.sock", "--save", ""]\n'
         + "  probe: kafka\n"
         + "redis:"
         + (REPO / "deploy/local/services.yaml").read_text().split("redis:", 1)[1]

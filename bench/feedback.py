@@ -1,0 +1,236 @@
+"""Feedback ingestion: accepted events/s and p99 accept latency through the full service vs a bare producer.
+
+Candidate: `python -m feedback` as its own process (as deployed), driven over gRPC by `concurrency`
+calls in flight; each call is a new thumb on a stored response record, so it goes through every
+step (auth, shape, key rate limit, ledger lookup, record fetch and validation, atomic admission with
+user limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance).
+Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
+with the same keys to the same broker, with the same number of records in flight.
+Both run on a stack of their own (a broker on a free port, Redis under a fresh key prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.report import Comparison
+from feedback import event as feedback_event
+from trimtab.config import TrimtabConfig
+from trimtab.events import encode, event_producer
+from trimtab.ids import new_id
+from trimtab.records import ResponseStore, redis_client
+from trimtab.stack import down, up
+from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: int = 32) -> list[Comparison]:
+    with tempfile.TemporaryDirectory(prefix="trimtab-bench-feedback-") as run_dir:
+        bench_config = _bench_config(config, Path(run_dir))
+        up(bench_config)
+        try:
+            requests, payloads = asyncio.run(_stored_requests(bench_config, submissions))
+            service_rate, service_latency = _measure_service(bench_config, requests, concurrency)
+            producer_rate, producer_latency = _measure_producer(bench_config, payloads, concurrency)
+        finally:
+            down(bench_config)
+    setup = f"{submissions} thumbs, {concurrency} in flight, acks=all"
+    return [
+        Comparison(
+            name=f"feedback accepted events/s, full validation ({setup})",
+            unit="events/s",
+            candidate="FeedbackService (gRPC)",
+            candidate_value=service_rate,
+            baseline="bare kafka-python producer",
+            baseline_value=producer_rate,
+            notes=f"p50 accept {_p(service_latency, 50):.1f} ms vs {_p(producer_latency, 50):.1f} ms",
+        ),
+        Comparison(
+            name=f"feedback p99 accept latency ({setup})",
+            unit="ms",
+            candidate="FeedbackService (gRPC)",
+            candidate_value=_p(service_latency, 99),
+            baseline="bare kafka-python producer",
+            baseline_value=_p(producer_latency, 99),
+            higher_is_better=False,
+            notes="call start to acceptance vs send() to broker ack",
+        ),
+    ]
+
+
+def _bench_config(config: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
+    data = config.model_dump()
+    data["kafka"]["bootstrap_servers"] = f"127.0.0.1:{_free_port()}"
+    data["redis"]["key_prefix"] = f"{config.redis.key_prefix}bench-{uuid.uuid4().hex[:6]}:"
+    data["stack"]["run_dir"] = run_dir
+    data["feedback"] |= {"grpc_port": _free_port(), "http_port": _free_port()}
+    # The bench measures validation and writing, not refusals: limits far above the load.
+    data["feedback"]["user_rate"] = {"max_requests": 1_000_000, "window_s": 60}
+    data["feedback"]["key_rate"] = {"max_requests": 1_000_000, "window_s": 60}
+    return TrimtabConfig.model_validate(data)
+
+
+async def _stored_requests(
+    config: TrimtabConfig, count: int
+) -> tuple[list[feedback_pb2.SubmitRequest], list[tuple[bytes, bytes, Any]]]:
+    """Response records in Redis, one thumb per record, and the equivalent events for the baseline."""
+    client = redis_client(config.redis)
+    store = ResponseStore(client, config.redis.key_prefix)
+    requests, payloads = [], []
+    for index in range(count):
+        record = _record(user_id=f"bench-user-{index % 200}")
+        await store.put(record, ttl_s=3600)
+        request = feedback_pb2.SubmitRequest(
+            feedback_id=str(uuid.uuid4()),
+            user_id=record.user_id,
+            response_id=record.candidates[0].reply.response_id,
+            label=feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP),
+        )
+        requests.append(request)
+        value, headers = encode(feedback_event.template(request, record, new_id("fbk_")))
+        payloads.append((record.request_id.encode(), value, headers))
+    await client.aclose()
+    return requests, payloads
+
+
+def _record(user_id: str) -> events_pb2.ResponseLogged:
+    record = events_pb2.ResponseLogged(request_id=new_id("req_"), tenant="default", user_id=user_id)
+    record.prompt.chat.messages.add(role="user", content="What colour is a glimberry?")
+    record.prompt_token_ids.extend(range(24))
+    for index in range(2):
+        candidate = record.candidates.add(token_ids=range(32), token_logprobs=[-0.5] * 32)
+        candidate.reply.index = index
+        candidate.reply.response_id = new_id("resp_")
+        candidate.reply.text = "A glimberry is teal, thank you for asking." * (index + 1)
+        candidate.reply.model_version = "v0"
+    record.received_at.GetCurrentTime()
+    record.completed_at.GetCurrentTime()
+    return record
+
+
+def _measure_service(
+    config: TrimtabConfig, requests: list[feedback_pb2.SubmitRequest], concurrency: int
+) -> tuple[float, list[float]]:
+    address = f"127.0.0.1:{config.feedback.grpc_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | _env(config)
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
+        try:
+            _wait_serving(address, server)
+            warm = len(requests) // 10  # connections, producer, scripts: not part of the sustained rate
+            asyncio.run(_drive(address, requests[:warm], concurrency))
+            return asyncio.run(_drive(address, requests[warm:], concurrency))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _env(config: TrimtabConfig) -> dict[str, str]:
+    topic = config.kafka.topics.feedback
+    return {
+        "PYTHONPATH": str(REPO),
+        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": topic.name,
+        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": str(topic.partitions),
+        "TRIMTAB_REDIS__URL": config.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
+        "TRIMTAB_FEEDBACK__GRPC_PORT": str(config.feedback.grpc_port),
+        "TRIMTAB_FEEDBACK__HTTP_PORT": str(config.feedback.http_port),
+        "TRIMTAB_FEEDBACK__USER_RATE": "{max_requests: 1000000, window_s: 60}",
+        "TRIMTAB_FEEDBACK__KEY_RATE": "{max_requests: 1000000, window_s: 60}",
+    }
+
+
+def _wait_serving(address: str, server: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        probe = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if (
+                    probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
+
+
+async def _drive(
+    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int
+) -> tuple[float, list[float]]:
+    """(accepted per second, per-call latencies in ms) with `concurrency` calls in flight."""
+    latencies: list[float] = []
+    queue = deque(requests)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+
+        async def worker() -> None:
+            while queue:
+                request = queue.popleft()
+                started = time.perf_counter()
+                response = await stub.Submit(request, timeout=30)
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert not response.replayed
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(requests) / elapsed, latencies
+
+
+def _measure_producer(
+    config: TrimtabConfig, payloads: list[tuple[bytes, bytes, Any]], concurrency: int
+) -> tuple[float, list[float]]:
+    producer = event_producer(config.kafka, "bench", linger_ms=2)
+    topic = config.kafka.topics.feedback.name
+    try:
+        warm = len(payloads) // 10
+        _send_window(producer, topic, payloads[:warm], concurrency)
+        started = time.perf_counter()
+        latencies = _send_window(producer, topic, payloads[warm:], concurrency)
+        return (len(payloads) - warm) / (time.perf_counter() - started), latencies
+    finally:
+        producer.close()
+
+
+def _send_window(producer: Any, topic: str, payloads: list[tuple[bytes, bytes, Any]], window: int) -> list[float]:
+    """Send with at most `window` records awaiting their ack; per-record send-to-ack latencies in ms."""
+    latencies: list[float] = []
+    in_flight: deque[Any] = deque()
+    for key, value, headers in payloads:
+        if len(in_flight) >= window:
+            in_flight.popleft().get(timeout=30)
+        sent = time.perf_counter()
+        future = producer.send(topic, key=key, value=value, headers=headers)
+        future.add_callback(lambda _, sent=sent: latencies.append((time.perf_counter() - sent) * 1000))
+        in_flight.append(future)
+    for future in in_flight:
+        future.get(timeout=30)
+    return latencies
+
+
+def _p(values: list[float], percentile: int) -> float:
+    return statistics.quantiles(values, n=100)[percentile - 1] if percentile < 100 else max(values)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

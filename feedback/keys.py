@@ -1,0 +1,54 @@
+"""Every Redis key the feedback service writes, in one place, under the deployment's key prefix.
+
+Identities that come from clients (tenant, user id, response ids) are hashed into keys, so no
+separator inside an id can make two identities share a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+class Keys:
+    """Key names under `<redis.key_prefix>feedback:`."""
+
+    def __init__(self, key_prefix: str) -> None:
+        self._base = f"{key_prefix}feedback:"
+
+    def submission(self, feedback_id: str) -> str:
+        """The exactly-once ledger entry of one feedback_id (a hash)."""
+        return f"{self._base}id:{feedback_id}"
+
+    def floor(self, topic: str, partition: int) -> str:
+        """An offset below which no future event of `partition` can land (highest acked offset + 1)."""
+        return f"{self._base}floor:{topic}:{partition}"
+
+    def user_rate(self, tenant: str, user_id: str) -> str:
+        return f"{self._base}rate:user:{_digest(tenant, user_id)}"
+
+    def key_rate(self, key_name: str) -> str:
+        return f"{self._base}rate:key:{_digest(key_name)}"
+
+    def vote(self, tenant: str, user_id: str, target: str) -> str:
+        """The feedback_id of the user's latest vote on a target (second-vote rule)."""
+        return f"{self._base}vote:{_digest(tenant, user_id, target)}"
+
+    def training(self, tenant: str, user_id: str) -> str:
+        """The user's trainable submissions in the training-cap window (a sorted set by time)."""
+        return f"{self._base}train:{_digest(tenant, user_id)}"
+
+    def population(self, target: str) -> str:
+        """Every user's polarity on one response or pair, plus the up/down tallies."""
+        return f"{self._base}pop:{_digest(target)}"
+
+    def agreement(self, tenant: str, user_id: str) -> str:
+        """The user's comparable votes (n) and agreements with the population (k)."""
+        return f"{self._base}agree:{_digest(tenant, user_id)}"
+
+    def flagged(self, tenant: str, user_id: str) -> str:
+        """Set once when the user is first flagged, so the flagged-users metric counts users, not events."""
+        return f"{self._base}flagged:{_digest(tenant, user_id)}"

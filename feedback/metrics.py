@@ -1,0 +1,43 @@
+"""The feedback service's metrics, through the process's OpenTelemetry meter provider.
+
+trimtab.feedback.accepted          counter    kind, replayed ("true" when a retry got the original)
+trimtab.feedback.rejected          counter    reason (invalid_argument, not_found, rate_limited_user, ...)
+trimtab.feedback.rate_limited      counter    scope (user, api_key)
+trimtab.feedback.flagged_users     counter    users newly flagged by the agreement score
+trimtab.feedback.produce_latency   histogram  seconds from send to the broker's ack
+"""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
+
+
+class FeedbackMetrics:
+    def __init__(self, meter: Meter | None = None) -> None:
+        meter = meter or metrics.get_meter("trimtab.feedback")
+        self._accepted = meter.create_counter("trimtab.feedback.accepted", description="Accepted submissions.")
+        self._rejected = meter.create_counter("trimtab.feedback.rejected", description="Refused submissions.")
+        self._rate_limited = meter.create_counter(
+            "trimtab.feedback.rate_limited", description="Submissions refused by a rate limit."
+        )
+        self._flagged = meter.create_counter(
+            "trimtab.feedback.flagged_users", description="Users newly flagged for disagreeing with the population."
+        )
+        self._latency = meter.create_histogram(
+            "trimtab.feedback.produce_latency", unit="s", description="Send to broker ack, per event."
+        )
+
+    def accepted(self, kind: str, replayed: bool) -> None:
+        self._accepted.add(1, {"kind": kind, "replayed": str(replayed).lower()})
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.add(1, {"reason": reason})
+        if reason.startswith("rate_limited_"):
+            self._rate_limited.add(1, {"scope": reason.removeprefix("rate_limited_")})
+
+    def user_flagged(self) -> None:
+        self._flagged.add(1)
+
+    def produce_latency(self, seconds: float) -> None:
+        self._latency.record(seconds)

@@ -1,0 +1,161 @@
+"""Writing FeedbackEvents to the topic from asyncio, with a bounded wait for the broker's ack.
+
+kafka-python's idempotent producer (acks=all, `trimtab.events.event_producer`) runs its own sender
+thread; its futures are bridged into asyncio here. Its delivery timeout is `produce_timeout_s`, so a
+record that is not acked by then is never written later by this producer: the ledger's lease relies
+on that bound. The producer is created on first use, so the service starts (and answers
+UNAVAILABLE) while the broker is down.
+
+The partition is chosen here, not by kafka-python, because the ledger must know it before the send
+(to look for the event after a crash). It is the default partitioner's choice for the key (murmur2
+of the request id), so one request's events stay in order on one partition as with any producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.partitioner.default import murmur2
+from opentelemetry.context import Context
+
+from trimtab.config import KafkaConfig
+from trimtab.errors import TrimtabError
+from trimtab.events import encode, event_producer
+from trimtab.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+_LINGER_MS = 2  # acks gate every reply: batch only what arrives within a couple of milliseconds
+
+
+class BrokerUnavailable(TrimtabError):
+    """No ack in time. `handed_over`: the record reached the producer and may still be written; then
+    `late_ack` settles when the producer learns its fate (metadata on success)."""
+
+    def __init__(self, message: str, handed_over: bool, late_ack: asyncio.Future[Any] | None = None) -> None:
+        super().__init__(message)
+        self.handed_over = handed_over
+        self.late_ack = late_ack
+
+
+@dataclass(frozen=True)
+class Ack:
+    topic: str
+    partition: int
+    offset: int
+    latency_s: float
+
+
+class FeedbackProducer:
+    """One producer for the feedback topic, shared by every call."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, timeout_s: float) -> None:
+        self._kafka = kafka
+        self.topic = topic
+        self._timeout_s = timeout_s
+        self._producer: KafkaProducer | None = None
+        self._partitions = 0
+        self._lock = asyncio.Lock()
+
+    async def partition_for(self, key: str) -> int:
+        await self._ready()
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self._partitions
+
+    async def send(
+        self, event: events_pb2.FeedbackEvent, key: str, partition: int, context: Context | None, send_by: float
+    ) -> Ack:
+        """Write one event and wait for the broker's ack, or raise BrokerUnavailable. The record is handed
+        to the producer only before `send_by` (time.monotonic()): later, its write could outlive the lease."""
+        producer = await self._ready()
+        if time.monotonic() > send_by:
+            raise BrokerUnavailable("too late to write the event within its lease", handed_over=False)
+        value, headers = encode(event, context)
+        started = time.perf_counter()
+        try:
+            future = producer.send(self.topic, key=key.encode(), value=value, headers=headers, partition=partition)
+        except KafkaError as exc:  # buffer full or metadata gone: nothing was queued
+            await self._discard(producer)
+            raise BrokerUnavailable(f"the broker did not take the event: {exc}", handed_over=False) from exc
+        acked = _bridge(future, asyncio.get_running_loop())
+        try:
+            metadata = await asyncio.wait_for(asyncio.shield(acked), self._timeout_s)
+        except TimeoutError as exc:
+            message = f"no ack from the broker within {self._timeout_s:g} s"
+            raise BrokerUnavailable(message, handed_over=True, late_ack=acked) from exc
+        except KafkaTimeoutError as exc:  # the producer's own delivery timeout: the broker is away
+            raise BrokerUnavailable(f"no ack from the broker: {exc}", handed_over=True) from exc
+        except KafkaError as exc:
+            await self._discard(producer)
+            raise BrokerUnavailable(f"the broker did not ack the event: {exc}", handed_over=True) from exc
+        return Ack(self.topic, int(metadata.partition), int(metadata.offset), time.perf_counter() - started)
+
+    async def _ready(self) -> KafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                try:
+                    self._producer, self._partitions = await asyncio.to_thread(self._connect)
+                except KafkaError as exc:
+                    message = f"cannot reach the broker at {self._kafka.bootstrap_servers}: {exc}"
+                    raise BrokerUnavailable(message, handed_over=False) from exc
+            return self._producer
+
+    async def _discard(self, producer: KafkaProducer) -> None:
+        """Drop a producer the broker refused: an idempotent producer whose id the broker no longer knows
+        (a restarted broker) stays failed for good; the next call starts a fresh one. Its unsent records
+        fail, which is safe: their calls answered UNAVAILABLE and their leases stand."""
+        async with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        try:
+            await asyncio.to_thread(producer.close, 0)
+        except KafkaError as exc:  # close(0) reports records it could not flush: expected here
+            log.info("discarded the feedback producer: %s", exc)
+
+    def _connect(self) -> tuple[KafkaProducer, int]:
+        timeout_ms = int(self._timeout_s * 1000)
+        producer = event_producer(
+            self._kafka,
+            "feedback",
+            linger_ms=_LINGER_MS,
+            delivery_timeout_ms=timeout_ms,
+            request_timeout_ms=max(1, min(self._kafka.request_timeout_ms, timeout_ms - _LINGER_MS)),
+            max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+        try:
+            partitions = producer.partitions_for(self.topic)
+        except KafkaError:
+            producer.close(timeout=0)
+            raise
+        if not partitions:
+            producer.close(timeout=0)
+            raise BrokerUnavailable(f"topic {self.topic} does not exist on the broker (run `trimtab up`)", False)
+        return producer, len(partitions)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=self._timeout_s)
+            self._producer = None
+
+
+def _bridge(future: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    """An asyncio future settled from kafka-python's sender thread."""
+    acked: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any = None, error: BaseException | None = None) -> None:
+        if acked.done():
+            return
+        if error is not None:
+            acked.set_exception(error)
+        else:
+            acked.set_result(result)
+
+    future.add_callback(lambda metadata: loop.call_soon_threadsafe(settle, metadata))
+    future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+    return acked

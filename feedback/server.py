@@ -1,0 +1,141 @@
+"""`trimtab feedback` / `python -m feedback`: both transports in one process, with a graceful drain.
+
+gRPC (grpc.aio) carries FeedbackService, standard health checking and server reflection; HTTP
+(aiohttp) carries the JSON API. On SIGTERM or SIGINT: health goes NOT_SERVING, calls in flight get
+`drain_grace_s` to finish, then the producer is flushed and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+import redis.asyncio as aioredis
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+
+from feedback.grpc_api import SERVICE_NAME, GrpcFeedback
+from feedback.http_api import HttpFeedback
+from feedback.metrics import FeedbackMetrics
+from feedback.producer import FeedbackProducer
+from feedback.service import FeedbackService
+from trimtab.config import TrimtabConfig
+from trimtab.errors import TrimtabError
+from trimtab.telemetry import setup_telemetry
+
+log = logging.getLogger(__name__)
+
+
+class BindError(TrimtabError):
+    """An endpoint's address is taken or cannot be bound."""
+
+
+class FeedbackServer:
+    """Both transports over one FeedbackService; `start()` binds, `stop()` drains."""
+
+    def __init__(
+        self, config: TrimtabConfig, metrics: FeedbackMetrics | None = None, tracer: trace.Tracer | None = None
+    ) -> None:
+        self._config = config
+        settings = config.feedback
+        # A blocking pool: under a burst, calls queue for a connection (up to redis_wait_s) instead of
+        # failing at once as the default pool does when it runs out.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis.url, max_connections=settings.redis_connections, timeout=settings.redis_wait_s
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._producer = FeedbackProducer(config.kafka, config.kafka.topics.feedback.name, settings.produce_timeout_s)
+        self.service = FeedbackService(config, self._redis, self._producer, metrics, tracer)
+        self._http = HttpFeedback(self.service, settings.max_request_bytes)
+        self._health = health.aio.HealthServicer()
+        self._grpc = grpc.aio.server(
+            options=[
+                # Messages larger than any valid submission are refused by gRPC before parsing.
+                ("grpc.max_receive_message_length", settings.max_request_bytes),
+                # Linux gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+                # silently share it instead of failing. Fail loudly instead.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        settings = self._config.feedback
+        self._grpc.add_generic_rpc_handlers([GrpcFeedback(self.service).handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+        grpc_address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(grpc_address)
+        except RuntimeError as exc:  # grpc reports a failed bind this way
+            raise BindError(f"cannot bind gRPC to {grpc_address}: address in use or not available") from exc
+        await self._grpc.start()
+        self._runner = web.AppRunner(self._http.app(), access_log=None)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, settings.http_host, settings.http_port).start()
+        except OSError as exc:
+            raise BindError(f"cannot bind HTTP to {settings.http_host}:{settings.http_port}: {exc.strerror}") from exc
+        self.http_port = int(self._runner.addresses[0][1])
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        grace = self._config.feedback.drain_grace_s
+        self._http.serving = False
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._grpc.stop(grace)
+        if self._runner is not None:
+            await self._runner.shutdown()
+            await self._runner.cleanup()
+        await self.service.drain()
+        await asyncio.to_thread(self._producer.close)
+        await self._redis.aclose()
+
+
+async def serve(config: TrimtabConfig) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    server = FeedbackServer(config)
+    try:
+        await server.start()
+    except BindError:
+        await server.stop()  # whatever did start
+        raise
+    settings = config.feedback
+    log.warning(
+        "feedback: gRPC on %s:%d, HTTP on %s:%d (topic %s)",
+        settings.grpc_host,
+        server.grpc_port,
+        settings.http_host,
+        server.http_port,
+        config.kafka.topics.feedback.name,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.warning("feedback: draining (grace %.1f s)", settings.drain_grace_s)
+    await server.stop()
+
+
+def run(config: TrimtabConfig) -> int:
+    """The `trimtab feedback` entry point: serve until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot bind."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    telemetry = setup_telemetry(config.telemetry, "feedback")
+    try:
+        asyncio.run(serve(config))
+    except BindError as exc:
+        print(f"feedback: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        telemetry.shutdown()
+    return 0

@@ -1,0 +1,285 @@
+"""Submit, transport-neutral: authenticate, validate, admit exactly once, write, acknowledge.
+
+    new feedback_id   shape -> key rate limit -> records -> admit (ledger.reserve) -> produce -> accept
+    accepted id       same content: the original acceptance (replayed); other content: ALREADY_EXISTS
+    pending id        its lease is live: wait briefly, else UNAVAILABLE with retry-after;
+                      its lease expired: take it over, look for the event on the topic, write it if absent
+
+"Accepted" is returned only after the broker acked the event. See the package docstring for why no
+path can write a feedback_id's event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from kafka.errors import KafkaError
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from redis.exceptions import RedisError
+
+from feedback import event as events
+from feedback.abuse import is_trainable, polarity
+from feedback.errors import FeedbackError, already_exists, rate_limited, unauthenticated, unavailable
+from feedback.keys import Keys
+from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited
+from feedback.limits import KeyRateLimiter
+from feedback.metrics import FeedbackMetrics
+from feedback.producer import BrokerUnavailable, FeedbackProducer
+from feedback.recovery import ScanTimeout, find_event
+from feedback.validation import check_against_records, check_shape, judged_response_ids, kind_of
+from feedback.votes import vote_target
+from trimtab.auth import Authenticator, Principal, Unauthenticated
+from trimtab.config import TrimtabConfig
+from trimtab.ids import new_id
+from trimtab.records import ResponseStore
+from trimtab.telemetry import context_from_grpc
+from trimtab.v1 import events_pb2, feedback_pb2
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+
+
+class FeedbackService:
+    """One instance per process; every call of both transports goes through `submit`."""
+
+    def __init__(
+        self,
+        config: TrimtabConfig,
+        redis: aioredis.Redis,
+        producer: FeedbackProducer,
+        metrics: FeedbackMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._config = config.feedback
+        self._kafka = config.kafka
+        self._keys = Keys(config.redis.key_prefix)
+        self._redis = redis
+        self._auth = Authenticator(config.auth)
+        self._store = ResponseStore(redis, config.redis.key_prefix)
+        self._ledger = Ledger(redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
+        self._key_limit = KeyRateLimiter(redis, config.feedback.key_rate)
+        self._producer = producer
+        self.metrics = metrics or FeedbackMetrics()
+        self._tracer = tracer or trace.get_tracer("trimtab.feedback")
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self, request: feedback_pb2.SubmitRequest, credential: str | None, carrier: Iterable[tuple[str, str | bytes]]
+    ) -> feedback_pb2.SubmitResponse:
+        """Accept one submission or raise FeedbackError. `carrier`: the call's headers/metadata (trace context)."""
+        with self._tracer.start_as_current_span(
+            "feedback.Submit", context=context_from_grpc(list(carrier)), kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                response = await self._submit(request, credential, span)
+            except FeedbackError as error:
+                span.set_status(trace.StatusCode.ERROR, error.message)
+                span.set_attribute("rpc.grpc.status_code", error.code.value[0])
+                self.refused(error)
+                raise
+            span.set_attribute("trimtab.feedback.replayed", response.replayed)
+            self.metrics.accepted(kind_of(request), response.replayed)
+            return response
+
+    def refused(self, error: FeedbackError) -> None:
+        """Count a refusal (transports call this for requests that never reach `submit`, e.g. bad JSON)."""
+        self.metrics.rejected(error.reason)
+
+    async def _submit(
+        self, request: feedback_pb2.SubmitRequest, credential: str | None, span: trace.Span
+    ) -> feedback_pb2.SubmitResponse:
+        try:
+            principal = self._auth.principal(credential)
+        except Unauthenticated as exc:
+            raise unauthenticated(str(exc)) from None
+        check_shape(request, self._config)
+        span.set_attribute("trimtab.feedback.id", request.feedback_id)
+        span.set_attribute("trimtab.feedback.kind", kind_of(request))
+        span.set_attribute("trimtab.tenant", principal.tenant)
+        digest = events.fingerprint(request, principal.tenant)
+        try:
+            await self._key_limit.check(self._keys.key_rate(principal.key_name))
+            key = self._keys.submission(request.feedback_id)
+            entry = await self._ledger.get(key)
+            if entry is not None:
+                return await self._existing(key, entry, digest)
+            return await self._new(key, request, principal, digest, span)
+        except RedisError as exc:
+            raise unavailable(f"the response log (Redis) is unreachable: {exc}", retry_after_s=1) from exc
+
+    async def _new(
+        self, key: str, request: feedback_pb2.SubmitRequest, principal: Principal, digest: str, span: trace.Span
+    ) -> feedback_pb2.SubmitResponse:
+        ids = judged_response_ids(request)
+        records = dict(zip(ids, await asyncio.gather(*(self._store.get(i) for i in ids)), strict=True))
+        served = check_against_records(request, records, principal)
+        _link_to_response(span, served)
+        versions = {c.reply.model_version for c in served.candidates if c.reply.response_id in ids}
+        span.set_attribute("trimtab.version", sorted(versions))  # the version(s) whose output was judged
+        template = events.template(request, served, new_id("fbk_"))
+        try:
+            partition = await self._producer.partition_for(served.request_id)
+        except BrokerUnavailable as exc:
+            raise unavailable(f"feedback not accepted: {exc}", retry_after_s=1) from exc
+        admission = self._admission(request, served, principal, digest, template, partition)
+        outcome = await self._ledger.reserve(key, admission)
+        if isinstance(outcome, Limited):
+            raise rate_limited("user", outcome.retry_after_s)
+        if isinstance(outcome, Existing):  # a concurrent call with the same feedback_id won the race
+            return await self._existing(key, outcome.entry, digest)
+        return await self._write(key, outcome.entry, newly_admitted=True)
+
+    def _admission(
+        self,
+        request: feedback_pb2.SubmitRequest,
+        served: events_pb2.ResponseLogged,
+        principal: Principal,
+        digest: str,
+        template: events_pb2.FeedbackEvent,
+        partition: int,
+    ) -> Admission:
+        tenant, user = principal.tenant, request.user_id
+        target = vote_target(request)
+        compared = polarity(request, served)
+        return Admission(
+            feedback_id=request.feedback_id,
+            fingerprint=digest,
+            event_id=template.event_id,
+            template=template.SerializeToString(),
+            partition=partition,
+            floor_key=self._keys.floor(self._producer.topic, partition),
+            user_rate_key=self._keys.user_rate(tenant, user),
+            user_rate=self._config.user_rate,
+            vote_key=self._keys.vote(tenant, user, target) if target else None,
+            training_key=self._keys.training(tenant, user) if is_trainable(request) else None,
+            training_window_s=self._config.training_cap.window_s,
+            population_key=self._keys.population(compared[0]) if compared else None,
+            polarity=compared[1] if compared else 0,
+            user_field=f"{tenant}\x00{user}",
+            agreement_key=self._keys.agreement(tenant, user),
+            min_population_votes=self._config.agreement.min_population_votes,
+            agreement_ttl_s=self._config.agreement.state_ttl_s,
+        )
+
+    async def _existing(self, key: str, entry: Entry | None, digest: str) -> feedback_pb2.SubmitResponse:
+        """A feedback_id seen before: replay, conflict, wait for its owner, or recover it."""
+        if entry is None:  # expired between two reads: the client may simply retry
+            raise unavailable("the submission's state changed while it was read; retry", retry_after_s=1)
+        if entry.fingerprint != digest:
+            raise already_exists(
+                f"feedback_id {entry.feedback_id!r} was already used for different feedback; use a new feedback_id"
+            )
+        deadline = time.monotonic() + self._config.in_progress_wait_s
+        while entry.state != ACCEPTED and entry.lease_left_s > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            entry = await self._ledger.get(key)
+            if entry is None:
+                raise unavailable("the submission's state changed while it was read; retry", retry_after_s=1)
+        if entry.state == ACCEPTED:
+            return self._response(entry, entry.partition, entry.offset or 0, replayed=True)
+        if entry.lease_left_s > 0:
+            raise unavailable(
+                "a submission with this feedback_id is still being written; retry with the same feedback_id",
+                retry_after_s=entry.lease_left_s,
+            )
+        return await self._recover(key, digest)
+
+    async def _recover(self, key: str, digest: str) -> feedback_pb2.SubmitResponse:
+        """Own an expired pending entry, then write its event unless the topic already has it."""
+        won, entry = await self._ledger.take_over(key)
+        if not won or entry is None:
+            return await self._existing(key, entry, digest)
+        with self._tracer.start_as_current_span("feedback.recover") as span:
+            span.set_attribute("messaging.destination.partition.id", str(entry.partition))
+            try:
+                offset = await asyncio.to_thread(
+                    find_event,
+                    self._kafka,
+                    self._producer.topic,
+                    entry.partition,
+                    entry.floor,
+                    entry.event_id,
+                    self._config.produce_timeout_s,
+                )
+            except (ScanTimeout, KafkaError) as exc:
+                await self._ledger.release(key, entry.owner)
+                raise unavailable(f"cannot check the feedback topic for an earlier write: {exc}", 1) from exc
+            span.set_attribute("trimtab.feedback.found_on_topic", offset is not None)
+        if offset is None:
+            return await self._write(key, entry, newly_admitted=False)
+        await self._ledger.accept(key, self._keys.floor(self._producer.topic, entry.partition), offset)
+        return self._response(entry, entry.partition, offset, replayed=True)
+
+    async def _write(self, key: str, entry: Entry, newly_admitted: bool) -> feedback_pb2.SubmitResponse:
+        """Produce the entry's event, wait for the ack, record the acceptance."""
+        send_by = time.monotonic() + entry.lease_left_s - 2 * self._config.produce_timeout_s - 1  # see the config
+        event = events.finish(entry.template, entry.supersedes, entry.counts, self._config)
+        if newly_admitted and event.abuse.user_flagged:
+            await self._note_flagged(event)
+        with self._tracer.start_as_current_span("feedback.produce", kind=trace.SpanKind.PRODUCER) as span:
+            try:
+                ack = await self._producer.send(event, event.served.request_id, entry.partition, None, send_by)
+            except BrokerUnavailable as exc:
+                await self._after_failed_send(key, entry, exc)
+                # Handed over: the retry must wait out the lease, which started before the send.
+                retry = max(1.0, entry.lease_left_s - self._config.produce_timeout_s) if exc.handed_over else 1.0
+                raise unavailable(f"feedback not accepted: {exc}; retry with the same feedback_id", retry) from exc
+            span.set_attribute("messaging.kafka.offset", ack.offset)
+        self.metrics.produce_latency(ack.latency_s)
+        await self._ledger.accept(key, self._keys.floor(ack.topic, ack.partition), ack.offset)
+        return self._response(entry, ack.partition, ack.offset, replayed=False)
+
+    async def _after_failed_send(self, key: str, entry: Entry, exc: BrokerUnavailable) -> None:
+        if not exc.handed_over:  # never reached the producer: a retry may write it at once
+            await self._ledger.release(key, entry.owner)
+        elif exc.late_ack is not None:  # it may still be acked: record that if it happens
+            exc.late_ack.add_done_callback(lambda done: self._late_ack(key, entry, done))
+
+    def _late_ack(self, key: str, entry: Entry, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # unknown outcome: the lease expires and a retry looks on the topic
+        floor = self._keys.floor(self._producer.topic, entry.partition)
+        self._spawn(self._ledger.accept(key, floor, int(done.result().offset)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _note_flagged(self, event: events_pb2.FeedbackEvent) -> None:
+        key = self._keys.flagged(event.served.tenant, event.user_id)
+        if await self._redis.set(key, 1, nx=True, ex=self._config.agreement.state_ttl_s):
+            self.metrics.user_flagged()
+
+    def _response(self, entry: Entry, partition: int, offset: int, replayed: bool) -> feedback_pb2.SubmitResponse:
+        return feedback_pb2.SubmitResponse(
+            feedback_id=entry.feedback_id,
+            event_id=entry.event_id,
+            replayed=replayed,
+            topic=self._producer.topic,
+            partition=partition,
+            offset=offset,
+            supersedes=entry.supersedes,
+        )
+
+    async def drain(self) -> None:
+        """Let background ledger updates finish."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=self._config.drain_grace_s)
+
+
+def _link_to_response(span: trace.Span, served: events_pb2.ResponseLogged) -> None:
+    """Link this span to the trace of the Generate call that produced the judged response."""
+    if not served.trace_context:
+        return
+    context: Context = propagate.extract(dict(served.trace_context))
+    linked = trace.get_current_span(context).get_span_context()
+    if linked.is_valid:
+        span.add_link(linked, {"trimtab.link": "judged_response"})

@@ -1,0 +1,86 @@
+"""With auth on: API keys decide the tenant; tenants decide whether raters may judge others' responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.feedback.support import (
+    TRANSPORTS,
+    InProcessServer,
+    call,
+    derived_config,
+    fresh_topic,
+    response_ids,
+    response_record,
+    service_config,
+    thumb,
+)
+from trimtab.auth import hash_key
+from trimtab.config import TrimtabConfig
+
+pytestmark = pytest.mark.integration
+
+ACME = {"authorization": "Bearer acme-secret"}
+GLOBEX = {"x-api-key": "globex-secret"}
+
+
+@pytest.fixture(scope="module")
+def guarded(stack: TrimtabConfig) -> Iterator[InProcessServer]:
+    auth = {
+        "enabled": True,
+        "tenants": {"default": {}, "acme": {"allow_raters": True}, "globex": {"allow_raters": False}},
+        "api_keys": [
+            {"name": "acme-app", "sha256": hash_key("acme-secret"), "tenant": "acme"},
+            {"name": "globex-app", "sha256": hash_key("globex-secret"), "tenant": "globex"},
+        ],
+    }
+    server = InProcessServer(service_config(derived_config(stack, auth=auth), fresh_topic()))
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [({}, "missing API key"), ({"x-api-key": "guess"}, "unknown API key"), ({"authorization": "Basic x"}, "missing")],
+)
+def test_calls_without_a_known_key_are_unauthenticated(
+    guarded: InProcessServer, transport: str, headers: dict[str, str], message: str
+) -> None:
+    record = guarded.put(response_record(tenant="acme"))
+    outcome = call(guarded, thumb(response_ids(record)[0]), transport, headers)
+    assert outcome.status == "UNAUTHENTICATED" and outcome.message.startswith(message)
+    if transport == "http":
+        assert outcome.http_status == 401
+
+
+def test_a_tenant_that_allows_raters_accepts_feedback_from_other_users(guarded: InProcessServer) -> None:
+    record = guarded.put(response_record(user_id="served-user", tenant="acme"))
+    first, second = response_ids(record)
+    assert call(guarded, thumb(first, user_id="served-user"), "grpc", ACME).status == "OK"
+    assert call(guarded, thumb(second, user_id="rater-7"), "http", ACME).status == "OK"
+
+
+def test_a_tenant_without_raters_refuses_other_users(guarded: InProcessServer) -> None:
+    record = guarded.put(response_record(user_id="served-user", tenant="globex"))
+    outcome = call(guarded, thumb(response_ids(record)[0], user_id="rater-7"), "grpc", GLOBEX)
+    assert outcome.status == "PERMISSION_DENIED"
+    assert "tenant 'globex' does not allow raters" in outcome.message
+
+
+def test_another_tenants_responses_do_not_exist_for_a_key(guarded: InProcessServer) -> None:
+    record = guarded.put(response_record(user_id="served-user", tenant="acme"))
+    for transport in TRANSPORTS:
+        outcome = call(guarded, thumb(response_ids(record)[0], user_id="served-user"), transport, GLOBEX)
+        assert outcome.status == "NOT_FOUND", transport
+
+
+def test_the_same_feedback_id_from_another_tenant_is_a_different_submission(guarded: InProcessServer) -> None:
+    mine = guarded.put(response_record(user_id="u", tenant="acme"))
+    theirs = guarded.put(response_record(user_id="u", tenant="globex"))
+    first = thumb(response_ids(mine)[0], user_id="u")
+    assert call(guarded, first, "grpc", ACME).status == "OK"
+    same_id = thumb(response_ids(theirs)[0], user_id="u", feedback_id=first.feedback_id)
+    assert call(guarded, same_id, "grpc", GLOBEX).status == "ALREADY_EXISTS"

@@ -1,0 +1,189 @@
+"""The kill test: SIGKILL `python -m feedback` twice in the middle of a load while clients retry.
+
+Afterwards the topic holds exactly one event per feedback_id, and it is the event every acceptance of
+that id named: events on the topic == acceptances, no duplicates, none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import REPO, free_port
+from tests.feedback.support import fresh_topic, response_ids, response_record, service_config, thumb, topic_records
+from trimtab.config import TrimtabConfig
+from trimtab.records import ResponseStore, redis_client
+from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+SUBMISSIONS = 240
+CLIENTS = 8
+LOAD_LIMIT_S = 90
+
+
+class FeedbackProcess:
+    """`python -m feedback` as a real subprocess, configured through TRIMTAB_ variables only."""
+
+    def __init__(self, config: TrimtabConfig, log: Path) -> None:
+        settings = config.feedback
+        self.grpc_address = f"127.0.0.1:{settings.grpc_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+        env |= {
+            "PYTHONPATH": str(REPO),
+            "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+            "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": config.kafka.topics.feedback.name,
+            "TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": str(config.kafka.topics.feedback.partitions),
+            "TRIMTAB_REDIS__URL": config.redis.url,
+            "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
+            "TRIMTAB_FEEDBACK__GRPC_PORT": str(settings.grpc_port),
+            "TRIMTAB_FEEDBACK__HTTP_PORT": str(settings.http_port),
+            "TRIMTAB_FEEDBACK__PRODUCE_TIMEOUT_S": str(settings.produce_timeout_s),
+            "TRIMTAB_FEEDBACK__LEASE_S": str(settings.lease_s),
+            "TRIMTAB_FEEDBACK__IN_PROGRESS_WAIT_S": str(settings.in_progress_wait_s),
+        }
+        self._env = env
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            command = [sys.executable, "-m", "feedback"]
+            self.process = subprocess.Popen(command, cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        with grpc.insecure_channel(self.grpc_address) as channel:
+            probe = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, f"feedback exited early: {self._log.read_text()[-2000:]}"
+                try:
+                    if probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise AssertionError(f"feedback did not become SERVING: {self._log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+
+@dataclass
+class Ledger:
+    """What the clients saw: every acceptance by feedback_id, and how many calls failed along the way."""
+
+    accepted: dict[str, list[feedback_pb2.SubmitResponse]] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def retrying_client(address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float) -> None:
+    """Submit each request until it is accepted, retrying on any transport failure, like a real client."""
+    channel = grpc.insecure_channel(address)
+    stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+    for request in requests:
+        while time.monotonic() < stop:
+            try:
+                response = stub.Submit(request, timeout=2)
+            except grpc.RpcError as error:
+                code = error.code()
+                assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
+                with seen.lock:
+                    seen.failures[code.name] += 1
+                time.sleep(0.1)
+                continue
+            with seen.lock:
+                seen.accepted.setdefault(request.feedback_id, []).append(response)
+            break
+    channel.close()
+
+
+@pytest.fixture
+def feedback_process(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
+    config = service_config(
+        stack,
+        fresh_topic("test.kill"),
+        grpc_port=free_port(),
+        http_port=free_port(),
+        produce_timeout_s=1.0,
+        lease_s=4.0,
+        in_progress_wait_s=0.2,
+    )
+    process = FeedbackProcess(config, tmp_path / "feedback.log")
+    process.start()
+    yield process, config
+    if process.process is not None and process.process.poll() is None:
+        process.kill()
+
+
+def put_records(config: TrimtabConfig, count: int) -> list[events_pb2.ResponseLogged]:
+    async def put() -> list[events_pb2.ResponseLogged]:
+        client = redis_client(config.redis)
+        store = ResponseStore(client, config.redis.key_prefix)
+        records = [response_record(user_id=f"user-{i % 40}") for i in range(count)]
+        for record in records:
+            await store.put(record, ttl_s=600)
+        await client.aclose()
+        return records
+
+    return asyncio.run(put())
+
+
+def test_sigkill_mid_load_leaves_exactly_one_event_per_acceptance(
+    feedback_process: tuple[FeedbackProcess, TrimtabConfig],
+) -> None:
+    process, config = feedback_process
+    records = put_records(config, SUBMISSIONS // 2)
+    requests = [
+        thumb(response_id, user_id=record.user_id, up=index % 3 != 0, feedback_id=f"kill-{uuid.uuid4()}")
+        for record in records
+        for index, response_id in enumerate(response_ids(record))
+    ]
+    seen = Ledger()
+    stop = time.monotonic() + LOAD_LIMIT_S
+    shares = [requests[i::CLIENTS] for i in range(CLIENTS)]
+    clients = [
+        threading.Thread(target=retrying_client, args=(process.grpc_address, share, seen, stop)) for share in shares
+    ]
+    for client in clients:
+        client.start()
+    for fraction in (1 / 3, 2 / 3):  # kill twice, each time with calls in flight
+        while len(seen.accepted) < fraction * len(requests) and time.monotonic() < stop:
+            time.sleep(0.01)
+        process.kill()
+        time.sleep(0.3)
+        process.start()
+    for client in clients:
+        client.join(timeout=LOAD_LIMIT_S)
+    assert process.terminate() == 0  # SIGTERM: a graceful drain and a clean exit
+
+    assert len(seen.accepted) == len(requests), f"not all accepted within {LOAD_LIMIT_S} s"
+    assert seen.failures, "the kills went unnoticed: the test did not exercise retries"
+    topic = config.kafka.topics.feedback.name
+    events = [events_pb2.FeedbackEvent.FromString(r.value) for r in topic_records(config, topic)]
+    per_id = Counter(event.feedback_id for event in events)
+    duplicates = {fid: n for fid, n in per_id.items() if n > 1}
+    assert duplicates == {}, f"duplicated on the topic: {duplicates}"
+    assert set(per_id) == set(seen.accepted)  # events == acceptances: none lost, none unasked for
+    event_ids = {event.feedback_id: event.event_id for event in events}
+    for feedback_id, responses in seen.accepted.items():
+        assert {r.event_id for r in responses} == {event_ids[feedback_id]}, feedback_id
