@@ -20,6 +20,8 @@ from trimtab.config import TrimtabConfig, load_config
 from trimtab.stack import down, up
 
 REPO = Path(__file__).resolve().parents[1]
+# The real serving process (session-scoped), for tests/serving and tests/loop.
+pytest_plugins = ["tests.serving_process"]
 
 
 def free_port() -> int:

@@ -81,6 +81,12 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_feedback(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from feedback.server import run
+
+    return run(config)
+
+
 def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.registry import commands
 
@@ -131,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = add("model", cmd_model_build, "build the tiny default model if it is missing or stale")
     model.add_argument("action", choices=["build"], help="what to do with the default model")
     model.add_argument("--force", action="store_true", help="rebuild even if the cached build matches its recipe")
-    add("serve", cmd_serve, "serve the model over gRPC (InferenceService) until SIGTERM")
+    add("serve", cmd_serve, "serve the model over gRPC (InferenceService, AdminService) until SIGTERM")
+    add("feedback", cmd_feedback, "take feedback over gRPC and HTTP/JSON (FeedbackService) until SIGTERM")
     versions = add("versions", cmd_versions, "the model registry: list, show, publish, promote, canary, rollback")
     versions.add_argument("action", choices=["list", "show", "publish", "promote", "canary", "rollback"])
     versions.add_argument("version", nargs="?", help="version id (a directory for publish)")

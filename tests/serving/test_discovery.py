@@ -8,7 +8,8 @@ import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from tests.serving.conftest import ServingProcess, SwapVersions
+from tests.serving.conftest import SwapVersions
+from tests.serving_process import ServingProcess
 from trimtab.v1 import admin_pb2, admin_pb2_grpc
 
 pytestmark = pytest.mark.integration

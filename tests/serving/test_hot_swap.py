@@ -15,7 +15,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from serving.routing import user_bucket
-from tests.serving.conftest import ServingProcess, SwapVersions
+from tests.serving.conftest import SwapVersions
+from tests.serving_process import ServingProcess
 from trimtab.events import receive
 from trimtab.records import ResponseStore, redis_client
 from trimtab.registry import PointerStore

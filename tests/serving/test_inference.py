@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.serving.conftest import ServingProcess
+from tests.serving_process import ServingProcess
 from trimtab.events import receive
 from trimtab.ids import id_time_ms
 from trimtab.records import ResponseStore, redis_client

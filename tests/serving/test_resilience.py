@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from tests.conftest import config_with, free_port
-from tests.serving.conftest import ServingProcess, serving_env, start_serving, stop_serving
+from tests.serving_process import ServingProcess, serving_env, start_serving, stop_serving
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
 from trimtab.records import ResponseStore, redis_client

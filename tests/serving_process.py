@@ -1,0 +1,97 @@
+"""One real serving process per test run (`trimtab serve` with the real vLLM engine, broker and Redis),
+shared by tests/serving and tests/loop; registered as a plugin by tests/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import REPO, free_port
+from trimtab.config import TrimtabConfig, load_config
+
+START_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class ServingProcess:
+    address: str
+    config: TrimtabConfig
+    process: subprocess.Popen[str]
+    log: Path
+
+
+def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")}
+    env |= {
+        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
+        "TRIMTAB_REDIS__URL": stack.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": stack.redis.key_prefix,
+        "TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default"),
+        "TRIMTAB_SERVING__PORT": str(port),
+        "TRIMTAB_SERVING__DRAIN_GRACE_S": "20",
+        "TRIMTAB_SERVING__VERSION_POLL_S": "1",
+        "TRIMTAB_REGISTRY__ROOT": str(registry_root),
+    }
+    return env | {f"TRIMTAB_{key.upper()}": value for key, value in extra.items()}
+
+
+def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str], ...] = ()) -> ServingProcess:
+    """Start `trimtab serve` and wait until its health service says SERVING (or fail with its log)."""
+    address = f"127.0.0.1:{env['TRIMTAB_SERVING__PORT']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trimtab.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"trimtab serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return ServingProcess(address, load_config(environ=env), process, log)
+            except grpc.RpcError:
+                time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"trimtab serve not SERVING after {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+
+
+def stop_serving(serving: ServingProcess) -> int:
+    serving.process.send_signal(signal.SIGTERM)
+    try:
+        return serving.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        serving.process.kill()
+        raise
+
+
+@pytest.fixture(scope="session")
+def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
+    workdir = tmp_path_factory.mktemp("serving")
+    running = start_serving(serving_env(stack, free_port(), workdir / "registry"), workdir / "serve.log")
+    yield running
+    stop_serving(running)
+
+
+@pytest.fixture(scope="session")
+def channel(serving: ServingProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(serving.address) as channel:
+        yield channel
