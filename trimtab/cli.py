@@ -81,6 +81,16 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_learn(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from learner.offline import LearnRequest, run_learn
+
+    request = LearnRequest(args.algo, args.data, args.model, args.steps)
+    result = run_learn(config, request, console)
+    if result.version_id is not None:  # rank 0 only: one line a script can capture
+        print(result.version_id)
+    return 0
+
+
 def cmd_feedback(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from feedback.server import run
 
@@ -106,6 +116,13 @@ def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
         case "rollback":
             commands.rollback_version(config, args.version, report)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _required(value: str | None, action: str) -> str:
@@ -146,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--parent", help="publish: the version it was trained from")
     versions.add_argument("--base", help="publish: for a LoRA adapter, the full version it applies to")
     versions.add_argument("--algorithm", default="import", help="publish: how it was made")
+    learn = add("learn", cmd_learn, "train a model offline on a JSONL file and publish it as a new version")
+    learn.add_argument("--algo", required=True, choices=["sft", "dpo", "ipo", "kto"], help="the training algorithm")
+    learn.add_argument("--data", required=True, type=Path, help="training examples, JSONL in the algorithm's format")
+    learn.add_argument("--model", required=True, type=Path, help="Hugging Face causal-LM directory to start from")
+    # Also accepted after the subcommand, as `trimtab learn ... --config learner.yaml` reads naturally.
+    learn.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML config file")
+    learn.add_argument(
+        "--steps", type=_positive_int, help="optimiser steps (default: learner.train.epochs over the data)"
+    )
     demo = add("demo", cmd_demo, "run the main job on embedded defaults")
     demo.add_argument("--prompts", type=int, default=8, help="prompts from the synthetic world to answer")
     return parser

@@ -20,6 +20,37 @@ class OptimConfig(Section):
     grad_clip: float = Field(default=1.0, gt=0, description="Clip the global gradient norm to this.")
 
 
+class LossConfig(Section):
+    """Hyper-parameters of the offline alignment losses (learner.losses), by algorithm."""
+
+    dpo_beta: float = Field(
+        default=0.1, gt=0, description="DPO beta: the strength of the implicit KL to the reference."
+    )
+    dpo_label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="cDPO: assumed probability that a preference label is flipped."
+    )
+    ipo_tau: float = Field(default=0.1, gt=0, description="IPO tau: the margin regressed onto is 1 / (2 tau).")
+    kto_beta: float = Field(default=0.1, gt=0, description="KTO beta.")
+    kto_desirable_weight: float = Field(default=1.0, gt=0, description="KTO lambda_D, weight of desirable examples.")
+    kto_undesirable_weight: float = Field(
+        default=1.0, gt=0, description="KTO lambda_U, weight of undesirable examples."
+    )
+
+
+class TrainConfig(Section):
+    """Batch geometry and length of an offline run (`trimtab learn`)."""
+
+    batch_size: int = Field(
+        default=16, ge=1, description="Global batch: examples (pairs for DPO/IPO) per optimiser step, all ranks."
+    )
+    micro_batch_size: int = Field(
+        default=8, ge=1, description="Examples per forward pass on one rank; the rest is gradient accumulation."
+    )
+    epochs: int = Field(default=1, ge=1, description="Passes over the data when --steps is not given.")
+    max_length: int = Field(default=512, ge=8, description="Longest sequence in tokens; longer examples are an error.")
+    seed: int = Field(default=0, description="Seed of the initial shuffle and of torch.")
+
+
 class LearnerConfig(Section):
     """Where and in what precision the learner runs (the one code path for CPU and GPU)."""
 
@@ -35,3 +66,5 @@ class LearnerConfig(Section):
     torch_threads: int = Field(default=0, ge=0, description="Intra-op threads per rank; 0 leaves torch's default.")
     log_every_steps: int = Field(default=10, ge=1, description="Steps between metric log lines.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Batch geometry and run length.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Loss hyper-parameters by algorithm.")

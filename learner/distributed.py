@@ -1,0 +1,104 @@
+"""torch.distributed for the learner: one code path for torchrun ranks and a single process.
+
+Under torchrun (WORLD_SIZE set) the configured backend joins the ranks: gloo on CPU, nccl on GPUs.
+Without torchrun we still open a one-rank gloo group in memory, so that FSDP2, the collectives and
+the state-dict gathering run the very same code at world size 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from trimtab.config import LearnerConfig
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool  # whether `shutdown` should destroy the process group (we created it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(config: LearnerConfig) -> DistContext:
+    """Join torchrun's ranks (or a one-rank group) and pick this rank's device."""
+    owns_group = not dist.is_initialized()
+    if owns_group and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(config.backend)
+    elif owns_group:
+        # An in-memory store: nothing to rendezvous with, no port to collide on in tests.
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    device = torch.device(config.device)
+    if config.device == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return DistContext(dist.get_rank(), dist.get_world_size(), device, owns_group)
+
+
+def shutdown(context: DistContext) -> None:
+    if context.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_model(model: nn.Module, dtype: torch.dtype) -> None:
+    """FSDP2: each transformer block is its own shard group (all-gathered just in time), then the root.
+
+    Parameters stay float32 masters; for bf16/fp16 FSDP casts them for compute and reduces gradients in
+    float32, so the optimiser never updates low-precision weights.
+    """
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    for block in _transformer_blocks(model):
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
+def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The decoder layers of an HF causal LM (`model.model.layers` for Llama, Qwen, Mistral, ...)."""
+    backbone = getattr(model, "model", None)
+    layers = getattr(backbone, "layers", None)
+    return list(layers) if isinstance(layers, nn.ModuleList) else []
+
+
+def reshard(model: nn.Module) -> None:
+    """Free the gathered full parameters after forwards without backward (no_grad passes).
+
+    FSDP2 keeps the root group gathered after a forward, expecting the backward that reshards it; after
+    a no_grad pass nothing does, and `model.parameters()` would then hand out the gathered copies
+    instead of the sharded parameters the optimiser must update.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place and returned (a no-op cost at world size 1)."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm (over every rank's shards) and return it before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded weights on CPU, on rank 0 (other ranks get an empty dict). Every rank must call it."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    return {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}

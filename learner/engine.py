@@ -1,0 +1,133 @@
+"""The training loop: global batches cut the same way on every rank, each rank's share split into
+micro-batches, gradients accumulated, one optimiser step per global batch.
+
+Every rank holds the whole (small, tokenised) data set and draws the same global batches from the
+same seed; rank r trains on the r-th contiguous slice of each. So 1 rank x 2 micro-batches and
+2 ranks x 1 micro-batch see the same examples in each step and, since objectives weight each
+micro-batch by its share of the global batch, compute the same loss and gradient.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from learner.batching import BUCKET_WINDOW_BATCHES
+from learner.data import TrainExample
+from learner.distributed import DistContext, all_reduce_sum, clip_grad_norm, reshard
+from learner.objectives import GlobalStats, MicroBatch, Objective, kto_kl_sum
+from trimtab.errors import TrimtabError
+
+OnStep = Callable[[int, int, dict[str, float]], None]  # (step, examples in the step, metrics)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    batch_size: int  # global, all ranks
+    micro_batch_size: int  # per forward pass on one rank
+    steps: int
+    seed: int
+    grad_clip: float
+
+
+def global_batches(examples: Sequence[TrainExample], batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless length-bucketed batches of example indices, epoch after epoch; incomplete ones dropped
+    so that every rank always gets an equal share."""
+    if len(examples) < batch_size:
+        raise TrimtabError(f"{len(examples)} examples cannot fill one batch of learner.train.batch_size={batch_size}")
+    for epoch in range(1_000_000):
+        rng = random.Random(f"{seed}:{epoch}")
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        window = batch_size * BUCKET_WINDOW_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: len(examples[i]))
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size))
+        rng.shuffle(batches)
+        yield from batches
+
+
+def rank_share(batch: list[int], context: DistContext) -> list[int]:
+    if len(batch) % context.world_size:
+        raise TrimtabError(f"batch size {len(batch)} is not divisible by the {context.world_size} ranks")
+    per_rank = len(batch) // context.world_size
+    return batch[context.rank * per_rank : (context.rank + 1) * per_rank]
+
+
+def train(
+    model: nn.Module,
+    examples: Sequence[TrainExample],
+    reference: torch.Tensor,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    settings: LoopSettings,
+    context: DistContext,
+    pad_token_id: int,
+    on_step: OnStep,
+) -> dict[str, float]:
+    """Run `settings.steps` optimiser steps; returns the last step's metrics."""
+    model.train()
+    metrics: dict[str, float] = {}
+    batches = global_batches(examples, settings.batch_size, settings.seed)
+    for step in range(1, settings.steps + 1):
+        batch = next(batches)
+        mine = rank_share(batch, context)
+        chunks = [mine[s : s + settings.micro_batch_size] for s in range(0, len(mine), settings.micro_batch_size)]
+        micros = [MicroBatch([examples[i] for i in chunk], reference[chunk]) for chunk in chunks]
+        stats = global_stats(model, examples, batch, micros, objective, context, pad_token_id)
+        metrics = accumulate(model, micros, stats, objective, pad_token_id, context)
+        metrics["grad_norm"] = clip_grad_norm(model, settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics["lr"] = float(scheduler.get_last_lr()[0])
+        on_step(step, len(batch), metrics)
+    return metrics
+
+
+def global_stats(
+    model: nn.Module,
+    examples: Sequence[TrainExample],
+    batch: list[int],
+    micros: list[MicroBatch],
+    objective: Objective,
+    context: DistContext,
+    pad_token_id: int,
+) -> GlobalStats:
+    # Every rank has the whole batch's tokens; only KTO's KL estimate needs the ranks' forwards.
+    tokens = float(sum(sum(examples[i].sequences[0].loss_mask) for i in batch))
+    kl = 0.0
+    if objective.needs_kl_estimate:
+        local = torch.tensor([sum(kto_kl_sum(model, micro, pad_token_id) for micro in micros)], device=context.device)
+        reshard(model)
+        kl = float(all_reduce_sum(local)) / len(batch)
+    return GlobalStats(examples=len(batch), response_tokens=tokens, kto_kl=kl)
+
+
+def accumulate(
+    model: nn.Module,
+    micros: list[MicroBatch],
+    stats: GlobalStats,
+    objective: Objective,
+    pad_token_id: int,
+    context: DistContext,
+) -> dict[str, float]:
+    """Forward and backward every micro-batch; gradients are reduced across ranks on the last only."""
+    totals = torch.zeros(len(objective.metric_names), dtype=torch.float64)
+    for k, micro in enumerate(micros):
+        set_sync = getattr(model, "set_requires_gradient_sync", None)
+        if set_sync is not None:
+            set_sync(k == len(micros) - 1)
+        loss, metrics = objective.compute(model, micro, stats, pad_token_id)
+        # FSDP averages gradients over ranks (DDP's convention: each rank's loss a local mean), while
+        # ours sum to the global batch's loss over ranks: scale up so the average is that sum.
+        (loss * context.world_size).backward()
+        totals += torch.tensor([metrics[name] for name in objective.metric_names], dtype=torch.float64)
+    totals = all_reduce_sum(totals.to(context.device)).cpu()
+    return dict(zip(objective.metric_names, totals.tolist(), strict=True))

@@ -1,0 +1,145 @@
+"""What one micro-batch contributes to the loss of its global batch, per algorithm.
+
+A global batch of N examples is split over ranks and then into micro-batches. Each objective returns
+its micro-batch's loss already weighted by its share of the global batch, so that the sum over
+micro-batches and ranks IS the loss of the whole global batch: gradient accumulation and data
+parallelism then change nothing but the order of floating-point sums. The losses themselves are the
+pure functions of `learner.losses`, picked once from `PREFERENCE_LOSSES` / the `OBJECTIVES` dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from learner.batching import TokenizedExample, collate
+from learner.data import TrainExample
+from learner.logprobs import sequence_token_logprobs
+from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, sft_loss
+from trimtab.config.learner import LossConfig
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    examples: Sequence[TrainExample]
+    reference: torch.Tensor  # (n, sequences per example) summed reference log-probs; (n, 0) for SFT
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    """What a micro-batch's weight and some losses need to know about the whole global batch."""
+
+    examples: int
+    response_tokens: float  # SFT's loss is a token mean over the global batch
+    kto_kl: float = 0.0  # KTO's reference point z_0, before clamping: mean policy-minus-reference KL log-ratio
+
+
+Compute = Callable[[nn.Module, MicroBatch, GlobalStats, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Objective:
+    compute: Compute  # (model, micro-batch, global stats, pad id) -> (weighted loss, weighted metrics)
+    needs_reference: bool
+    metric_names: tuple[str, ...]  # the metrics summed over micro-batches and ranks (fixed: all ranks agree)
+    needs_kl_estimate: bool = False  # KTO: estimate z_0 over the global batch before the micro-batches
+
+
+def summed_logps(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int) -> torch.Tensor:
+    """sum_t log pi(y_t | x, y_<t) over the response tokens of each sequence, shape (n,)."""
+    token_logps, mask = _token_logps(model, sequences, pad_token_id)
+    return (token_logps * mask).sum(-1)
+
+
+def _token_logps(
+    model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    batch = collate(sequences, pad_token_id).to(device)
+    return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask
+
+
+def _weighted(metrics: dict[str, float], names: tuple[str, ...], weight: float) -> dict[str, float]:
+    return {name: metrics[name] * weight for name in names}
+
+
+SFT_METRICS = ("loss",)
+PAIR_METRICS = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy")
+KTO_METRICS = ("loss", "kl")
+
+
+def sft_compute(
+    model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    token_logps, mask = _token_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
+    loss, metrics = sft_loss(token_logps, mask)
+    # sft_loss is this micro-batch's token mean; weigh it by its tokens' share of the global batch's.
+    weight = metrics["tokens"] / stats.response_tokens
+    return loss * weight, _weighted(metrics, SFT_METRICS, weight)
+
+
+def pair_compute(
+    model: nn.Module,
+    micro: MicroBatch,
+    stats: GlobalStats,
+    pad_token_id: int,
+    *,
+    algorithm: str,
+    hyper: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    # One forward over [chosen_1..chosen_n, rejected_1..rejected_n], the layout PairLogps expects.
+    sequences = [e.sequences[0] for e in micro.examples] + [e.sequences[1] for e in micro.examples]
+    token_logps, mask = _token_logps(model, sequences, pad_token_id)
+    reference = torch.cat([micro.reference[:, 0], micro.reference[:, 1]]).to(token_logps.device)
+    pairs = PairLogps.from_token_logps(token_logps, mask, reference)
+    loss, metrics = PREFERENCE_LOSSES[algorithm](pairs, **hyper)
+    weight = len(micro.examples) / stats.examples
+    return loss * weight, _weighted(metrics, PAIR_METRICS, weight)
+
+
+def kto_compute(
+    model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int, *, hyper: dict[str, float]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    policy = summed_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
+    reference = micro.reference[:, 0].to(policy.device)
+    desirable = torch.tensor([e.desirable for e in micro.examples], device=policy.device)
+    # z_0 was estimated over the whole global batch beforehand (see kto_reference_point), so it is the
+    # same whatever the micro-batching; kto_loss takes the mean of (policy - reference), here one number.
+    kl_policy = torch.tensor([stats.kto_kl], device=policy.device)
+    loss, metrics = kto_loss(policy, reference, desirable, kl_policy, torch.zeros_like(kl_policy), **hyper)
+    weight = len(micro.examples) / stats.examples
+    return loss * weight, _weighted(metrics, KTO_METRICS, weight)
+
+
+@torch.no_grad()
+def kto_kl_sum(model: nn.Module, micro: MicroBatch, pad_token_id: int) -> float:
+    """sum over the micro-batch of log pi_theta(y'|x) - log pi_ref(y'|x) for the mismatched completions."""
+    policy = summed_logps(model, [e.sequences[1] for e in micro.examples], pad_token_id)
+    return float((policy - micro.reference[:, 1].to(policy.device)).sum())
+
+
+def _sft(loss: LossConfig) -> Objective:
+    return Objective(sft_compute, needs_reference=False, metric_names=SFT_METRICS)
+
+
+def _dpo(loss: LossConfig) -> Objective:
+    hyper = {"beta": loss.dpo_beta, "label_smoothing": loss.dpo_label_smoothing}
+    return Objective(partial(pair_compute, algorithm="dpo", hyper=hyper), True, PAIR_METRICS)
+
+
+def _ipo(loss: LossConfig) -> Objective:
+    return Objective(partial(pair_compute, algorithm="ipo", hyper={"tau": loss.ipo_tau}), True, PAIR_METRICS)
+
+
+def _kto(loss: LossConfig) -> Objective:
+    hyper = {"beta": loss.kto_beta, "desirable_weight": loss.kto_desirable_weight}
+    hyper["undesirable_weight"] = loss.kto_undesirable_weight
+    return Objective(partial(kto_compute, hyper=hyper), True, KTO_METRICS, needs_kl_estimate=True)
+
+
+# Algorithm name -> the objective with its hyper-parameters bound from config, chosen once per run.
+OBJECTIVES: dict[str, Callable[[LossConfig], Objective]] = {"sft": _sft, "dpo": _dpo, "ipo": _ipo, "kto": _kto}
