@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from opentelemetry import trace
 
 from serving.authn import authenticate
 from serving.metrics import ServingMetrics
-from serving.protocol import Engine, EngineRequest, Sampling, VersionSpan
+from serving.protocol import Engine, EngineRequest, VersionSpan
 from serving.recorder import ResponseRecorder
 from serving.requests import InvalidArgument, ValidRequest, validate
 from serving.routing import Router, Served
@@ -186,7 +187,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         """Run one candidate through the engine, collecting it (and streaming deltas when asked)."""
         sampling = job.valid.sampling
         if sampling.seed is not None:  # distinct but reproducible candidates
-            sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + run.index})
+            sampling = dataclasses.replace(sampling, seed=sampling.seed + run.index)
         engine_request = EngineRequest(run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter)
         started = time.perf_counter()
         attributes = {"trimtab.version": job.served.version, "trimtab.response_id": run.response_id}

@@ -75,6 +75,7 @@ class VersionManager:
         self.base_version = initial.id
         self.history: list[Swap] = []
         self.refused: set[str] = set()  # not retried while a pointer still names them
+        self._retirements: set[asyncio.Task[None]] = set()
 
     def served(self, manifest: Manifest) -> Served:
         """What the router holds for a version (base requests get the zero adapter at route time)."""
@@ -86,6 +87,7 @@ class VersionManager:
         """Apply whatever the pointers say that the engine does not serve yet (idempotent)."""
         async with self._lock:
             pointers = await self._pointers.read()
+            self.refused &= {pointers.current, pointers.canary}  # a refusal lasts while a pointer names it
             wanted = pointers.current
             if wanted is not None and wanted != self.router.current.version and wanted not in self.refused:
                 await self._apply("current", wanted)
@@ -136,6 +138,7 @@ class VersionManager:
                 mode = self._pause_mode
                 stall_s = await self._engine.swap_weights(self._registry.path(version_id), version_id, self._pause_mode)
                 self.base_version = version_id
+                self._drop_stale_canary()
             else:
                 await self._engine.add_adapter(version_id, self._registry.path(version_id))
                 if not await self.router.arm_lora(ARM_TIMEOUT_S):
@@ -189,6 +192,14 @@ class VersionManager:
             raise SwapRefused(f"adapter was trained on {manifest.base}, the engine serves base {self.base_version}")
         return manifest
 
+    def _drop_stale_canary(self) -> None:
+        """An adapter canary trained on the old base must not run on the new one: stop routing to it (the
+        next reconcile re-checks the pointer and refuses it, with a SWAP_FAILED event saying why)."""
+        canary = self.router.canary
+        if canary is not None and canary.base is not None and canary.base != self.base_version:
+            self._retire(canary)
+            self.router.canary, self.router.canary_share = None, 0.0
+
     def _retire(self, served: Served | None) -> None:
         """Unload an adapter no route uses any more, after a grace period for requests still on it."""
         if served is None or served.adapter is None:
@@ -200,7 +211,9 @@ class VersionManager:
             if name not in routed:
                 await self._engine.remove_adapter(name)
 
-        asyncio.get_running_loop().create_task(later(served.adapter))
+        task = asyncio.get_running_loop().create_task(later(served.adapter))
+        self._retirements.add(task)  # a task nobody references may be garbage-collected mid-sleep
+        task.add_done_callback(self._retirements.discard)
 
     def _record(self, swap: Swap, manifest: Manifest | None, took_s: float) -> None:
         self.history = [*self.history[-(HISTORY - 1) :], swap]

@@ -269,6 +269,25 @@ def test_canary_takes_a_stable_share_and_base_requests_stay_base_beside_lora(
     assert rolled.rolled_back_version_id == versions.lora and not rolled.status.canary_version_id
 
 
+def test_an_adapter_canary_stops_when_its_base_is_replaced(
+    serving: ServingProcess, versions: SwapVersions, references: dict[str, list[Answer]]
+) -> None:
+    serve_only(serving, versions.initial)
+    stub = admin(serving)
+    stub.SetCanary(admin_pb2.SetCanaryRequest(version_id=versions.lora, share=0.5))
+    status = stub.Promote(admin_pb2.PromoteRequest(version_id=versions.full)).status
+    assert status.current_version_id == versions.full and not status.canary_version_id
+    refusal = [s for s in status.swaps if s.to_version_id == versions.lora][-1]
+    assert not refusal.ok and f"adapter was trained on {versions.initial}" in refusal.error
+    answers = asyncio.run(answer_all(serving, [f"stale-{i}" for i in range(16)], stream=False))
+    assert {a.candidate.model_version for a in answers} == {versions.full}
+    stub.Rollback(admin_pb2.RollbackRequest(version_id=versions.lora))  # clear the canary pointer
+    serve_only(serving, versions.initial)
+    status = stub.SetCanary(admin_pb2.SetCanaryRequest(version_id=versions.lora, share=0.5)).status
+    assert status.canary_version_id == versions.lora  # a cleared refusal does not stick
+    stub.Rollback(admin_pb2.RollbackRequest(version_id=versions.lora))
+
+
 def test_full_weight_canaries_are_refused_with_the_reason(serving: ServingProcess, versions: SwapVersions) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         admin(serving).SetCanary(admin_pb2.SetCanaryRequest(version_id=versions.full, share=0.5))
