@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.report import Comparison
 from feedback import event as feedback_event
 from trimtab.config import TrimtabConfig
 from trimtab.events import encode, event_producer
+from trimtab.health import wait_serving
 from trimtab.ids import new_id
 from trimtab.records import ResponseStore, redis_client
 from trimtab.stack import down, up
@@ -157,19 +157,8 @@ def _env(config: TrimtabConfig) -> dict[str, str]:
 
 
 def _wait_serving(address: str, server: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        probe = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if (
-                    probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
+    if not wait_serving(address, server, timeout_s):
+        raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
 
 
 async def _drive(

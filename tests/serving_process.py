@@ -7,17 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
+from trimtab.health import wait_serving
 
 START_TIMEOUT_S = 180
 
@@ -56,22 +55,10 @@ def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"trimtab serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if (
-                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return ServingProcess(address, load_config(environ=env), process, log)
-            except grpc.RpcError:
-                time.sleep(0.5)
-    process.kill()
-    pytest.fail(f"trimtab serve not SERVING after {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+    if not wait_serving(address, process, START_TIMEOUT_S, metadata):
+        process.kill()
+        pytest.fail(f"trimtab serve not SERVING (exit code {process.poll()}):\n{log.read_text()[-3000:]}")
+    return ServingProcess(address, load_config(environ=env), process, log)
 
 
 def stop_serving(serving: ServingProcess) -> int:

@@ -10,16 +10,15 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.conftest import REPO, free_port
 from tests.serving_process import ServingProcess
 from trimtab.events import receive
+from trimtab.health import wait_serving
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -45,28 +44,11 @@ def feedback_address(serving: ServingProcess, tmp_path_factory: pytest.TempPathF
         stderr=subprocess.STDOUT,
     )
     address = f"127.0.0.1:{port}"
-    _wait_serving(address, process, log)
+    if not wait_serving(address, process, timeout_s=60):
+        pytest.fail(f"trimtab feedback not SERVING:\n{log.read_text()[-2000:]}")
     yield address
     process.terminate()
     assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
-
-
-def _wait_serving(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"trimtab feedback exited:\n{log.read_text()[-2000:]}")
-            try:
-                if (
-                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    pytest.fail(f"trimtab feedback not SERVING after 60s:\n{log.read_text()[-2000:]}")
 
 
 def test_feedback_on_served_answers_becomes_self_contained_training_events(
