@@ -1,4 +1,5 @@
-"""The `trimtab` command: one entry point for the stack, the config, the default model and the demo.
+"""The `trimtab` command: one entry point for the local stack, the config, the default model, serving,
+feedback, offline learning, the registry's versions and the demo.
 
 Heavy imports (torch, vLLM) happen inside the commands that need them, so `trimtab status` and
 `trimtab config show` answer in well under a second.
@@ -21,7 +22,9 @@ from trimtab.errors import TrimtabError
 
 console = Console(stderr=True, highlight=False)
 
-# Offline by design (no hub downloads at run time); vLLM on CPU may use every core.
+# Defaults only (a variable already set wins): offline by design (no hub downloads at run time); the
+# offline vLLM engine may use every core (serving leaves one to itself: serving.cpu_cores_for_server);
+# a 1 GiB KV cache suits our 2-core machines and the tiny default model: raise it for real models.
 RUNTIME_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
