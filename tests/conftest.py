@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 # Offline, and vLLM sized for a 2-core CI machine, before anything imports transformers or vLLM.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,4 +52,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
     )
     up(config)
     yield config
+    # The machine's Redis outlives the run: leave nothing of this run's prefix behind.
+    client = redis.Redis.from_url(config.redis.url)
+    for key in client.scan_iter(match=f"{config.redis.key_prefix}*", count=1000):
+        client.delete(key)
+    client.close()
     down(config)
