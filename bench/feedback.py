@@ -32,7 +32,7 @@ from trimtab.config import TrimtabConfig
 from trimtab.events import encode, event_producer
 from trimtab.health import wait_serving
 from trimtab.ids import new_id
-from trimtab.records import ResponseStore, redis_client
+from trimtab.records import ResponseStore, purge_prefix, redis_client
 from trimtab.stack import down, up
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 
@@ -48,6 +48,7 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             service_rate, service_latency = _measure_service(bench_config, requests, concurrency)
             producer_rate, producer_latency = _measure_producer(bench_config, payloads, concurrency)
         finally:
+            purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
     setup = f"{submissions} thumbs, {concurrency} in flight, acks=all"
     return [

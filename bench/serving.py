@@ -21,7 +21,7 @@ import grpc
 from bench.report import Comparison
 from trimtab.config import TrimtabConfig
 from trimtab.engine import engine_kwargs
-from trimtab.records import redis_client
+from trimtab.records import purge_prefix, redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.testing import perturbed_copy
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
@@ -203,6 +203,7 @@ def bench_serving(config: TrimtabConfig) -> list[Comparison]:
         try:
             return asyncio.run(_serving_benchmarks(bench_config, workdir))
         finally:
+            purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 # Offline, and vLLM sized for a 2-core CI machine, before anything imports transformers or vLLM.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +17,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 from trimtab.config import TrimtabConfig, load_config
+from trimtab.records import purge_prefix
 from trimtab.stack import down, up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +52,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
     )
     up(config)
     yield config
-    # The machine's Redis outlives the run: leave nothing of this run's prefix behind.
-    client = redis.Redis.from_url(config.redis.url)
-    for key in client.scan_iter(match=f"{config.redis.key_prefix}*", count=1000):
-        client.delete(key)
-    client.close()
+    purge_prefix(config.redis.url, config.redis.key_prefix)  # the machine's Redis outlives the run
     down(config)

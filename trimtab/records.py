@@ -47,3 +47,17 @@ class ResponseStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def purge_prefix(url: str, key_prefix: str) -> int:
+    """Delete every key under `key_prefix` (a finished test or benchmark run's namespace); returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        deleted = 0
+        for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
+            deleted += int(client.delete(key))
+        return deleted
+    finally:
+        client.close()
