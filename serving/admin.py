@@ -140,21 +140,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RollbackResponse:
         await authenticate(self._authenticator, context)
-        pointers = await self._pointers.read()
-        target = request.version_id or pointers.canary or pointers.current
         try:
-            if target == pointers.canary:
-                await self._pointers.clear_canary()
-            elif target == pointers.current:
-                await self._pointers.rollback_current()
-            else:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION, f"version_id: {target!r} is neither current nor canary"
-                )
+            rolled = await self._pointers.rollback(request.version_id or None)
         except PointerError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise  # abort raises; this line is for type checkers
         await self._manager.reconcile()
-        return admin_pb2.RollbackResponse(rolled_back_version_id=target or "", status=self.status())
+        return admin_pb2.RollbackResponse(rolled_back_version_id=rolled.version, status=self.status())
 
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

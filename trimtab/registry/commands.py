@@ -76,16 +76,8 @@ def canary_version(config: TrimtabConfig, version_id: str, share: float, report:
 
 def rollback_version(config: TrimtabConfig, version_id: str | None, report: Report) -> None:
     """Roll back the canary (if it is the target, or no target is given and one is set), else current."""
-
-    async def rollback(store: PointerStore) -> str:
-        pointers = await store.read()
-        target = version_id or pointers.canary or pointers.current
-        if target is not None and target == pointers.canary:
-            await store.clear_canary()
-            return f"canary {target} removed"
-        if target is not None and target == pointers.current:
-            after = await store.rollback_current()
-            return f"current {target} rolled back to {after.current}"
-        raise RegistryError(f"{target!r} is neither current nor canary")
-
-    report(_with_pointers(config, rollback))
+    rolled = _with_pointers(config, lambda store: store.rollback(version_id))
+    if rolled.role == "canary":
+        report(f"canary {rolled.version} removed")
+    else:
+        report(f"current {rolled.version} rolled back to {rolled.after.current}")

@@ -57,6 +57,13 @@ class Pointers:
     canary_share: float = 0.0
 
 
+@dataclass(frozen=True)
+class RolledBack:
+    version: str
+    role: str  # "canary" or "current"
+    after: Pointers
+
+
 class PointerStore:
     def __init__(self, client: aioredis.Redis, key_prefix: str, channel: str) -> None:
         self._client = client
@@ -93,6 +100,18 @@ class PointerStore:
         except ResponseError as exc:
             raise PointerError(str(exc)) from None
         return await self.read()
+
+    async def rollback(self, version_id: str | None) -> RolledBack:
+        """Take `version_id` out of service: remove it as canary, or point current back at the version it
+        replaced. No id means the canary if there is one, else current."""
+        pointers = await self.read()
+        target = version_id or pointers.canary or pointers.current
+        if target is not None and target == pointers.canary:
+            await self.clear_canary()
+            return RolledBack(target, "canary", await self.read())
+        if target is not None and target == pointers.current:
+            return RolledBack(target, "current", await self.rollback_current())
+        raise PointerError(f"version_id: {target!r} is neither current nor canary")
 
     async def changes(self) -> AsyncIterator[str]:
         """Yields 'current' or 'canary' for every announced change (until the caller stops iterating)."""
