@@ -8,8 +8,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.alignment import bench_alignment
 from bench.feedback import bench_feedback
 from bench.generation import bench_generation
+from bench.guardrails import bench_guardrails
+from bench.learner import bench_learner
 from bench.report import write_report
 from bench.serving import bench_serving
 from trimtab.config import ConfigError, load_config
@@ -30,6 +33,12 @@ def main() -> int:
     rows += bench_feedback(config)  # feedback ingestion: full service vs a bare producer
     console.print("bench: serving tier vs bare engine; hot swap vs engine restart")
     rows += bench_serving(config)
+    console.print("bench: guardrails on vs off (same server and load); latency added by each rail")
+    rows += bench_guardrails(config)
+    console.print("bench: offline DPO and KTO training throughput (trimtab learner vs TRL)")
+    rows += bench_learner(config)
+    console.print("bench: alignment quality (offline DPO, IPO, KTO on simulated feedback vs the default model)")
+    rows += bench_alignment(config)
     table = write_report(rows, RESULTS)
     print(table.read_text())
     console.print(f"written to {table}")

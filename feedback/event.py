@@ -14,6 +14,8 @@ import hashlib
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedback.abuse import UserCounts, signals
+from feedback.validation import judged_response_ids
+from guardrails.training import violations
 from trimtab.config.feedback import FeedbackConfig
 from trimtab.v1 import events_pb2, feedback_pb2
 
@@ -32,7 +34,8 @@ def fingerprint(request: feedback_pb2.SubmitRequest, tenant: str) -> str:
 def template(
     request: feedback_pb2.SubmitRequest, served: events_pb2.ResponseLogged, event_id: str
 ) -> events_pb2.FeedbackEvent:
-    """The event as known before admission (no supersedes, no abuse signals)."""
+    """The event as known before admission (no supersedes, no abuse signals). It says whether a guardrail
+    stopped the judged response(s), so the learner never trains them as positive examples."""
     accepted_at = Timestamp()
     accepted_at.GetCurrentTime()
     return events_pb2.FeedbackEvent(
@@ -43,6 +46,7 @@ def template(
         label=request.label,
         accepted_at=accepted_at,
         served=served,
+        guardrails=violations(served, judged_response_ids(request)),
     )
 
 

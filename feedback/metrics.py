@@ -5,6 +5,8 @@ trimtab.feedback.rejected          counter    reason (invalid_argument, not_foun
 trimtab.feedback.rate_limited      counter    scope (user, api_key)
 trimtab.feedback.flagged_users     counter    users newly flagged by the agreement score
 trimtab.feedback.produce_latency   histogram  seconds from send to the broker's ack
+trimtab.feedback.rail_violations   counter    kind, use: accepted feedback on a response an output rail
+                                              stopped, by how the learner may train it (as_is, flip, drop)
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ class FeedbackMetrics:
         self._flagged = meter.create_counter(
             "trimtab.feedback.flagged_users", description="Users newly flagged for disagreeing with the population."
         )
+        self._violations = meter.create_counter(
+            "trimtab.feedback.rail_violations",
+            description="Accepted feedback on responses a guardrail stopped, by kind and how it may be trained.",
+        )
         self._latency = meter.create_histogram(
             "trimtab.feedback.produce_latency", unit="s", description="Send to broker ack, per event."
         )
@@ -38,6 +44,9 @@ class FeedbackMetrics:
 
     def user_flagged(self) -> None:
         self._flagged.add(1)
+
+    def rail_violation(self, kind: str, use: str) -> None:
+        self._violations.add(1, {"kind": kind, "use": use})
 
     def produce_latency(self, seconds: float) -> None:
         self._latency.record(seconds)

@@ -34,6 +34,7 @@ from feedback.producer import BrokerUnavailable, FeedbackProducer
 from feedback.recovery import ScanTimeout, find_event
 from feedback.validation import check_against_records, check_shape, judged_response_ids, kind_of
 from feedback.votes import vote_target
+from guardrails.training import training_label
 from trimtab.auth import Authenticator, Principal, Unauthenticated
 from trimtab.config import TrimtabConfig
 from trimtab.ids import new_id
@@ -58,6 +59,7 @@ class FeedbackService:
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._config = config.feedback
+        self._filter = config.guardrails.feedback_filter
         self._kafka = config.kafka
         self._keys = Keys(config.redis.key_prefix)
         self._redis = redis
@@ -134,7 +136,12 @@ class FeedbackService:
             raise rate_limited("user", outcome.retry_after_s)
         if isinstance(outcome, Existing):  # a concurrent call with the same feedback_id won the race
             return await self._existing(key, outcome.entry, digest)
-        return await self._write(key, outcome.entry, newly_admitted=True)
+        response = await self._write(key, outcome.entry, newly_admitted=True)
+        if template.guardrails.violating_response_ids:
+            use = training_label(template, self._filter).use
+            self.metrics.rail_violation(kind_of(request), use.value)
+            span.set_attribute("trimtab.guardrails.training_use", use.value)
+        return response
 
     def _admission(
         self,

@@ -1,4 +1,5 @@
-"""From examples to padded tensors: tokenisation with prompt masking, and length-bucketed batches."""
+"""From examples to padded tensors: tokenisation with prompt masking, length-bucketed batches, and
+preference pairs packed one per row so that chosen and rejected share their prompt's forward pass."""
 
 from __future__ import annotations
 
@@ -81,3 +82,87 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> Batch:
         attention_mask[row, :n] = 1
         loss_mask[row, :n] = torch.tensor(example.loss_mask, dtype=torch.float32)
     return Batch(input_ids, attention_mask, loss_mask[:, 1:])
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """B preference pairs packed one per row as [prompt, chosen response, rejected response, padding].
+
+    The prompt is computed once for both responses: each response attends to the prompt and to its own
+    earlier tokens, never to the other response, and its positions restart after the prompt, so every
+    log-prob equals the one of the separate sequence [prompt, response]. Responses are indexed in the
+    layout of `learner.losses.PairLogps`: rows 0..B-1 of `source`/`target`/`loss_mask` are the chosen
+    responses, rows B..2B-1 the rejected ones.
+    """
+
+    input_ids: torch.Tensor  # (B, W) right-padded
+    position_ids: torch.Tensor  # (B, W)
+    attention_mask: torch.Tensor  # (B, 1, W, W) bool, True where query (dim 2) may attend to key (dim 3)
+    source: torch.Tensor  # (2B, L) long: the position in its pair's row whose logits predict the token
+    target: torch.Tensor  # (2B, L) long: the token
+    loss_mask: torch.Tensor  # (2B, L) float: 1 where the token counts (0 for padding)
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(*(tensor.to(device) for tensor in vars(self).values()))
+
+
+def shared_prompt_length(chosen: TokenizedExample, rejected: TokenizedExample) -> int:
+    """Tokens of the prompt both sequences start with (every token before the first loss token), or 0 if
+    they differ or a response token comes first (nothing predicts position 0)."""
+    length = chosen.loss_mask.index(1) if 1 in chosen.loss_mask else len(chosen)
+    same = rejected.loss_mask[:length] == [0] * length and rejected.input_ids[:length] == chosen.input_ids[:length]
+    return length if same and length < len(rejected) and length < len(chosen) else 0
+
+
+def collate_pairs(pairs: Sequence[tuple[TokenizedExample, TokenizedExample]], pad_token_id: int) -> PairBatch | None:
+    """Pack each (chosen, rejected) pair into one row sharing the prompt (see PairBatch); None when a pair
+    does not share a prompt, and the caller must fall back to `collate`."""
+    prompts = [shared_prompt_length(chosen, rejected) for chosen, rejected in pairs]
+    if not all(prompts):
+        return None
+    ids: list[list[int]] = []
+    positions: list[list[int]] = []
+    segments: list[list[int]] = []  # 0 prompt, 1 chosen, 2 rejected; padding becomes -1
+    sides: tuple[list[list[int]], ...] = ([], [], [])  # per response, chosen then rejected: source, target, mask
+    for length, (chosen, rejected) in zip(prompts, pairs, strict=True):
+        row, row_positions, row_segments = chosen.input_ids[:length], list(range(length)), [0] * length
+        for segment, sequence in ((1, chosen), (2, rejected)):
+            tokens = sequence.input_ids[length:]
+            start = len(row)
+            # The first response token is predicted from the prompt's last position, the others from their predecessor.
+            sides[0].append([length - 1, *range(start, start + len(tokens) - 1)])
+            sides[1].append(tokens)
+            sides[2].append(sequence.loss_mask[length:])
+            row = row + tokens
+            row_positions += range(length, length + len(tokens))
+            row_segments += [segment] * len(tokens)
+        ids.append(row)
+        positions.append(row_positions)
+        segments.append(row_segments)
+    # Responses were appended pair by pair (chosen, rejected); PairLogps wants all chosen rows first.
+    source, target, mask = ([*side[0::2], *side[1::2]] for side in sides)
+    return PairBatch(
+        input_ids=_padded(ids, pad_token_id),
+        position_ids=_padded(positions, 0),
+        attention_mask=_pair_attention(_padded(segments, -1)),
+        source=_padded(source, 0),
+        target=_padded(target, pad_token_id),
+        loss_mask=_padded(mask, 0).float(),
+    )
+
+
+def _padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
+    """Right-padded (len(rows), longest row) long tensor."""
+    out = torch.full((len(rows), max(len(row) for row in rows)), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def _pair_attention(segment: torch.Tensor) -> torch.Tensor:
+    """Causal attention within a segment and onto the prompt; padding attends to itself only (no empty rows)."""
+    width = segment.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    query, key = segment.unsqueeze(2), segment.unsqueeze(1)
+    visible = causal & ((key == 0) | (key == query)) & (key >= 0)
+    return (visible | torch.eye(width, dtype=torch.bool)).unsqueeze(1)

@@ -1,12 +1,14 @@
 """Training data from JSONL files in the seed formats, validated line by line, then tokenised.
 
-    SFT          {"prompt": P, "response": "..."}
-    DPO / IPO    {"prompt": P, "chosen": "...", "rejected": "..."}
-    KTO          {"prompt": P, "completion": "...", "label": true | false}
+    SFT, SPIN                        {"prompt": P, "response": "..."}
+    SteerLM                          {"prompt": P, "response": "...", "attributes": {"helpfulness": 4, ...}}
+    DPO, IPO, ORPO, SimPO, RM        {"prompt": P, "chosen": "...", "rejected": "..."}
+    KTO                              {"prompt": P, "completion": "...", "label": true | false}
 
-P is a string (one user turn) or a chat message list [{"role": ..., "content": ...}, ...]. A bad line
-is a `DataError` naming file:line and the field, never a skipped example: silently training on less
-data than the user gave is worse than stopping.
+P is a string (one user turn) or a chat message list [{"role": ..., "content": ...}, ...]. SteerLM's
+attributes are rendered into the prompt as the system message of `trimtab.steerlm`, the format serving's
+attribute targets use. A bad line is a `DataError` naming file:line and the field, never a skipped
+example: silently training on less data than the user gave is worse than stopping.
 """
 
 from __future__ import annotations
@@ -21,13 +23,30 @@ from transformers import PreTrainedTokenizerBase
 
 from learner.batching import Messages, TokenizedExample, tokenize_chat
 from trimtab.errors import TrimtabError
+from trimtab.steerlm import with_attributes
 
-# The response fields each algorithm's records carry besides "prompt".
-RESPONSE_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": ("response",),
-    "dpo": ("chosen", "rejected"),
-    "ipo": ("chosen", "rejected"),
-    "kto": ("completion",),
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """The fields a line carries besides "prompt"."""
+
+    responses: tuple[str, ...]
+    label: bool = False  # KTO: "label", whether the completion is desirable
+    attributes: bool = False  # SteerLM: "attributes", the response's scores
+
+
+DEMONSTRATION = RecordFormat(("response",))
+PREFERENCE = RecordFormat(("chosen", "rejected"))
+FORMATS: dict[str, RecordFormat] = {
+    "sft": DEMONSTRATION,
+    "spin": DEMONSTRATION,
+    "steerlm": RecordFormat(("response",), attributes=True),
+    "dpo": PREFERENCE,
+    "ipo": PREFERENCE,
+    "orpo": PREFERENCE,
+    "simpo": PREFERENCE,
+    "rm": PREFERENCE,
+    "kto": RecordFormat(("completion",), label=True),
 }
 
 
@@ -37,8 +56,8 @@ class DataError(TrimtabError):
 
 @dataclass(frozen=True)
 class Record:
-    """One validated line: the prompt as chat messages, its responses in RESPONSE_FIELDS order, and
-    for KTO whether the completion is desirable."""
+    """One validated line: the prompt as chat messages (SteerLM's attributes already rendered into it),
+    its responses in the format's order, and for KTO whether the completion is desirable."""
 
     prompt: Messages
     responses: tuple[str, ...]
@@ -49,10 +68,12 @@ class Record:
 @dataclass(frozen=True)
 class TrainExample:
     """The token sequences one example trains on, in a fixed order per algorithm:
-    SFT (response,); DPO/IPO (chosen, rejected); KTO (completion, mismatched completion for the KL term)."""
+    SFT, SteerLM, SPIN (response,); pairwise and RM (chosen, rejected); KTO (completion, mismatched
+    completion for the KL term). SPIN adds its rejected side (the model's own generation) per iteration."""
 
     sequences: tuple[TokenizedExample, ...]
     desirable: bool = True
+    weight: float = 1.0  # scales the example's loss (online learner: abuse signals, importance weights)
 
     def __len__(self) -> int:
         return max(len(sequence) for sequence in self.sequences)
@@ -60,33 +81,40 @@ class TrainExample:
 
 def load_records(path: Path, algorithm: str) -> list[Record]:
     """Every line of `path` as a Record for `algorithm`, or DataError at the first bad one."""
-    if algorithm not in RESPONSE_FIELDS:
-        raise DataError(f"no data format for algorithm {algorithm!r}; known: {', '.join(RESPONSE_FIELDS)}")
+    if algorithm not in FORMATS:
+        raise DataError(f"no data format for algorithm {algorithm!r}; known: {', '.join(FORMATS)}")
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
-    records = [_parse_line(text, f"{path}:{n}", algorithm) for n, text in enumerate(lines, 1) if text.strip()]
+    form = FORMATS[algorithm]
+    records = [_parse_line(text, f"{path}:{n}", algorithm, form) for n, text in enumerate(lines, 1) if text.strip()]
     if not records:
         raise DataError(f"{path}: no examples (the file is empty)")
     return records
 
 
-def _parse_line(text: str, where: str, algorithm: str) -> Record:
+def _parse_line(text: str, where: str, algorithm: str, form: RecordFormat) -> Record:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    fields = RESPONSE_FIELDS[algorithm]
-    expected = {"prompt", *fields, *(("label",) if algorithm == "kto" else ())}
+    expected = {
+        "prompt",
+        *form.responses,
+        *(("label",) if form.label else ()),
+        *(("attributes",) if form.attributes else ()),
+    }
     unknown = sorted(set(data) - expected)
     if unknown:
         raise DataError(f"{where}: field {unknown[0]!r}: unknown for {algorithm} (expected {sorted(expected)})")
     prompt = _prompt(data, where)
-    responses = tuple(_text(data, name, where) for name in fields)
-    desirable = _label(data, where) if algorithm == "kto" else True
+    if form.attributes:
+        prompt = _with_attributes(prompt, data, where)
+    responses = tuple(_text(data, name, where) for name in form.responses)
+    desirable = _label(data, where) if form.label else True
     return Record(prompt, responses, desirable, where)
 
 
@@ -101,6 +129,18 @@ def _prompt(data: dict[str, Any], where: str) -> Messages:
         if not ok or not all(isinstance(message[key], str) for key in ("role", "content")):
             raise DataError(f"{where}: field 'prompt[{i}]': must be {{'role': str, 'content': str}}")
     return [dict(message) for message in value]
+
+
+def _with_attributes(prompt: Messages, data: dict[str, Any], where: str) -> Messages:
+    value = data.get("attributes")
+    if not isinstance(value, dict) or not value or not all(type(score) is int for score in value.values()):
+        raise DataError(
+            f"{where}: field 'attributes': must be a non-empty object of integer scores, got {value!r}"[:200]
+        )
+    try:
+        return with_attributes(prompt, value)
+    except ValueError as exc:
+        raise DataError(f"{where}: field 'attributes': {exc}") from None
 
 
 def _text(data: dict[str, Any], name: str, where: str) -> str:

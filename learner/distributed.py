@@ -59,16 +59,18 @@ def shard_model(model: nn.Module, dtype: torch.dtype) -> None:
     float32, so the optimiser never updates low-precision weights.
     """
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-    for block in _transformer_blocks(model):
+    for block in find_decoder_layers(model) or ():
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
 
 
-def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The decoder layers of an HF causal LM (`model.model.layers` for Llama, Qwen, Mistral, ...)."""
-    backbone = getattr(model, "model", None)
-    layers = getattr(backbone, "layers", None)
-    return list(layers) if isinstance(layers, nn.ModuleList) else []
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The decoder layers of an HF model (`model.model.layers` for Llama, Qwen, Mistral, ..., for causal LMs
+    and sequence classifiers alike; peft models unwrapped), or None when it has none."""
+    get_base_model = getattr(model, "get_base_model", None)  # a peft PeftModel
+    base = get_base_model() if callable(get_base_model) else model
+    layers = getattr(getattr(base, "model", None), "layers", None)
+    return layers if isinstance(layers, nn.ModuleList) else None
 
 
 def reshard(model: nn.Module) -> None:

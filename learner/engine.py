@@ -23,6 +23,7 @@ from learner.objectives import GlobalStats, MicroBatch, Objective, kto_kl_sum
 from trimtab.errors import TrimtabError
 
 OnStep = Callable[[int, int, dict[str, float]], None]  # (step, examples in the step, metrics)
+OnCheckpoint = Callable[[int], None]  # (step): save a checkpoint of the state after that step
 
 
 @dataclass(frozen=True)
@@ -32,24 +33,41 @@ class LoopSettings:
     steps: int
     seed: int
     grad_clip: float
+    start_step: int = 0  # steps already done (a resumed run): the loop continues with step start_step + 1
+    checkpoint_every: int = 0  # call on_checkpoint after every this many steps (never after the last); 0: never
 
 
-def global_batches(examples: Sequence[TrainExample], batch_size: int, seed: int) -> Iterator[list[int]]:
+def global_batches(
+    examples: Sequence[TrainExample], batch_size: int, seed: int, start_step: int = 0
+) -> Iterator[list[int]]:
     """Endless length-bucketed batches of example indices, epoch after epoch; incomplete ones dropped
-    so that every rank always gets an equal share."""
+    so that every rank always gets an equal share. Each epoch is a function of (seed, epoch) alone, so
+    a resumed run starts at batch `start_step` without replaying the ones before it."""
     if len(examples) < batch_size:
         raise TrimtabError(f"{len(examples)} examples cannot fill one batch of learner.train.batch_size={batch_size}")
-    for epoch in range(1_000_000):
-        rng = random.Random(f"{seed}:{epoch}")
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        window = batch_size * BUCKET_WINDOW_BATCHES
-        batches: list[list[int]] = []
-        for start in range(0, len(order), window):
-            chunk = sorted(order[start : start + window], key=lambda i: len(examples[i]))
-            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size))
-        rng.shuffle(batches)
-        yield from batches
+    first_epoch, skip = divmod(start_step, batches_per_epoch(len(examples), batch_size))
+    for epoch in range(first_epoch, 1_000_000):
+        yield from epoch_batches(examples, batch_size, seed, epoch)[skip:]
+        skip = 0
+
+
+def epoch_batches(examples: Sequence[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    window = batch_size * BUCKET_WINDOW_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(examples[i]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def batches_per_epoch(n_examples: int, batch_size: int) -> int:
+    """How many batches `epoch_batches` cuts: every full window gives BUCKET_WINDOW_BATCHES."""
+    full_windows, rest = divmod(n_examples, batch_size * BUCKET_WINDOW_BATCHES)
+    return full_windows * BUCKET_WINDOW_BATCHES + rest // batch_size
 
 
 def rank_share(batch: list[int], context: DistContext) -> list[int]:
@@ -70,12 +88,13 @@ def train(
     context: DistContext,
     pad_token_id: int,
     on_step: OnStep,
+    on_checkpoint: OnCheckpoint | None = None,
 ) -> dict[str, float]:
-    """Run `settings.steps` optimiser steps; returns the last step's metrics."""
+    """Run optimiser steps `settings.start_step + 1` to `settings.steps`; returns the last step's metrics."""
     model.train()
     metrics: dict[str, float] = {}
-    batches = global_batches(examples, settings.batch_size, settings.seed)
-    for step in range(1, settings.steps + 1):
+    batches = global_batches(examples, settings.batch_size, settings.seed, settings.start_step)
+    for step in range(settings.start_step + 1, settings.steps + 1):
         batch = next(batches)
         mine = rank_share(batch, context)
         chunks = [mine[s : s + settings.micro_batch_size] for s in range(0, len(mine), settings.micro_batch_size)]
@@ -88,7 +107,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         on_step(step, len(batch), metrics)
+        if on_checkpoint is not None and _checkpoint_due(step, settings):
+            on_checkpoint(step)
     return metrics
+
+
+def _checkpoint_due(step: int, settings: LoopSettings) -> bool:
+    # None after the last step: the run's result (a published version) is what survives it.
+    return settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0 and step < settings.steps
 
 
 def global_stats(

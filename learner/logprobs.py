@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from learner.batching import PairBatch, TokenizedExample, collate, collate_pairs
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -19,5 +23,46 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 
 def sequence_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Token log-probs of `input_ids` under `model`, aligned with `input_ids[:, 1:]`."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    # No KV cache: nothing reads it, and under activation checkpointing a cache filled inside a block
+    # would be filled again when the block is recomputed in the backward pass.
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return token_logprobs(logits, input_ids)
+
+
+def pair_token_logprobs(model: nn.Module, batch: PairBatch) -> torch.Tensor:
+    """Token log-probs of the chosen and rejected responses of packed pairs (`batching.collate_pairs`),
+    shape (2B, L) in the rows of `batch.target`: chosen first, then rejected.
+
+    The logsumexp is taken once per row position, then read at the positions that predict a response
+    token; no (2B, L, V) copy of the logits is made.
+    """
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    logits = model(**inputs, use_cache=False).logits.float()
+    rows = torch.arange(batch.input_ids.shape[0], device=logits.device).repeat(2).unsqueeze(-1)
+    return logits[rows, batch.source, batch.target] - torch.logsumexp(logits, dim=-1)[rows, batch.source]
+
+
+def supports_pair_packing(model: nn.Module) -> bool:
+    """Whether `model` takes PairBatch's custom boolean 4D attention mask as-is: Hugging Face models with SDPA
+    attention and no sliding window (eager attention wants an additive float mask; flash attention none)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) == "sdpa" and getattr(config, "sliding_window", None) is None
+
+
+def pair_sequence_logprobs(
+    model: nn.Module, pairs: Sequence[tuple[TokenizedExample, TokenizedExample]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token log-probs, loss mask) of B (chosen, rejected) pairs, each (2B, L): chosen rows, then rejected rows.
+
+    Pairs that share their prompt are packed one per row (`batching.collate_pairs`) when the model takes
+    the packed layout's attention mask: the prompt is computed once instead of twice and the rows are
+    padded once per pair. Otherwise the 2B sequences are one padded batch. Either way the log-probs are
+    the same up to float rounding.
+    """
+    device = next(model.parameters()).device
+    packed = collate_pairs(pairs, pad_token_id) if supports_pair_packing(model) else None
+    if packed is not None:
+        packed = packed.to(device)
+        return pair_token_logprobs(model, packed), packed.loss_mask
+    batch = collate([chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_token_id).to(device)
+    return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask

@@ -18,8 +18,8 @@ from torch import nn
 
 from learner.batching import TokenizedExample, collate
 from learner.data import TrainExample
-from learner.logprobs import sequence_token_logprobs
-from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, sft_loss
+from learner.logprobs import pair_sequence_logprobs, sequence_token_logprobs
+from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, reward_model_loss, sft_loss
 from trimtab.config.learner import LossConfig
 
 
@@ -47,6 +47,7 @@ class Objective:
     needs_reference: bool
     metric_names: tuple[str, ...]  # the metrics summed over micro-batches and ranks (fixed: all ranks agree)
     needs_kl_estimate: bool = False  # KTO: estimate z_0 over the global batch before the micro-batches
+    reward_model: bool = False  # trains a scalar head (sequence classification), not the causal LM
 
 
 def summed_logps(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int) -> torch.Tensor:
@@ -63,6 +64,13 @@ def _token_logps(
     return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask
 
 
+def example_weights(micro: MicroBatch, device: torch.device) -> torch.Tensor | None:
+    """The examples' loss weights, or None when all are 1 (the offline case: the losses' plain means)."""
+    if all(e.weight == 1.0 for e in micro.examples):
+        return None
+    return torch.tensor([e.weight for e in micro.examples], device=device)
+
+
 def _weighted(metrics: dict[str, float], names: tuple[str, ...], weight: float) -> dict[str, float]:
     return {name: metrics[name] * weight for name in names}
 
@@ -70,13 +78,15 @@ def _weighted(metrics: dict[str, float], names: tuple[str, ...], weight: float) 
 SFT_METRICS = ("loss",)
 PAIR_METRICS = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy")
 KTO_METRICS = ("loss", "kl")
+ORPO_METRICS = ("loss", "nll", "odds_ratio_loss", "log_odds_ratio", "reward_accuracy")
+RM_METRICS = ("loss", "accuracy", "margin", "mean_reward")
 
 
 def sft_compute(
     model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int
 ) -> tuple[torch.Tensor, dict[str, float]]:
     token_logps, mask = _token_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
-    loss, metrics = sft_loss(token_logps, mask)
+    loss, metrics = sft_loss(token_logps, mask, example_weights(micro, token_logps.device))
     # sft_loss is this micro-batch's token mean; weigh it by its tokens' share of the global batch's.
     weight = metrics["tokens"] / stats.response_tokens
     return loss * weight, _weighted(metrics, SFT_METRICS, weight)
@@ -90,15 +100,19 @@ def pair_compute(
     *,
     algorithm: str,
     hyper: dict[str, float],
+    metric_names: tuple[str, ...],
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    # One forward over [chosen_1..chosen_n, rejected_1..rejected_n], the layout PairLogps expects.
-    sequences = [e.sequences[0] for e in micro.examples] + [e.sequences[1] for e in micro.examples]
-    token_logps, mask = _token_logps(model, sequences, pad_token_id)
-    reference = torch.cat([micro.reference[:, 0], micro.reference[:, 1]]).to(token_logps.device)
-    pairs = PairLogps.from_token_logps(token_logps, mask, reference)
+    # One forward over the pairs, each prompt computed once; rows [chosen_1..chosen_n, rejected_1..rejected_n],
+    # the layout PairLogps expects.
+    pairs_of_sequences = [(e.sequences[0], e.sequences[1]) for e in micro.examples]
+    token_logps, mask = pair_sequence_logprobs(model, pairs_of_sequences, pad_token_id)
+    reference = None  # ORPO and SimPO are reference-free
+    if micro.reference.shape[1]:
+        reference = torch.cat([micro.reference[:, 0], micro.reference[:, 1]]).to(token_logps.device)
+    pairs = PairLogps.from_token_logps(token_logps, mask, reference, example_weights(micro, token_logps.device))
     loss, metrics = PREFERENCE_LOSSES[algorithm](pairs, **hyper)
     weight = len(micro.examples) / stats.examples
-    return loss * weight, _weighted(metrics, PAIR_METRICS, weight)
+    return loss * weight, _weighted(metrics, metric_names, weight)
 
 
 def kto_compute(
@@ -110,9 +124,26 @@ def kto_compute(
     # z_0 was estimated over the whole global batch beforehand (see kto_reference_point), so it is the
     # same whatever the micro-batching; kto_loss takes the mean of (policy - reference), here one number.
     kl_policy = torch.tensor([stats.kto_kl], device=policy.device)
-    loss, metrics = kto_loss(policy, reference, desirable, kl_policy, torch.zeros_like(kl_policy), **hyper)
+    weights = example_weights(micro, policy.device)
+    loss, metrics = kto_loss(
+        policy, reference, desirable, kl_policy, torch.zeros_like(kl_policy), **hyper, weights=weights
+    )
     weight = len(micro.examples) / stats.examples
     return loss * weight, _weighted(metrics, KTO_METRICS, weight)
+
+
+def reward_model_compute(
+    model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int, *, center_coefficient: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Scalar rewards r(x, y) read by the sequence-classification head at each sequence's last token."""
+    sequences = [e.sequences[0] for e in micro.examples] + [e.sequences[1] for e in micro.examples]
+    batch = collate(sequences, pad_token_id).to(next(model.parameters()).device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    rewards = logits.squeeze(-1).float()
+    chosen, rejected = rewards.chunk(2)
+    loss, metrics = reward_model_loss(chosen, rejected, center_coefficient=center_coefficient)
+    weight = len(micro.examples) / stats.examples
+    return loss * weight, _weighted(metrics, RM_METRICS, weight)
 
 
 @torch.no_grad()
@@ -126,13 +157,41 @@ def _sft(loss: LossConfig) -> Objective:
     return Objective(sft_compute, needs_reference=False, metric_names=SFT_METRICS)
 
 
+def _pairwise(
+    algorithm: str, hyper: dict[str, float], needs_reference: bool, metric_names: tuple[str, ...] = PAIR_METRICS
+) -> Objective:
+    compute = partial(pair_compute, algorithm=algorithm, hyper=hyper, metric_names=metric_names)
+    return Objective(compute, needs_reference, metric_names)
+
+
 def _dpo(loss: LossConfig) -> Objective:
-    hyper = {"beta": loss.dpo_beta, "label_smoothing": loss.dpo_label_smoothing}
-    return Objective(partial(pair_compute, algorithm="dpo", hyper=hyper), True, PAIR_METRICS)
+    return _pairwise("dpo", {"beta": loss.dpo_beta, "label_smoothing": loss.dpo_label_smoothing}, True)
+
+
+def _spin(loss: LossConfig) -> Objective:
+    # SPIN's loss (Chen et al. 2024, eq. 4.7, logistic l) is DPO's with the previous iterate as the
+    # reference and the model's own generation as the rejected side; `learner.spin` supplies both.
+    return _pairwise("dpo", {"beta": loss.spin_beta}, True)
 
 
 def _ipo(loss: LossConfig) -> Objective:
-    return Objective(partial(pair_compute, algorithm="ipo", hyper={"tau": loss.ipo_tau}), True, PAIR_METRICS)
+    return _pairwise("ipo", {"tau": loss.ipo_tau}, True)
+
+
+def _simpo(loss: LossConfig) -> Objective:
+    return _pairwise("simpo", {"beta": loss.simpo_beta, "gamma": loss.simpo_gamma}, False)
+
+
+def _orpo(loss: LossConfig) -> Objective:
+    # Under gradient accumulation ORPO's SFT term is a token mean per micro-batch, weighted by the
+    # micro-batch's share of examples (TRL does the same per device batch), so unlike the other
+    # objectives its loss depends slightly on the micro-batch split.
+    return _pairwise("orpo", {"lam": loss.orpo_lambda}, False, ORPO_METRICS)
+
+
+def _rm(loss: LossConfig) -> Objective:
+    compute = partial(reward_model_compute, center_coefficient=loss.rm_center_coefficient)
+    return Objective(compute, needs_reference=False, metric_names=RM_METRICS, reward_model=True)
 
 
 def _kto(loss: LossConfig) -> Objective:
@@ -142,4 +201,14 @@ def _kto(loss: LossConfig) -> Objective:
 
 
 # Algorithm name -> the objective with its hyper-parameters bound from config, chosen once per run.
-OBJECTIVES: dict[str, Callable[[LossConfig], Objective]] = {"sft": _sft, "dpo": _dpo, "ipo": _ipo, "kto": _kto}
+OBJECTIVES: dict[str, Callable[[LossConfig], Objective]] = {
+    "sft": _sft,
+    "steerlm": _sft,  # attribute-conditioned SFT: the attributes are in the prompt (learner.data)
+    "rm": _rm,
+    "dpo": _dpo,
+    "ipo": _ipo,
+    "orpo": _orpo,
+    "simpo": _simpo,
+    "kto": _kto,
+    "spin": _spin,
+}

@@ -1,36 +1,33 @@
-"""`trimtab learn`: one offline run, read top to bottom: setup, reference pass, train loop, save, publish.
+"""`trimtab learn`: one offline run, read top to bottom: setup, train (one phase, or SPIN's iterations),
+save, publish.
 
 Runs as one process or as every rank under torchrun; rank 0 alone shows progress, writes the
-checkpoint and publishes it to the registry.
+result and publishes it to the registry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from learner.data import load_records, tokenize_records
-from learner.distributed import DistContext, full_state_dict, init_distributed, shard_model, shutdown
-from learner.engine import LoopSettings, OnStep, train
-from learner.objectives import OBJECTIVES
-from learner.optim import build_optimizer
-from learner.progress import TrainProgress
-from learner.reference import reference_logps
+from learner.distributed import full_state_dict, init_distributed, shutdown
+from learner.models import export, load_trainable
+from learner.objectives import OBJECTIVES, Objective
+from learner.phase import METRICS_FILE, PhaseResult, PhaseSetup, train_phase
+from learner.resume import phase_checkpoints
 from learner.runtime import device_and_dtype, seed_everything
+from learner.spin import run_spin
 from trimtab.config import TrimtabConfig
 from trimtab.registry import Registry
-from trimtab.registry.manifest import MANIFEST
 
-METRICS_FILE = "train_metrics.jsonl"  # published inside the version, next to the weights
+__all__ = ["METRICS_FILE", "LearnRequest", "LearnResult", "run_learn"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,8 @@ class LearnRequest:
     algorithm: str
     data: Path
     model_dir: Path
-    steps: int | None  # None: learner.train.epochs passes over the data
+    steps: int | None  # None: learner.train.epochs passes over the data (per SPIN iteration)
+    checkpoint_dir: Path | None = None  # --checkpoint-dir: overrides learner.checkpoint.directory
 
 
 @dataclass(frozen=True)
@@ -57,91 +55,72 @@ def run_learn(config: TrimtabConfig, request: LearnRequest, console: Console) ->
         seed_everything(learner.train.seed)
         tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
         records = load_records(request.data, request.algorithm)
-        examples = tokenize_records(records, tokenizer, request.algorithm, learner.train.max_length)
-        model = load_model(request.model_dir, context, dtype)
-        steps = request.steps or learner.train.epochs * (len(examples) // learner.train.batch_size)
-        # Built before any forward pass, so that it holds the sharded parameters (see distributed.reshard).
-        optimizer, scheduler = build_optimizer(model, learner.optim, steps)
-        pad_id = _pad_token_id(tokenizer)
-        reference = torch.zeros(len(examples), 0)
-        if objective.needs_reference:
-            reference = reference_logps(model, examples, learner.train.micro_batch_size, context, pad_id)
-        settings = LoopSettings(
-            learner.train.batch_size, learner.train.micro_batch_size, steps, learner.train.seed, learner.optim.grad_clip
+        pad_id = pad_token_id(tokenizer)
+        model = load_trainable(
+            request.model_dir,
+            reward_model=objective.reward_model,
+            lora=learner.lora,
+            context=context,
+            dtype=dtype,
+            pad_token_id=pad_id,
+            activation_checkpointing=learner.train.activation_checkpointing,
+        )
+        checkpoints = phase_checkpoints(
+            learner, request.algorithm, request.data, request.model_dir, request.checkpoint_dir, context, console
         )
         with tempfile.TemporaryDirectory(prefix="trimtab-learn-") as out:
-            description = f"{request.algorithm.upper()} x{context.world_size}"
-            with _progress(context, description, steps, Path(out), learner.log_every_steps, console) as on_step:
-                metrics = train(
-                    model, examples, reference, objective, optimizer, scheduler, settings, context, pad_id, on_step
-                )
-            version = save_and_publish(config, request, model, tokenizer, Path(out), context, metrics, steps)
-        return LearnResult(version, steps, metrics)
+            setup = PhaseSetup(learner, context, pad_id, Path(out), console, checkpoints)
+            if request.algorithm == "spin":
+                result = run_spin(config, setup, model, tokenizer, records, request.model_dir, request.steps)
+            else:
+                examples = tokenize_records(records, tokenizer, request.algorithm, learner.train.max_length)
+                result = train_phase(setup, model, examples, objective, request.algorithm.upper(), request.steps)
+            version = save_and_publish(config, request, objective, model, tokenizer, setup, result)
+        return LearnResult(version, result.steps, result.metrics)
     finally:
         shutdown(context)
-
-
-def load_model(model_dir: Path, context: DistContext, dtype: torch.dtype) -> nn.Module:
-    """The HF causal LM in float32 master weights on this rank's device, sharded with FSDP2."""
-    model: nn.Module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.to(device=context.device)
-    shard_model(model, dtype)
-    return model
 
 
 def save_and_publish(
     config: TrimtabConfig,
     request: LearnRequest,
+    objective: Objective,
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    out: Path,
-    context: DistContext,
-    metrics: dict[str, float],
-    steps: int,
+    setup: PhaseSetup,
+    result: PhaseResult,
 ) -> str | None:
-    """Gather the full weights (every rank), then on rank 0 save an HF directory and publish it."""
+    """Gather the full weights (every rank), then on rank 0 save an HF directory and publish it.
+
+    A LoRA policy is published as an adapter on the registry version of `request.model_dir` (imported
+    into the registry first when it is a plain directory): the base serving must run it on."""
     state = full_state_dict(model)
-    if not context.is_main:
+    if not setup.context.is_main:
         return None
-    # A plain (unsharded) twin built on the meta device takes the gathered weights without a copy.
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(model.config)
-    plain.load_state_dict(state, assign=True)
-    plain.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    manifest = Registry(config.registry.root).publish(
-        out,
-        parent=parent_version(config.registry.root, request.model_dir),
+    lora = config.learner.lora
+    export(state, model.config, setup.out, reward_model=objective.reward_model, lora=lora)
+    tokenizer.save_pretrained(setup.out)
+    registry = Registry(config.registry.root)
+    parent = registry.version_of(request.model_dir)
+    base = None
+    if lora.enabled and not objective.reward_model:
+        parent = base = registry.import_once(request.model_dir).id
+    manifest = registry.publish(
+        setup.out,
+        parent=parent,
+        base=base,
         algorithm=request.algorithm,
-        config={"learner": config.learner.model_dump(mode="json"), "steps": steps, "world_size": context.world_size},
+        config={
+            "learner": config.learner.model_dump(mode="json"),
+            "steps": result.steps,
+            "world_size": setup.context.world_size,
+        },
         data_source=str(request.data.resolve()),
-        metrics={name: value for name, value in metrics.items() if math.isfinite(value)},
+        metrics={name: value for name, value in result.metrics.items() if math.isfinite(value)},
     )
     return manifest.id
 
 
-def parent_version(registry_root: Path, model_dir: Path) -> str | None:
-    """The registry version id of `model_dir` when it is a version directory, else None (an import)."""
-    is_version = model_dir.resolve().parent == registry_root.resolve() and (model_dir / MANIFEST).is_file()
-    return model_dir.resolve().name if is_version else None
-
-
-def _pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad)
-
-
-@contextlib.contextmanager
-def _progress(
-    context: DistContext, description: str, steps: int, out: Path, log_every: int, console: Console
-) -> Iterator[OnStep]:
-    """Rank 0 shows the bar and writes the metrics JSONL; the other ranks report nothing."""
-    if not context.is_main:
-        yield _ignore
-        return
-    with TrainProgress(description, steps, out / METRICS_FILE, log_every, console) as progress:
-        yield progress.step
-
-
-def _ignore(step: int, examples: int, metrics: dict[str, float]) -> None:
-    return None

@@ -27,7 +27,11 @@ PAUSE_MODES = {
     "wait": admin_pb2.PAUSE_MODE_WAIT,
     "adapter": admin_pb2.PAUSE_MODE_NONE,
 }
-KINDS = {"full": admin_pb2.VERSION_KIND_FULL, "lora": admin_pb2.VERSION_KIND_LORA}
+KINDS = {
+    "full": admin_pb2.VERSION_KIND_FULL,
+    "lora": admin_pb2.VERSION_KIND_LORA,
+    "reward": admin_pb2.VERSION_KIND_REWARD,
+}
 
 
 def timestamp(moment: datetime) -> Timestamp:

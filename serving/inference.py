@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
+from guardrails.decisions import Decision, merge
+from guardrails.service import LiveGuardrails
 from serving.authn import authenticate
+from serving.guarded import OutputGuard, check_prompt, last_user_text
 from serving.metrics import ServingMetrics
 from serving.protocol import Engine, EngineRequest, VersionSpan
 from serving.recorder import ResponseRecorder
@@ -26,10 +31,12 @@ from trimtab.telemetry import context_from_grpc, trace_fields
 from trimtab.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
 
 tracer = trace.get_tracer("trimtab.serving")
+Chunks: TypeAlias = asyncio.Queue[inference_pb2.GenerateStreamResponse | None]
 FINISH_REASONS = {
     "stop": inference_pb2.FINISH_REASON_STOP,
     "length": inference_pb2.FINISH_REASON_LENGTH,
     "abort": inference_pb2.FINISH_REASON_ABORT,
+    "blocked": inference_pb2.FINISH_REASON_BLOCKED,
 }
 
 
@@ -46,17 +53,20 @@ class CandidateRun:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     spans: list[inference_pb2.VersionSpan] = field(default_factory=list)
+    shown: str | None = None  # the text the client got, when a guardrail changed or replaced it
+    decisions: list[Decision] = field(default_factory=list)  # input rails', then output rails'
 
     def candidate(self) -> inference_pb2.Candidate:
         return inference_pb2.Candidate(
             index=self.index,
             response_id=self.response_id,
-            text="".join(self.text),
+            text="".join(self.text) if self.shown is None else self.shown,
             model_version=self.served.version,
             version_spans=self.spans,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=len(self.token_ids),
             finish_reason=FINISH_REASONS.get(self.finish_reason or "", inference_pb2.FINISH_REASON_UNSPECIFIED),
+            guardrails=[decision.to_proto() for decision in self.decisions],
         )
 
 
@@ -71,6 +81,8 @@ class Job:
     received_at: Timestamp
     runs: list[CandidateRun]
     tenant: str
+    guarded: bool = False  # the guardrails check this request (enabled, and for its tenant)
+    refusal: str | None = None  # an input rail blocked the prompt: every candidate is this answer
 
 
 def version_spans(served: Served, engine_spans: Sequence[VersionSpan]) -> list[inference_pb2.VersionSpan]:
@@ -95,8 +107,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         recorder: ResponseRecorder,
         meters: ServingMetrics,
         authenticator: Authenticator,
+        rails: LiveGuardrails | None = None,
     ) -> None:
         self._engine = engine
+        self._rails = rails  # None: guardrails off, and no rail code runs
         self._authenticator = authenticator
         self._config = config
         self._router = router
@@ -122,7 +136,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
         with tracer.start_as_current_span("GenerateStream", context=context_from_grpc(context.invocation_metadata())):
             job = await self._admit(request, context)
-            chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] = asyncio.Queue()
+            chunks: Chunks = asyncio.Queue()
             tasks = [asyncio.create_task(self._drain(job, run, chunks)) for run in job.runs]
             try:
                 finished = 0
@@ -139,7 +153,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 self._release(job)
 
     async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
-        """Authenticate, validate, take an in-flight slot and route; otherwise abort with the right status."""
+        """Authenticate, validate, run the input rails, take an in-flight slot and route; otherwise abort with
+        the right status. A prompt a rail refuses is still admitted: its answer is the refusal."""
         principal = await authenticate(self._authenticator, context)
         if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
             await context.abort(
@@ -150,6 +165,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         except InvalidArgument as exc:
             self._meters.requests.add(1, {"outcome": "invalid_argument"})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        tenant = request.tenant or principal.tenant
+        verdict = None
+        if self._rails is not None and self._rails.applies_to(tenant):
+            verdict = await check_prompt(self._rails, request)
+            if verdict.modified:  # the engine sees the masked prompt: render it again
+                request, valid = verdict.request, await self._revalidate(verdict.request, context)
         if self._inflight >= self._config.max_inflight:
             self._meters.requests.add(1, {"outcome": "resource_exhausted"})
             await context.abort(
@@ -164,7 +185,22 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         received_at.GetCurrentTime()
         runs = [CandidateRun(i, new_id("resp_"), served, len(valid.prompt_token_ids)) for i in range(valid.n)]
         trace.get_current_span().set_attribute("trimtab.version", served.version)
-        return Job(new_id("req_"), request, valid, served, received_at, runs, request.tenant or principal.tenant)
+        job = Job(new_id("req_"), request, valid, served, received_at, runs, tenant)
+        if verdict is not None:
+            job.guarded, job.refusal = True, verdict.refusal
+            for run in runs:
+                run.decisions.extend(verdict.decisions)
+        return job
+
+    async def _revalidate(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> ValidRequest:
+        try:
+            return validate(request, self._config, self._engine.render_chat, self._engine.encode)
+        except InvalidArgument as exc:  # a mask made the prompt too long: say so, as for any prompt
+            self._meters.requests.add(1, {"outcome": "invalid_argument"})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"after the input guardrails: {exc}")
+            raise  # not reached: abort raises
 
     def _release(self, job: Job) -> None:
         self._router.release(job.served)
@@ -178,13 +214,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         outcome = "cancelled" if cancelled else "ok"
         self._meters.requests.add(1, {"outcome": outcome, "version": job.served.version})
 
-    async def _drain(
-        self,
-        job: Job,
-        run: CandidateRun,
-        chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] | None = None,
-    ) -> None:
+    async def _drain(self, job: Job, run: CandidateRun, chunks: Chunks | None = None) -> None:
         """Run one candidate through the engine, collecting it (and streaming deltas when asked)."""
+        if job.refusal is not None:  # an input rail blocked the prompt: answer without generating
+            run.shown, run.finish_reason = job.refusal, "blocked"
+            _emit(job, run, chunks, job.refusal, final=True)
+            if chunks is not None:
+                chunks.put_nowait(None)
+            return
         sampling = job.valid.sampling
         if sampling.seed is not None:  # distinct but reproducible candidates
             sampling = dataclasses.replace(sampling, seed=sampling.seed + run.index)
@@ -196,39 +233,36 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             span.set_attribute("trimtab.completion_tokens", len(run.token_ids))
 
     async def _generate(
-        self,
-        job: Job,
-        run: CandidateRun,
-        engine_request: EngineRequest,
-        chunks: asyncio.Queue[inference_pb2.GenerateStreamResponse | None] | None,
-        started: float,
+        self, job: Job, run: CandidateRun, engine_request: EngineRequest, chunks: Chunks | None, started: float
     ) -> None:
+        guard = None
+        if job.guarded and self._rails is not None:
+            guard = OutputGuard(self._rails, last_user_text(job.request), streaming=chunks is not None)
         last = started
         try:
-            async for delta in self._engine.generate(engine_request):
-                now = time.perf_counter()
-                if run.token_ids:
-                    self._meters.inter_token.record(now - last)
-                else:
-                    self._meters.ttft.record(now - started)
-                last = now
-                run.text.append(delta.text)
-                run.token_ids.extend(delta.token_ids)
-                run.logprobs.extend(delta.logprobs)
-                if delta.finish_reason:
-                    run.finish_reason = delta.finish_reason
-                    run.spans = version_spans(job.served, delta.version_spans)
-                if chunks is not None and (delta.text or run.finish_reason):
-                    final = run.candidate() if run.finish_reason else None
-                    chunks.put_nowait(
-                        inference_pb2.GenerateStreamResponse(
-                            request_id=job.request_id,
-                            index=run.index,
-                            response_id=run.response_id,
-                            text_delta=delta.text,
-                            final=final,
-                        )
-                    )
+            # aclosing: leaving the loop early (a stream a rail blocked) aborts the request inside the engine.
+            async with contextlib.aclosing(self._engine.generate(engine_request)) as deltas:
+                async for delta in deltas:
+                    now = time.perf_counter()
+                    if run.token_ids:
+                        self._meters.inter_token.record(now - last)
+                    else:
+                        self._meters.ttft.record(now - started)
+                    last = now
+                    run.text.append(delta.text)
+                    run.token_ids.extend(delta.token_ids)
+                    run.logprobs.extend(delta.logprobs)
+                    if delta.finish_reason:
+                        run.finish_reason = delta.finish_reason
+                        run.spans = version_spans(job.served, delta.version_spans)
+                    if guard is None:
+                        _emit(job, run, chunks, delta.text, final=run.finish_reason is not None)
+                        continue
+                    _emit(job, run, chunks, await guard.push(delta.text), final=False)
+                    if guard.blocked:
+                        break
+            if guard is not None:
+                await _finish_guarded(job, run, guard, chunks)
             self._meters.tokens.add(len(run.token_ids), {"version": job.served.version})
         finally:
             if chunks is not None:
@@ -263,3 +297,32 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         for run in job.runs:
             record.candidates.add(reply=run.candidate(), token_ids=run.token_ids, token_logprobs=run.logprobs)
         return record
+
+
+async def _finish_guarded(job: Job, run: CandidateRun, guard: OutputGuard, chunks: Chunks | None) -> None:
+    """Apply the output rails' outcome to the candidate and send what the stream still owes."""
+    outcome = await guard.finish("".join(run.text))
+    run.shown = outcome.shown
+    run.decisions = merge([*run.decisions, *outcome.decisions])
+    if outcome.blocked:
+        run.finish_reason = "blocked"
+        if not run.spans and run.token_ids:  # stopped before the engine's last delta labelled the tokens
+            run.spans = [
+                inference_pb2.VersionSpan(version_id=job.served.version, token_start=0, token_end=len(run.token_ids))
+            ]
+    _emit(job, run, chunks, outcome.tail, final=True)
+
+
+def _emit(job: Job, run: CandidateRun, chunks: Chunks | None, text: str, final: bool) -> None:
+    """Queue one stream chunk (nothing for unary calls, or when there is nothing to say)."""
+    if chunks is None or not (text or final):
+        return
+    chunks.put_nowait(
+        inference_pb2.GenerateStreamResponse(
+            request_id=job.request_id,
+            index=run.index,
+            response_id=run.response_id,
+            text_delta=text,
+            final=run.candidate() if final else None,
+        )
+    )

@@ -6,7 +6,7 @@ the engine's swap contract (pause -> reload -> stamp the version -> resume) live
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -61,7 +61,7 @@ class Engine(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]: ...
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineDelta, None]: ...
 
     async def swap_weights(self, weights_dir: Path, version: str, mode: PauseMode) -> float: ...
 

@@ -22,6 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from guardrails.metrics import GuardrailMetrics
+from guardrails.service import LiveGuardrails
 from serving.admin import AdminServicer, version_event
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
@@ -35,6 +37,7 @@ from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.telemetry import setup_telemetry
 from trimtab.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from trimtab.world import World
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = (
@@ -65,6 +68,7 @@ class RunningServer:
     follower: asyncio.Task[None]
     manager: VersionManager
     drain_grace_s: float
+    rails: LiveGuardrails | None = None
 
     async def stop(self) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -74,11 +78,17 @@ class RunningServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self.follower
         await self.recorder.close(timeout_s=5.0)
+        if self.rails is not None:
+            await self.rails.close()
         self.engine.shutdown()
 
 
 async def start_server(config: TrimtabConfig) -> RunningServer:
     meters = ServingMetrics.create()
+    # First, so that a bad rails config stops start-up before the engine is loaded.
+    rails = None
+    if config.guardrails.enabled:
+        rails = await LiveGuardrails.start(config.guardrails, World(config.world), GuardrailMetrics.create())
     registry = Registry(config.registry.root)
     pointers = PointerStore(redis_client(config.redis), config.redis.key_prefix, config.registry.channel)
     first = await initial_version(registry, pointers, config.model.path)
@@ -106,7 +116,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         announce=lambda swap, manifest: recorder.version_event(version_event(swap, manifest, replica_name)),
     )
     authenticator = Authenticator(config.auth)
-    inference = InferenceServicer(engine, config.serving, manager.router, recorder, meters, authenticator)
+    inference = InferenceServicer(engine, config.serving, manager.router, recorder, meters, authenticator, rails)
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
     admin = AdminServicer(registry, pointers, manager, port, authenticator)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -117,7 +127,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     follower = asyncio.create_task(manager.follow(config.serving.version_poll_s), name="pointer-follower")
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s)
+    return RunningServer(port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s, rails)
 
 
 async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:

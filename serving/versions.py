@@ -179,6 +179,8 @@ class VersionManager:
         problems = self._registry.verify(version_id)
         if problems:
             raise SwapRefused(f"version {version_id} is damaged: {'; '.join(problems)}")
+        if manifest.kind == "reward":
+            raise SwapRefused(f"version {version_id} is a reward model, not a policy: it cannot serve")
         if manifest.kind == "full":
             if role == "canary":
                 raise SwapRefused(
@@ -237,6 +239,7 @@ async def initial_version(registry: Registry, pointers: PointerStore, model_path
     if current is not None:
         manifest = registry.get(current)
         return registry.get(manifest.base) if manifest.kind == "lora" and manifest.base else manifest
-    manifest = registry.publish(model_path, parent=None, algorithm="import", data_source=str(model_path))
+    # The same import the learner trains LoRA adapters on (Registry.import_once), so their bases agree.
+    manifest = registry.import_once(model_path)
     await pointers.promote(manifest.id)
     return manifest

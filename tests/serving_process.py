@@ -4,6 +4,7 @@ shared by tests/serving and tests/loop; registered as a plugin by tests/conftest
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from guardrails.runtime import BUNDLED_CONFIG
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.health import wait_serving
 
 START_TIMEOUT_S = 180
+GUARDED_TENANT = "guarded"
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,19 @@ def stop_serving(serving: ServingProcess) -> int:
 @pytest.fixture(scope="session")
 def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
     workdir = tmp_path_factory.mktemp("serving")
-    running = start_serving(serving_env(stack, free_port(), workdir / "registry"), workdir / "serve.log")
+    # Guardrails check only the GUARDED_TENANT's requests (tests/guardrails), on a copy of their config
+    # that those tests edit to see it reload; every other tenant is served as if they were off.
+    rails_dir = shutil.copytree(BUNDLED_CONFIG, workdir / "guardrails")
+    env = serving_env(
+        stack,
+        free_port(),
+        workdir / "registry",
+        guardrails__enabled="true",
+        guardrails__tenants=f"[{GUARDED_TENANT}]",
+        guardrails__config_dir=str(rails_dir),
+        guardrails__reload_poll_s="0.5",
+    )
+    running = start_serving(env, workdir / "serve.log")
     yield running
     stop_serving(running)
 

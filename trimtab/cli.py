@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from trimtab.config import ConfigError, TrimtabConfig, load_config
+from trimtab.config.learner import ALGORITHMS
 from trimtab.errors import TrimtabError
 
 console = Console(stderr=True, highlight=False)
@@ -75,7 +76,13 @@ def cmd_model_build(config: TrimtabConfig, args: argparse.Namespace) -> int:
 def cmd_demo(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.demo import run_demo
 
-    return run_demo(config, prompts=args.prompts, report=console.print)
+    demo = config.demo.model_copy(update={"learner": config.demo.learner and not args.no_learner})
+    if args.duration is not None:
+        demo = demo.model_copy(update={"users": demo.users.model_copy(update={"duration_s": args.duration})})
+    result = run_demo(config.model_copy(update={"demo": demo}), console)
+    if result.failed_requests:
+        console.print(f"[red]{result.failed_requests} requests failed[/]: see {result.report}")
+    return 130 if result.interrupted else 1 if result.failed_requests else 0
 
 
 def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
@@ -85,12 +92,26 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_learn(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    if args.online:
+        return _learn_online(config, args)
+    if args.algo is None or args.data is None or args.model is None:
+        raise TrimtabError("trimtab learn needs --algo, --data and --model (or --online)")
     from learner.offline import LearnRequest, run_learn
 
-    request = LearnRequest(args.algo, args.data, args.model, args.steps)
+    request = LearnRequest(args.algo, args.data, args.model, args.steps, args.checkpoint_dir)
     result = run_learn(config, request, console)
     if result.version_id is not None:  # rank 0 only: one line a script can capture
         print(result.version_id)
+    return 0
+
+
+def _learn_online(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    if args.algo or args.data:
+        raise TrimtabError("--online trains on the feedback topic with learner.online.mix: drop --algo and --data")
+    from learner.online.loop import OnlineLearner, OnlineRequest
+
+    memory = OnlineLearner(config, OnlineRequest(args.model or config.model.path), console).run()
+    console.print(f"online learner stopped after {memory.rounds} rounds, {memory.trained} feedback items trained")
     return 0
 
 
@@ -125,6 +146,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
     return value
 
 
@@ -166,17 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--parent", help="publish: the version it was trained from")
     versions.add_argument("--base", help="publish: for a LoRA adapter, the full version it applies to")
     versions.add_argument("--algorithm", default="import", help="publish: how it was made")
-    learn = add("learn", cmd_learn, "train a model offline on a JSONL file and publish it as a new version")
-    learn.add_argument("--algo", required=True, choices=["sft", "dpo", "ipo", "kto"], help="the training algorithm")
-    learn.add_argument("--data", required=True, type=Path, help="training examples, JSONL in the algorithm's format")
-    learn.add_argument("--model", required=True, type=Path, help="Hugging Face causal-LM directory to start from")
+    learn = add("learn", cmd_learn, "train on a JSONL file (or live feedback: --online) and publish versions")
+    learn.add_argument("--online", action="store_true", help="consume the feedback topic continuously (learner.online)")
+    learn.add_argument("--algo", choices=ALGORITHMS, help="the training algorithm (offline)")
+    learn.add_argument("--data", type=Path, help="training examples, JSONL in the algorithm's format (offline)")
+    learn.add_argument(
+        "--model", type=Path, help="Hugging Face causal-LM directory to start from (--online: model.path)"
+    )
     # Also accepted after the subcommand, as `trimtab learn ... --config learner.yaml` reads naturally.
     learn.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML config file")
     learn.add_argument(
         "--steps", type=_positive_int, help="optimiser steps (default: learner.train.epochs over the data)"
     )
-    demo = add("demo", cmd_demo, "run the main job on embedded defaults")
-    demo.add_argument("--prompts", type=int, default=8, help="prompts from the synthetic world to answer")
+    learn.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="checkpoint here (learner.checkpoint.every_steps) and resume the same run from its newest checkpoint",
+    )
+    demo = add("demo", cmd_demo, "the closed loop with simulated users, a live display and a report (config: demo)")
+    demo.add_argument("--no-learner", action="store_true", help="serving and feedback only (demo.learner: false)")
+    demo.add_argument("--duration", type=_positive_float, help="seconds of simulated users (demo.users.duration_s)")
     return parser
 
 

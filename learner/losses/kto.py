@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.losses.common import Metrics
+from learner.losses.common import Metrics, example_mean
 
 
 def kto_loss(
@@ -17,6 +17,7 @@ def kto_loss(
     beta: float,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """KTO (Ethayarajh et al. 2024, arXiv:2402.01306) with the paper's batch estimate of the reference point:
 
@@ -33,7 +34,8 @@ def kto_loss(
     clamped at 0. Under data parallelism pass the mismatched log-probs gathered from all ranks, so that z_0
     is the global batch's, as TRL does. lambda_D, lambda_U are `desirable_weight`, `undesirable_weight`
     (the paper advises lambda_D n_D / (lambda_U n_U) in [1, 4/3]). The loss is the plain mean over the
-    batch, as in TRL's KTOTrainer (loss_type="kto"); lambda_y - v is written lambda_y sigma(-.).
+    batch, as in TRL's KTOTrainer (loss_type="kto"), or with per-example `weights` (B,) the mean of
+    w_i (lambda_y - v_i) (common.example_mean); lambda_y - v is written lambda_y sigma(-.).
     Metrics' rewards are beta * r(x, y) over the desirable and the undesirable examples.
     """
     logratios = policy_logps - reference_logps.detach()
@@ -43,7 +45,7 @@ def kto_loss(
         desirable_weight * torch.sigmoid(-beta * (logratios - kl)),
         undesirable_weight * torch.sigmoid(-beta * (kl - logratios)),
     )
-    loss = losses.mean()
+    loss = example_mean(losses, weights)
     with torch.no_grad():
         rewards = beta * logratios
         metrics = {"loss": loss.item(), "kl": kl.item()}

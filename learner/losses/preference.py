@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from learner.losses.common import Metrics
+from learner.losses.common import Metrics, example_mean
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,24 @@ class PairLogps:
     rejected_tokens: torch.Tensor
     reference_chosen: torch.Tensor | None = None
     reference_rejected: torch.Tensor | None = None
+    weights: torch.Tensor | None = None  # per-pair weights w_i (learner.losses.common.example_mean); None: 1
 
     @classmethod
     def from_token_logps(
-        cls, token_logps: torch.Tensor, loss_mask: torch.Tensor, reference_logps: torch.Tensor | None = None
+        cls,
+        token_logps: torch.Tensor,
+        loss_mask: torch.Tensor,
+        reference_logps: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> PairLogps:
         """From one forward pass over the stacked batch [chosen_1..chosen_B, rejected_1..rejected_B]:
         `token_logps` and `loss_mask` of shape (2B, T), `reference_logps` (2B,) already summed, or None."""
         chosen_logps, rejected_logps = (token_logps * loss_mask).sum(-1).chunk(2)
         chosen_tokens, rejected_tokens = loss_mask.sum(-1).chunk(2)
         reference_chosen, reference_rejected = (None, None) if reference_logps is None else reference_logps.chunk(2)
-        return cls(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, reference_chosen, reference_rejected)
+        return cls(
+            chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, reference_chosen, reference_rejected, weights
+        )
 
     def logratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi_theta(y|x) - log pi_ref(y|x) for chosen and rejected; no gradient reaches the reference."""
@@ -67,7 +74,7 @@ def dpo_loss(pairs: PairLogps, *, beta: float, label_smoothing: float = 0.0) -> 
     chosen_logratios, rejected_logratios = pairs.logratios()
     logits = beta * (chosen_logratios - rejected_logratios)
     losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
-    loss = losses.mean()
+    loss = example_mean(losses, pairs.weights)
     return loss, _reward_metrics(loss, beta * chosen_logratios, beta * rejected_logratios)
 
 
@@ -86,7 +93,7 @@ def ipo_loss(pairs: PairLogps, *, tau: float) -> tuple[torch.Tensor, Metrics]:
     chosen_logratios, rejected_logratios = pairs.logratios()
     chosen_per_token = chosen_logratios / pairs.chosen_tokens.clamp(min=1.0)
     rejected_per_token = rejected_logratios / pairs.rejected_tokens.clamp(min=1.0)
-    loss = ((chosen_per_token - rejected_per_token - 1 / (2 * tau)) ** 2).mean()
+    loss = example_mean((chosen_per_token - rejected_per_token - 1 / (2 * tau)) ** 2, pairs.weights)
     return loss, _reward_metrics(loss, chosen_per_token, rejected_per_token)
 
 
@@ -101,7 +108,7 @@ def simpo_loss(pairs: PairLogps, *, beta: float, gamma: float) -> tuple[torch.Te
     """
     chosen_rewards = beta * pairs.policy_chosen / pairs.chosen_tokens.clamp(min=1.0)
     rejected_rewards = beta * pairs.policy_rejected / pairs.rejected_tokens.clamp(min=1.0)
-    loss = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma).mean()
+    loss = example_mean(-F.logsigmoid(chosen_rewards - rejected_rewards - gamma), pairs.weights)
     return loss, _reward_metrics(loss, chosen_rewards, rejected_rewards)
 
 

@@ -4,7 +4,6 @@ transformers and in vLLM, whose greedy outputs agree token for token."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,17 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from learner.default_model import build_default_model, build_info, recipe_hash
 from learner.default_model.sampling import sample_with_hf
-from tests.conftest import REPO
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.world import Split, World
 
 
 @pytest.fixture(scope="module")
-def config() -> TrimtabConfig:
-    # The repo's default model, which `make test` builds before the suite runs; built here if not.
-    config = load_config(path=None, environ={"TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default")})
-    build_default_model(config, report=lambda _: None)
-    return config
+def config(default_model_config: TrimtabConfig) -> TrimtabConfig:
+    return default_model_config  # tests/learner/conftest.py: built once per run if missing or stale
 
 
 def test_build_is_cached_by_recipe_hash(config: TrimtabConfig) -> None:
@@ -57,15 +52,6 @@ def test_loads_in_transformers_with_chat_template_and_generation_config(config: 
     assert model.config.hidden_size // model.config.num_attention_heads == 64  # vLLM CPU attention needs it
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|end|>")
     assert json.loads((config.model.path / "config.json").read_text())["model_type"] == "llama"
-
-
-@pytest.fixture(scope="module")
-def vllm_engine(config: TrimtabConfig) -> Iterator[Any]:
-    from trimtab.engine import offline_llm
-
-    llm = offline_llm(config.model.path, config.engine)
-    yield llm
-    del llm
 
 
 @pytest.mark.integration

@@ -46,8 +46,12 @@ def arithmetic_rows(n: int, algorithm: str) -> list[dict[str, object]]:
         if i % 3 == 0:  # some prompts as chat message lists
             prompt = [{"role": "user", "content": f"What is {a} plus {b}?"}]
         right, wrong = f"It is {a + b}.", f"I think it is {a * b + 3}, maybe."
-        if algorithm == "sft":
+        if algorithm in ("sft", "spin"):
             rows.append({"prompt": prompt, "response": right})
+        elif algorithm == "steerlm":  # the wrong answer labelled as such: attributes describe the response
+            good = i % 2 == 0
+            scores = {"helpfulness": 4 if good else 1, "correctness": 4 if good else 0}
+            rows.append({"prompt": prompt, "response": right if good else wrong, "attributes": scores})
         elif algorithm == "kto":
             rows.append({"prompt": prompt, "completion": right if i % 2 else wrong, "label": bool(i % 2)})
         else:

@@ -246,6 +246,9 @@ def example_feedback_event(kind: str) -> events_pb2.FeedbackEvent:
         abuse=events_pb2.AbuseSignals(user_flagged=True, agreement_score=0.0, over_training_cap=True, weight=0.0),
         accepted_at=at(30),
         served=example_response_logged(),
+        guardrails=events_pb2.GuardrailSignals(
+            violating_response_ids=["01JDX3ZQ4M-0"], reason_codes=["pii.email", "secret.leak"]
+        ),
     )
 
 

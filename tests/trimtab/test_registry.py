@@ -67,6 +67,30 @@ def test_malformed_sources_and_unknown_versions_are_refused(tmp_path: Path, hf_d
         registry.get("ver_nope")
 
 
+def test_a_model_directory_is_imported_once_and_changed_files_make_a_new_import(
+    tmp_path: Path, hf_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    first = registry.import_once(hf_dir)
+    monkeypatch.chdir(hf_dir.parent)  # a relative path to the same directory is the same import
+    assert registry.import_once(Path(hf_dir.name)) == first
+    assert registry.import_once(registry.path(first.id)) == first  # a version is its own import
+    (hf_dir / "extra.txt").write_text("changed")
+    try:
+        assert registry.import_once(hf_dir).id != first.id
+    finally:
+        (hf_dir / "extra.txt").unlink()
+
+
+def test_a_sequence_classifier_is_a_reward_version(tmp_path: Path, hf_dir: Path) -> None:
+    from transformers import LlamaForSequenceClassification
+
+    config = LlamaConfig.from_pretrained(hf_dir)
+    config.num_labels, config.pad_token_id = 1, 0
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    assert Registry(tmp_path / "registry").publish(tmp_path / "rm", parent=None, algorithm="rm").kind == "reward"
+
+
 @pytest.mark.integration
 def test_pointers_promote_canary_and_roll_back_with_announcements(stack: TrimtabConfig) -> None:
     async def scenario() -> None:

@@ -15,8 +15,10 @@ from pydantic import Field
 
 from trimtab.config.auth import AuthConfig
 from trimtab.config.base import Section
+from trimtab.config.demo import DemoConfig
 from trimtab.config.engine import EngineConfig
 from trimtab.config.feedback import FeedbackConfig
+from trimtab.config.guardrails import GuardrailsConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
@@ -42,6 +44,8 @@ class TrimtabConfig(Section):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and tenants (off by default).")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="The serving tier.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions and pointers.")
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output rails.")
+    demo: DemoConfig = Field(default_factory=DemoConfig, description="The `make demo` harness and its users.")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
@@ -52,8 +56,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 __all__ = [
     "ConfigError",
     "DefaultModelRecipe",
+    "DemoConfig",
     "EngineConfig",
     "FeedbackConfig",
+    "GuardrailsConfig",
     "KafkaConfig",
     "LearnerConfig",
     "ModelConfig",

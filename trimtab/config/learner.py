@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from trimtab.config.base import Section
+from trimtab.config.online import OnlineConfig
+
+# Every algorithm `trimtab learn --algo` runs (learner.objectives.OBJECTIVES has one entry for each).
+ALGORITHMS = ("sft", "steerlm", "rm", "dpo", "ipo", "kto", "orpo", "simpo", "spin")
 
 
 class OptimConfig(Section):
@@ -35,6 +40,38 @@ class LossConfig(Section):
     kto_undesirable_weight: float = Field(
         default=1.0, gt=0, description="KTO lambda_U, weight of undesirable examples."
     )
+    simpo_beta: float = Field(default=2.0, gt=0, description="SimPO beta: scale of the length-normalised reward.")
+    simpo_gamma: float = Field(default=1.0, ge=0, description="SimPO gamma: the target reward margin.")
+    orpo_lambda: float = Field(default=0.1, gt=0, description="ORPO lambda: weight of the odds-ratio term.")
+    rm_center_coefficient: float = Field(
+        default=0.0, ge=0, description="Reward model: weight of the (r_w + r_l)^2 centering term (0 = the paper's)."
+    )
+    spin_beta: float = Field(
+        default=0.1, gt=0, description="SPIN lambda: the DPO-style beta against the previous iterate."
+    )
+
+
+class SpinConfig(Section):
+    """Self-play fine-tuning: each iteration generates the rejected side with the current model (vLLM)."""
+
+    iterations: int = Field(default=2, ge=1, description="Self-play iterations; each starts from the last.")
+    max_tokens: int = Field(default=64, ge=1, description="Longest generated response, in tokens.")
+    temperature: float = Field(
+        default=0.0, ge=0, description="Sampling temperature of the generations (0: greedy, the paper's mode)."
+    )
+
+
+class LoraSettings(Section):
+    """Low-rank adapters (peft): train only A and B; publish the result as an adapter version."""
+
+    enabled: bool = Field(default=False, description="Train a LoRA adapter instead of the full weights.")
+    rank: int = Field(default=16, ge=1, description="r; serving's engine.max_lora_rank must be at least this.")
+    alpha: float = Field(default=32.0, gt=0, description="lora_alpha: the update is scaled by alpha / r.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: tuple[str, ...] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="Linear layers that get adapters (Llama-family names; vLLM serves these).",
+    )
 
 
 class TrainConfig(Section):
@@ -49,6 +86,23 @@ class TrainConfig(Section):
     epochs: int = Field(default=1, ge=1, description="Passes over the data when --steps is not given.")
     max_length: int = Field(default=512, ge=8, description="Longest sequence in tokens; longer examples are an error.")
     seed: int = Field(default=0, description="Seed of the initial shuffle and of torch.")
+    activation_checkpointing: bool = Field(
+        default=False,
+        description="Recompute each transformer block's activations in the backward pass: less memory, more compute.",
+    )
+
+
+class CheckpointConfig(Section):
+    """Durable checkpoints of a run (learner.checkpoint): a killed run started again resumes from the newest."""
+
+    directory: Path | None = Field(
+        default=None,
+        description="Where checkpoints go, shared by all ranks; None: none (or `trimtab learn --checkpoint-dir`).",
+    )
+    every_steps: int = Field(default=100, ge=1, description="Optimiser steps between checkpoints.")
+    keep: int = Field(
+        default=2, ge=1, description="Newest checkpoints kept; older ones go once a newer one is durable."
+    )
 
 
 class LearnerConfig(Section):
@@ -68,3 +122,7 @@ class LearnerConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Batch geometry and run length.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss hyper-parameters by algorithm.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint and resume.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Train a LoRA adapter (any algorithm).")
+    spin: SpinConfig = Field(default_factory=SpinConfig, description="SPIN's self-play iterations.")
+    online: OnlineConfig = Field(default_factory=OnlineConfig, description="The online learner (learn --online).")

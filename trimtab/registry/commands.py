@@ -21,7 +21,7 @@ Report = Callable[[str], None]
 T = TypeVar("T")
 
 
-def _with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaitable[T]]) -> T:
+def with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaitable[T]]) -> T:
     async def run() -> T:
         client = redis_client(config.redis)
         try:
@@ -40,7 +40,7 @@ def _intact(registry: Registry, version_id: str) -> None:
 
 def list_versions(config: TrimtabConfig, report: Report) -> None:
     registry = Registry(config.registry.root)
-    pointers: Pointers = _with_pointers(config, lambda store: store.read())
+    pointers: Pointers = with_pointers(config, lambda store: store.read())
     for manifest in registry.versions():
         role = "current" if manifest.id == pointers.current else "canary" if manifest.id == pointers.canary else ""
         metrics = " ".join(f"{k}={v:.3g}" for k, v in sorted(manifest.metrics.items()))
@@ -64,19 +64,19 @@ def publish_version(
 
 def promote_version(config: TrimtabConfig, version_id: str, report: Report) -> None:
     _intact(Registry(config.registry.root), version_id)
-    pointers = _with_pointers(config, lambda store: store.promote(version_id))
+    pointers = with_pointers(config, lambda store: store.promote(version_id))
     report(f"current -> {pointers.current}")
 
 
 def canary_version(config: TrimtabConfig, version_id: str, share: float, report: Report) -> None:
     _intact(Registry(config.registry.root), version_id)
-    pointers = _with_pointers(config, lambda store: store.set_canary(version_id, share))
+    pointers = with_pointers(config, lambda store: store.set_canary(version_id, share))
     report(f"canary -> {pointers.canary} for {pointers.canary_share:.0%} of users")
 
 
 def rollback_version(config: TrimtabConfig, version_id: str | None, report: Report) -> None:
     """Roll back the canary (if it is the target, or no target is given and one is set), else current."""
-    rolled = _with_pointers(config, lambda store: store.rollback(version_id))
+    rolled = with_pointers(config, lambda store: store.rollback(version_id))
     if rolled.role == "canary":
         report(f"canary {rolled.version} removed")
     else:

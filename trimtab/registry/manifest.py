@@ -28,7 +28,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
-    kind: Literal["full", "lora"]
+    kind: Literal["full", "lora", "reward"]
     parent: str | None = Field(description="The version this one was trained from; None for an imported model.")
     base: str | None = Field(default=None, description="For a LoRA adapter: the full version it applies to.")
     algorithm: str = Field(description="'import', 'sft', 'dpo', ...")

@@ -10,6 +10,7 @@ unique by construction, so an id is never reused even after a version directory 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -31,12 +32,14 @@ class RegistryError(TrimtabError):
     """A version is unknown, malformed or damaged; the message names it and says what is wrong."""
 
 
-def detect_kind(directory: Path) -> Literal["full", "lora"]:
-    """'full' for an HF model directory with safetensors weights, 'lora' for a PEFT adapter."""
+def detect_kind(directory: Path) -> Literal["full", "lora", "reward"]:
+    """'full' for an HF model directory with safetensors weights, 'reward' when that model is a
+    sequence classifier (a reward model: never served), 'lora' for a PEFT adapter."""
     if all((directory / name).is_file() for name in LORA_FILES):
         return "lora"
     if all((directory / name).is_file() for name in FULL_FILES) and any(directory.glob("*.safetensors")):
-        return "full"
+        architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
+        return "reward" if any(name.endswith("ForSequenceClassification") for name in architectures) else "full"
     raise RegistryError(
         f"{directory} is neither a Hugging Face model directory (config.json + *.safetensors) "
         f"nor a PEFT LoRA adapter ({' + '.join(LORA_FILES)})"
@@ -95,6 +98,24 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
+
+    def version_of(self, directory: Path) -> str | None:
+        """The version id when `directory` is one of this registry's version directories, else None."""
+        resolved = directory.resolve()
+        is_version = resolved.parent == self.root.resolve() and (resolved / MANIFEST).is_file()
+        return resolved.name if is_version else None
+
+    def import_once(self, directory: Path) -> Manifest:
+        """The version holding `directory`'s model: itself if it is a version, else the import of it with
+        the same files (checksums), published now if there is none yet."""
+        version_id = self.version_of(directory)
+        if version_id is not None:
+            return self.get(version_id)
+        source, files = str(directory.resolve()), checksums(directory)
+        for manifest in self.versions():
+            if manifest.algorithm == "import" and manifest.data_source == source and manifest.files == files:
+                return manifest
+        return self.publish(directory, parent=None, algorithm="import", data_source=source)
 
     def get(self, version_id: str) -> Manifest:
         path = self.path(version_id) / MANIFEST

@@ -1,0 +1,126 @@
+"""The rails a long-running process holds: loaded at start-up (a bad config stops it, naming the file),
+reloaded without a restart when the config directory changes, every check measured and traced.
+
+A reload is built off the event loop and swapped in whole: a check in progress finishes on the
+rails it started with. A config that fails to load is logged and counted and the previous rails stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from opentelemetry import trace
+
+from guardrails.decisions import Action, CheckResult, Stage
+from guardrails.metrics import GuardrailMetrics
+from guardrails.policy import GuardrailsConfigError
+from guardrails.runtime import BUNDLED_CONFIG, Guardrails, fingerprint
+from guardrails.semantic import Embedder
+from guardrails.streaming import OutputStream
+from trimtab.config import GuardrailsConfig
+from trimtab.world import World
+
+log = logging.getLogger(__name__)
+
+
+class LiveGuardrails:
+    def __init__(
+        self,
+        settings: GuardrailsConfig,
+        rails: Guardrails,
+        embedder: Embedder,
+        world: World,
+        meters: GuardrailMetrics,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rails = rails
+        self._embedder = embedder
+        self._world = world
+        self._meters = meters
+        self._tracer = tracer or trace.get_tracer("trimtab.guardrails")
+        self._refused_version = ""  # a broken config is reported once, not at every poll
+        self._poller: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, settings: GuardrailsConfig, world: World, meters: GuardrailMetrics) -> LiveGuardrails:
+        """Load the rails (GuardrailsConfigError if the config is bad) and start watching the directory."""
+        embedder = await asyncio.to_thread(Embedder, settings.device, settings.embedding_threads)
+        rails = await asyncio.to_thread(Guardrails.load, config_dir(settings), embedder, world)
+        live = cls(settings, rails, embedder, world, meters)
+        if settings.reload_poll_s > 0:
+            live._poller = asyncio.create_task(live._watch(), name="guardrails-reload")
+        log.info("guardrails loaded from %s (%s)", rails.config_dir, rails.version[:12])
+        return live
+
+    def applies_to(self, tenant: str) -> bool:
+        return not self.settings.tenants or tenant in self.settings.tenants
+
+    async def check(self, stage: Stage, text: str, prompt: str = "") -> CheckResult:
+        rails = self.rails  # one config for the whole check, even if a reload lands meanwhile
+        with self._tracer.start_as_current_span(f"guardrails.{stage.value}") as span:
+            started = time.perf_counter()
+            result = await rails.check(stage, text, prompt)
+            elapsed = time.perf_counter() - started
+            span.set_attribute("trimtab.guardrails.action", result.action.value)
+            span.set_attribute("trimtab.guardrails.config_version", rails.version[:12])
+            span.set_attribute(
+                "trimtab.guardrails.decisions",
+                [
+                    f"{d.rail}:{d.action.value}:{d.reason_code}"
+                    for d in result.decisions
+                    if d.action is not Action.ALLOW
+                ],
+            )
+        self._meters.checked(stage, result, elapsed)
+        return result
+
+    def output_stream(self, prompt: str) -> OutputStream:
+        async def check(window: str) -> CheckResult:
+            return await self.check(Stage.OUTPUT, window, prompt)
+
+        return OutputStream(check, self.settings.stream, self.rails.policy.pii.entities)
+
+    def refusal(self, reason_code: str) -> str:
+        return self.rails.refusal(reason_code)
+
+    async def reload_if_changed(self) -> bool:
+        """Load the directory again if it changed since the rails were loaded; True if new rails serve."""
+        directory = config_dir(self.settings)
+        version = await asyncio.to_thread(fingerprint, directory)
+        if version in (self.rails.version, self._refused_version):
+            return False
+        try:
+            rails = await asyncio.to_thread(Guardrails.load, directory, self._embedder, self._world)
+        except GuardrailsConfigError as exc:
+            self._refused_version = version
+            self._meters.reloads.add(1, {"ok": "false"})
+            log.error("guardrails config changed but cannot be used; the previous rails stay:\n%s", exc)
+            return False
+        self.rails = rails
+        self._meters.reloads.add(1, {"ok": "true"})
+        log.info("guardrails reloaded from %s (%s)", rails.config_dir, rails.version[:12])
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_poll_s)
+            try:
+                await self.reload_if_changed()
+            except Exception:  # e.g. the directory vanished for a moment: keep serving, look again later
+                log.exception("guardrails reload check failed")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        self._embedder.close()
+
+
+def config_dir(settings: GuardrailsConfig) -> Path:
+    return settings.config_dir if settings.config_dir is not None else BUNDLED_CONFIG

@@ -1,0 +1,1 @@
+"""The online learner: live feedback in, gated versions out (`trimtab learn --online`)."""

@@ -1,0 +1,118 @@
+"""Canary decisions from live feedback, and the version events that record them.
+
+A candidate that passed the gates becomes the canary (a LoRA adapter serving `canary.share` of the
+users beside current; a full-weight candidate is promoted directly, since one engine holds one set of
+base weights). The judge then counts thumbs on responses served by each version and decides once both
+sides have `min_feedback`:
+
+    d = up_rate(canary) - up_rate(current),  se = sqrt(p_c (1-p_c)/n_c + p_k (1-p_k)/n_k)
+    roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
+    promote    if  d >= -margin                  (not worse by more than the margin)
+
+and waits otherwise. Pairwise feedback compares two answers of one version (both candidates of a
+request come from the version the user is routed to), so it does not enter the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from statistics import NormalDist
+
+from trimtab.config import TrimtabConfig
+from trimtab.events import event_producer, send_event
+from trimtab.ids import new_id
+from trimtab.registry import Registry
+from trimtab.registry.commands import with_pointers
+from trimtab.registry.pointers import Pointers, PointerStore
+from trimtab.v1 import events_pb2, feedback_pb2
+
+log = logging.getLogger(__name__)
+
+
+class CanaryJudge:
+    def __init__(self, config: TrimtabConfig) -> None:
+        self.config = config
+        self.settings = config.learner.online.canary
+        self.ups: Counter[str] = Counter()
+        self.downs: Counter[str] = Counter()
+        self._producer = event_producer(config.kafka, "learner")
+        self.pointers = self._read()
+
+    def candidate(self, version_id: str, passed: bool, reasons: list[str], numbers: dict[str, float]) -> None:
+        """A new candidate: the canary (or current, for full weights) if it passed the gates."""
+        if not passed:
+            self._event(events_pb2.VERSION_EVENT_TYPE_REFUSED, version_id, "; ".join(reasons), numbers)
+            return
+        if Registry(self.config.registry.root).get(version_id).kind == "lora":
+            share = self.settings.share
+            self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
+            self._event(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share)
+        else:
+            self._promote(version_id, "passed the gates (full weights: no canary on one replica)", numbers)
+
+    def observe(self, event: events_pb2.FeedbackEvent) -> None:
+        if event.label.WhichOneof("kind") != "thumb":
+            return
+        served = next((c for c in event.served.candidates if c.reply.response_id == event.response_id), None)
+        if served is None:
+            return
+        version = served.reply.model_version
+        (self.ups if event.label.thumb == feedback_pb2.THUMB_UP else self.downs)[version] += 1
+
+    def decide(self) -> None:
+        """Promote or roll back the canary when the live evidence is in."""
+        self.pointers = self._read()
+        canary, current = self.pointers.canary, self.pointers.current
+        if canary is None or current is None:
+            return
+        n_canary, n_current = self.ups[canary] + self.downs[canary], self.ups[current] + self.downs[current]
+        if min(n_canary, n_current) < self.settings.min_feedback:
+            return
+        p_canary, p_current = self.ups[canary] / n_canary, self.ups[current] / n_current
+        difference = p_canary - p_current
+        se = math.sqrt(p_canary * (1 - p_canary) / n_canary + p_current * (1 - p_current) / n_current)
+        numbers = {
+            "canary/up_rate": p_canary,
+            "canary/current_up_rate": p_current,
+            "canary/feedback": float(n_canary),
+            "canary/current_feedback": float(n_current),
+        }
+        z = NormalDist().inv_cdf(self.settings.confidence)
+        if difference + z * se < 0:
+            with_pointers(self.config, lambda p: p.rollback(canary))
+            reason = f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
+            self._event(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
+        elif difference >= -self.settings.margin:
+            self._promote(canary, f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}", numbers)
+
+    def _promote(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
+        async def promote(pointers: PointerStore) -> Pointers:
+            after: Pointers = await pointers.promote(version_id)
+            if after.canary == version_id:
+                await pointers.clear_canary()
+            return await pointers.read()
+
+        self.pointers = with_pointers(self.config, promote)
+        self._event(events_pb2.VERSION_EVENT_TYPE_PROMOTED, version_id, reason, numbers)
+
+    def _read(self) -> Pointers:
+        return with_pointers(self.config, lambda p: p.read())
+
+    def _event(
+        self,
+        kind: events_pb2.VersionEventType,
+        version_id: str,
+        reason: str,
+        numbers: dict[str, float],
+        share: float = 0.0,
+    ) -> None:
+        event = events_pb2.VersionEvent(
+            event_id=new_id("vev_"), type=kind, version_id=version_id, reason=reason, actor="learner",
+            metrics=numbers, canary_share=share,
+        )  # fmt: skip
+        event.occurred_at.FromDatetime(datetime.now(UTC))
+        send_event(self._producer, self.config.kafka.topics.versions.name, version_id, event).get(timeout=10)
+        log.info("%s %s: %s", events_pb2.VersionEventType.Name(kind), version_id, reason)

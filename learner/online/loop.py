@@ -1,0 +1,326 @@
+"""`trimtab learn --online`: read top to bottom: set up (or resume), then rounds of
+consume -> train -> publish -> gate -> canary -> checkpoint -> commit, until stopped.
+
+Exactly once. A round's new items are trained, the result published, and only then is a checkpoint
+written holding the weights, the optimiser, the stream positions and the untrained items together;
+the positions are mirrored to the consumer group after that. A learner killed anywhere restarts from
+its newest checkpoint: what it consumed after it is read again, what it trained after it is trained
+again from the checkpoint's weights, so every event is in the lineage of the learner's versions
+(each version's parent is the previous round's) exactly once. A version published by a round the
+kill interrupted is an orphan outside that lineage, and the restarted round's version replaces it as
+canary. Each version lists the feedback ids it trained on (`feedback_ids.json`).
+
+Rank 0 alone reads the stream, publishes and talks to Redis; the item lists reach the other ranks by
+broadcast, so every rank trains on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+import torch.distributed as dist
+from rich.console import Console
+from transformers import AutoTokenizer
+
+from learner.checkpoint import Checkpointer, TrainingState
+from learner.data import Record, TrainExample, tokenize_records
+from learner.distributed import DistContext, full_state_dict, init_distributed, shutdown
+from learner.engine import OnStep
+from learner.generation import Interrupted
+from learner.models import export, load_trainable
+from learner.offline import pad_token_id
+from learner.online.canary import CanaryJudge
+from learner.online.gates import GateVerdict, run_gates
+from learner.online.items import Item, ItemFactory
+from learner.online.memory import LearnerMemory
+from learner.online.rounds import Replay, plan_round
+from learner.online.stream import FeedbackStream
+from learner.online.training import anchor_loss, train_round
+from learner.optim import build_optimizer
+from learner.runtime import device_and_dtype, seed_everything
+from trimtab.config import OptimConfig, TrimtabConfig
+from trimtab.registry import OffsetRange, Registry
+from trimtab.registry.commands import with_pointers
+from trimtab.world import World
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STOPPED = "<stopped>"  # broadcast instead of a version id when rank 0 was stopped mid-round
+FEEDBACK_IDS = "feedback_ids.json"  # in each version: the feedback the round trained (new items only)
+
+
+@dataclass(frozen=True)
+class OnlineRequest:
+    model_dir: Path  # where the learner starts when it has no checkpoint
+
+
+class OnlineLearner:
+    def __init__(self, config: TrimtabConfig, request: OnlineRequest, console: Console) -> None:
+        self.config = config
+        self.online = config.learner.online
+        self.request = request
+        self.console = console
+        self.stopping = False
+        self.lora = config.learner.lora.model_copy(
+            update={"enabled": self.online.adapter or config.learner.lora.enabled}
+        )
+
+    def run(self) -> LearnerMemory:
+        learner = self.config.learner
+        context = init_distributed(learner)
+        try:
+            _, dtype = device_and_dtype(learner)
+            seed_everything(learner.train.seed)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.request.model_dir)
+            self.pad_id = pad_token_id(self.tokenizer)
+            model = load_trainable(
+                self.request.model_dir,
+                reward_model=False,
+                lora=self.lora,
+                context=context,
+                dtype=dtype,
+                pad_token_id=self.pad_id,
+            )
+            # Online learning has no schedule's end: a constant rate (warm-up 0, floor 1).
+            constant = OptimConfig(
+                lr=self.online.lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip
+            )
+            optimizer, scheduler = build_optimizer(model, constant, total_steps=1)
+            state = TrainingState(model, optimizer, scheduler)
+            checkpointer = Checkpointer(
+                self.online.checkpoint_dir, self._fingerprint(), context, self.online.keep_checkpoints
+            )
+            memory = self._resume(checkpointer, state, context)
+            stream = (
+                FeedbackStream(self.config.kafka, self.online.group_id, memory.positions) if context.is_main else None
+            )
+            self._install_signal_handlers()
+            try:
+                self._rounds(context, state, checkpointer, memory, stream)
+            except Interrupted:
+                # Stopped mid-round, before its checkpoint: the round's events are read and trained again
+                # on restart, so nothing is lost or trained twice.
+                self.console.print("online learner: stopped during a round; it will be redone on restart")
+            finally:
+                if stream is not None:
+                    stream.close()
+            return memory
+        finally:
+            shutdown(context)
+
+    def _fingerprint(self) -> dict[str, object]:
+        return {
+            "model_dir": str(self.request.model_dir.resolve()),
+            "lora": self.lora.model_dump(mode="json"),
+            "topic": self.config.kafka.topics.feedback.name,
+        }
+
+    def _resume(self, checkpointer: Checkpointer, state: TrainingState, context: DistContext) -> LearnerMemory:
+        found = checkpointer.latest()
+        if found is None:
+            memory = LearnerMemory(replay=Replay(self.online.round.replay_capacity, self.config.learner.train.seed))
+            memory.last_version = (
+                Registry(self.config.registry.root).import_once(self.request.model_dir).id if context.is_main else None
+            )
+            return memory
+        checkpointer.restore(found, state)
+        if context.is_main:
+            self.console.print(f"online learner: resuming after round {found.step} ({found.path})")
+        return LearnerMemory.from_json(found.extra)
+
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True  # finish the round in hand, checkpoint, exit
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _rounds(
+        self,
+        context: DistContext,
+        state: TrainingState,
+        checkpointer: Checkpointer,
+        memory: LearnerMemory,
+        stream: FeedbackStream | None,
+    ) -> None:
+        # The factory counts into the memory's own dict, so the counts travel with every checkpoint.
+        factory = ItemFactory(self.online.mix, self.config.guardrails.feedback_filter, memory.skipped)
+        anchors = self._anchors()
+        anchor_examples = self._anchor_examples(anchors)
+        judge = CanaryJudge(self.config) if context.is_main and self.online.canary.enabled else None
+        while True:
+            new = self._collect(context, memory, stream, factory, judge)
+            if new is None:
+                return
+            memory.rounds += 1
+            plan = plan_round(new, memory.replay, anchors, self.online.round, seed=memory.rounds)
+            micro = self.config.learner.train.micro_batch_size
+            before = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
+            metrics = train_round(
+                state.model, plan.by_algorithm, self.tokenizer, state.optimizer, state.scheduler,
+                self.config.learner, context, self.pad_id, self._on_step(context), seed=memory.rounds,
+            )  # fmt: skip
+            after = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
+            memory.replay.add(new)
+            memory.trained += len(new)
+            try:
+                version = self._publish(context, state, memory, new, metrics, (before, after), judge)
+            except Interrupted:
+                version = STOPPED  # rank 0 only: the other ranks learn it from the broadcast
+            version = _broadcast(version)
+            if version == STOPPED:
+                raise Interrupted("stopped while gating the round")
+            memory.last_version = version
+            memory.range_start = dict(memory.positions)
+            checkpointer.save(memory.rounds, state, extra=memory.to_json())
+            if stream is not None:
+                stream.commit(memory.positions)
+            if (self.online.max_rounds and memory.rounds >= self.online.max_rounds) or self.stopping:
+                return
+
+    def _collect(
+        self,
+        context: DistContext,
+        memory: LearnerMemory,
+        stream: FeedbackStream | None,
+        factory: ItemFactory,
+        judge: CanaryJudge | None,
+    ) -> list[Item] | None:
+        """Rank 0 reads until a round is due and hands every rank its new items; None: stop."""
+        new: list[Item] | None = None
+        if stream is not None:
+            new = self._read_until_due(memory, stream, factory, judge)
+        return _broadcast(new)
+
+    def _read_until_due(
+        self, memory: LearnerMemory, stream: FeedbackStream, factory: ItemFactory, judge: CanaryJudge | None
+    ) -> list[Item] | None:
+        round_config = self.online.round
+        started = last_event = time.monotonic()
+        while not self.stopping:
+            for consumed in stream.poll(timeout_s=0.5, max_records=500):
+                last_event = time.monotonic()
+                if judge is not None:
+                    judge.observe(consumed.event)
+                memory.admit(consumed.event, factory)
+            memory.positions = dict(stream.positions)
+            waited = time.monotonic() - started
+            ready = len(memory.pending.items)
+            if ready >= round_config.examples or (
+                waited >= round_config.seconds and ready >= round_config.min_examples
+            ):
+                return memory.pending.take(round_config.examples, round_config.max_user_share)
+            if judge is not None:
+                judge.decide()
+            idle = self.online.stop_when_idle_s
+            if idle and time.monotonic() - last_event >= idle:
+                # Idle: train what is left (if anything) before stopping, so nothing consumed waits forever.
+                return memory.pending.take(round_config.examples, 1.0) or None
+        return None
+
+    def _publish(
+        self,
+        context: DistContext,
+        state: TrainingState,
+        memory: LearnerMemory,
+        new: Sequence[Item],
+        metrics: dict[str, float],
+        anchor: tuple[float, float],
+        judge: CanaryJudge | None,
+    ) -> str | None:
+        """Export the round's weights, gate them, publish them with the gates' numbers, hand them to the
+        canary judge; the version id (rank 0; None elsewhere)."""
+        weights = full_state_dict(state.model)  # every rank takes part in the gather
+        if not context.is_main:
+            return None
+        lora = self.lora
+        registry = Registry(self.config.registry.root)
+        with tempfile.TemporaryDirectory(prefix="trimtab-online-") as scratch:
+            out = Path(scratch) / "candidate"
+            out.mkdir()
+            export(weights, state.model.config, out, reward_model=False, lora=lora)
+            self.tokenizer.save_pretrained(out)
+            (out / FEEDBACK_IDS).write_text(json.dumps(sorted(item.feedback_id for item in new)))
+            verdict = self._gate(registry, out, anchor)
+            base = registry.import_once(self.request.model_dir).id if lora.enabled else None
+            manifest = registry.publish(
+                out,
+                parent=memory.last_version,
+                base=base,
+                algorithm="online",
+                config={"learner": self.config.learner.model_dump(mode="json"), "round": memory.rounds},
+                data_source=self.config.kafka.topics.feedback.name,
+                offsets=self._offsets(memory),
+                event_counts=_counts(new) | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
+                metrics={k: v for k, v in (metrics | verdict.numbers).items() if v == v},
+            )
+        outcome = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
+        if not self.online.gates.enabled:
+            outcome = "gates off"
+        self.console.print(f"round {memory.rounds}: {len(new)} new items -> {manifest.id} ({outcome})")
+        if judge is not None:
+            judge.candidate(manifest.id, verdict.passed, verdict.reasons, verdict.numbers)
+        return manifest.id
+
+    def _gate(self, registry: Registry, candidate: Path, anchor: tuple[float, float]) -> GateVerdict:
+        current = with_pointers(self.config, lambda p: p.read()).current
+        current_dir = registry.path(current) if current else self.request.model_dir
+        if current and registry.get(current).kind == "lora":
+            current_dir = registry.path(current)
+        return run_gates(
+            self.config, candidate, current_dir, self.request.model_dir, *anchor, should_stop=lambda: self.stopping
+        )
+
+    def _offsets(self, memory: LearnerMemory) -> list[OffsetRange]:
+        topic = self.config.kafka.topics.feedback.name
+        return [
+            OffsetRange(topic=topic, partition=p, start=memory.range_start.get(p, 0), end=end)
+            for p, end in sorted(memory.positions.items())
+        ]
+
+    def _anchor_examples(self, anchors: Sequence[Item]) -> list[TrainExample]:
+        records = [Record(item.prompt, item.responses) for item in anchors]
+        return tokenize_records(records, self.tokenizer, "sft", self.config.learner.train.max_length)
+
+    def _anchors(self) -> list[Item]:
+        """The world's ideal answers to a fixed set of train prompts, trained by SFT every round."""
+        n = self.online.round.anchor_examples
+        world = World(self.config.world)
+        prompts = world.sample_prompts(n, seed=self.config.world.seed + 1) if n else []
+        return [
+            Item("sft", p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
+            for i, p in enumerate(prompts)
+        ]
+
+    def _on_step(self, context: DistContext) -> OnStep:
+        """Rank 0 logs a line every learner.log_every_steps optimiser steps of a round."""
+        every = self.config.learner.log_every_steps
+
+        def on_step(step: int, examples: int, metrics: dict[str, float]) -> None:
+            if context.is_main and step % every == 0:
+                self.console.print(f"  step {step}: loss {metrics.get('loss', float('nan')):.4f}")
+
+        return on_step
+
+
+def _counts(items: Sequence[Item]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.algorithm] = counts.get(item.algorithm, 0) + 1
+    return counts
+
+
+def _broadcast(value: T) -> T:
+    """Rank 0's `value` on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

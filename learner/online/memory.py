@@ -1,0 +1,93 @@
+"""Everything the online learner must remember across a restart besides the weights and optimiser: the
+stream positions, the consumed-but-untrained items, the replay buffer, the lineage and the counters.
+
+It travels in the checkpoint's `extra` (JSON), so that weights, positions and buffers are written in one
+atomic step: restarting from a checkpoint resumes exactly where it left off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from learner.online.items import Item, ItemFactory
+from learner.online.rounds import Pending, Replay
+from trimtab.v1 import events_pb2
+
+
+@dataclass
+class LearnerMemory:
+    """(See the module docstring.) `admit` is the one way a consumed event joins the pending items."""
+
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
+    range_start: dict[int, int] = field(default_factory=dict)  # positions when the last round was published
+    pending: Pending = field(default_factory=Pending)
+    replay: Replay = field(default_factory=lambda: Replay(capacity=0))
+    rounds: int = 0
+    last_version: str | None = None  # the version the learner's weights are (its lineage)
+    trained: int = 0  # new items trained, all rounds
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> events not trained
+    superseded: set[str] = field(default_factory=set)  # feedback ids a later vote replaced
+
+    def admit(self, event: events_pb2.FeedbackEvent, factory: ItemFactory) -> None:
+        """Queue the event's item, honouring vote chains: the latest vote wins. A vote whose successor
+        arrives before it is trained is dropped; one superseded after training stays trained (counted)."""
+        if event.supersedes:
+            self.superseded.add(event.supersedes)
+            found = self.pending.drop(event.supersedes)
+            reason = "superseded_before_training" if found else "superseded_after_training_or_unseen"
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if event.feedback_id in self.superseded:
+            self.skipped["superseded_on_arrival"] = self.skipped.get("superseded_on_arrival", 0) + 1
+            return
+        item = factory.build(event)
+        if isinstance(item, Item):
+            self.pending.items.append(item)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "positions": {str(p): o for p, o in self.positions.items()},
+            "range_start": {str(p): o for p, o in self.range_start.items()},
+            "pending": [asdict(item) for item in self.pending.items],
+            "replay": {
+                "capacity": self.replay.capacity,
+                "seed": self.replay.seed,
+                "seen": self.replay.seen,
+                "items": [asdict(item) for item in self.replay.items],
+            },
+            "rounds": self.rounds,
+            "last_version": self.last_version,
+            "trained": self.trained,
+            "skipped": self.skipped,
+            "superseded": sorted(self.superseded),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearnerMemory:
+        replay = data["replay"]
+        return cls(
+            positions={int(p): int(o) for p, o in data["positions"].items()},
+            range_start={int(p): int(o) for p, o in data["range_start"].items()},
+            pending=Pending([_item(raw) for raw in data["pending"]]),
+            replay=Replay(replay["capacity"], replay["seed"], [_item(raw) for raw in replay["items"]], replay["seen"]),
+            rounds=data["rounds"],
+            last_version=data["last_version"],
+            trained=data["trained"],
+            skipped=dict(data["skipped"]),
+            superseded=set(data["superseded"]),
+        )
+
+
+def _item(raw: dict[str, Any]) -> Item:
+    logps = raw["behaviour_logps"]
+    return Item(
+        algorithm=raw["algorithm"],
+        prompt=[dict(message) for message in raw["prompt"]],
+        responses=tuple(raw["responses"]),
+        desirable=raw["desirable"],
+        weight=raw["weight"],
+        user_id=raw["user_id"],
+        feedback_id=raw["feedback_id"],
+        versions=tuple(raw["versions"]),
+        behaviour_logps=None if logps is None else tuple(logps),
+    )

@@ -1,0 +1,63 @@
+"""Every check is counted in metrics (per rail decision, per outcome, latency) and visible as a span."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from guardrails.decisions import Stage
+from guardrails.metrics import GuardrailMetrics
+from guardrails.runtime import Guardrails
+from guardrails.semantic import Embedder
+from guardrails.service import LiveGuardrails
+from trimtab.config import GuardrailsConfig
+from trimtab.world import World
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, object]], float]:
+    found: dict[frozenset[tuple[str, object]], float] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        value = getattr(point, "value", None)
+                        found[frozenset(point.attributes.items())] = value if value is not None else point.count
+    return found
+
+
+def test_checks_are_counted_timed_and_traced(rails: Guardrails, embedder: Embedder, world: World) -> None:
+    reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meters = GuardrailMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    live = LiveGuardrails(GuardrailsConfig(), rails, embedder, world, meters, tracer_provider.get_tracer("test"))
+
+    async def scenario() -> None:
+        await live.check(Stage.INPUT, "What is 3 plus 5?")
+        await live.check(Stage.INPUT, "My email is ana42@example.com. Hi.")
+        await live.check(Stage.OUTPUT, "What a stupid question.", "Hi.")
+
+    asyncio.run(scenario())
+    decisions = points(reader, "trimtab.guardrails.decisions")
+    assert (
+        decisions[frozenset({"rail": "pii", "stage": "input", "action": "modify", "reason": "pii.email"}.items())] == 1
+    )
+    assert decisions[frozenset({"rail": "pii", "stage": "input", "action": "allow", "reason": ""}.items())] == 1
+    blocked = {"rail": "blocklist", "stage": "output", "action": "block", "reason": "blocklist.term"}
+    assert decisions[frozenset(blocked.items())] == 1
+    checks = points(reader, "trimtab.guardrails.checks")
+    assert checks[frozenset({"stage": "input", "action": "allow"}.items())] == 1
+    assert checks[frozenset({"stage": "output", "action": "block"}.items())] == 1
+    assert points(reader, "trimtab.guardrails.check_latency")[frozenset({"stage": "input"}.items())] == 2
+
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["guardrails.input", "guardrails.input", "guardrails.output"]
+    assert spans[1].attributes is not None and spans[1].attributes["trimtab.guardrails.action"] == "modify"
+    assert list(spans[2].attributes["trimtab.guardrails.decisions"]) == ["blocklist:block:blocklist.term"]  # type: ignore[index]

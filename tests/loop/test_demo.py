@@ -1,0 +1,67 @@
+"""A short `trimtab demo` through the real services: the session's serving process (no second vLLM
+engine), a `trimtab feedback` the harness starts itself, simulated users for half a minute, the live
+display and the report. The online learner is off here (`demo.learner: false`)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tests.serving_process import ServingProcess
+from trimtab.config import load_config
+from trimtab.demo import run_demo
+from trimtab.demo.records import Interaction, read_jsonl
+from trimtab.demo.report import PLOTS
+
+pytestmark = pytest.mark.integration
+
+USERS_S = 30
+
+
+def test_a_short_demo_run_serves_takes_feedback_and_reports(serving: ServingProcess, tmp_path: Path) -> None:
+    served = serving.config
+    config = load_config(
+        environ={
+            "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": served.kafka.bootstrap_servers,
+            "TRIMTAB_REDIS__URL": served.redis.url,
+            "TRIMTAB_REDIS__KEY_PREFIX": served.redis.key_prefix,
+            "TRIMTAB_REGISTRY__ROOT": str(served.registry.root),
+            "TRIMTAB_MODEL__PATH": str(served.model.path),
+            "TRIMTAB_FEEDBACK__GRPC_PORT": "0",
+            "TRIMTAB_FEEDBACK__HTTP_PORT": "0",
+            "TRIMTAB_DEMO__OUTPUT_DIR": str(tmp_path),
+            "TRIMTAB_DEMO__SERVING_ADDRESS": serving.address,
+            "TRIMTAB_DEMO__ISOLATE_RUN": "false",
+            "TRIMTAB_DEMO__LEARNER": "false",
+            "TRIMTAB_DEMO__EVAL_PROMPTS": "0",
+            "TRIMTAB_DEMO__BIN_S": "10",
+            "TRIMTAB_DEMO__USERS__DURATION_S": str(USERS_S),
+            "TRIMTAB_DEMO__USERS__RATE": "2",
+            "TRIMTAB_DEMO__USERS__CONCURRENCY": "4",
+            "TRIMTAB_DEMO__USERS__ADVERSARIAL_SHARE": "0.1",
+        }
+    )
+    output = io.StringIO()
+    result = run_demo(config, Console(file=output, width=240, force_terminal=False))
+
+    rows = [Interaction.from_json(row) for row in read_jsonl(result.run_dir / "interactions.jsonl")]
+    assert len(rows) >= USERS_S  # 2/s asked for; at least 1/s served on a loaded 2-core machine
+    assert result.failed_requests == 0, [row.error for row in rows if row.failed][:5]
+    assert result.accepted == len(rows) and all(row.accepted for row in rows)
+    assert {row.kind for row in rows} == {"pairwise", "thumb", "rating", "attributes", "correction"}
+    assert all(len(row.answers) == (2 if row.kind == "pairwise" else 1) for row in rows)
+    assert all(answer.version.startswith("ver_") for row in rows for answer in row.answers)
+    assert any(row.adversarial for row in rows)
+
+    assert result.exit_codes == {"feedback": 0}  # the harness started feedback and stopped it cleanly
+    assert (result.run_dir / "feedback.log").is_file()
+    page = result.report.read_text()
+    for name in PLOTS:
+        png = result.run_dir / "plots" / f"{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG"), name
+        assert f"plots/{name}.png" in page
+    text = output.getvalue()
+    assert "feedback accepted" in text and str(result.report) in text.replace("\n", "")

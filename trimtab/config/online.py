@@ -1,0 +1,100 @@
+"""The online learner (`trimtab learn --online`): what it consumes, how it builds rounds, its gates and
+its canary policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from trimtab.config.base import Section
+
+
+class FeedbackMix(Section):
+    """Which algorithm trains each kind of feedback ('off': consumed and counted, not trained)."""
+
+    pairwise: Literal["dpo", "ipo", "off"] = Field(default="dpo", description="A-vs-B preferences.")
+    thumb: Literal["kto", "off"] = Field(default="kto", description="Thumbs up / down on one response.")
+    correction: Literal["sft", "off"] = Field(default="sft", description="A user's corrected answer.")
+    attributes: Literal["steerlm", "off"] = Field(
+        default="steerlm", description="SteerLM attribute scores of a response (attribute-conditioned SFT)."
+    )
+    rating: Literal["off"] = Field(
+        default="off", description="1-5 ratings: kept for the reward model, which this learner does not train yet."
+    )
+
+
+class RoundConfig(Section):
+    """When a round trains and what goes into it."""
+
+    examples: int = Field(default=64, ge=1, description="Train once this many new usable examples are waiting...")
+    seconds: float = Field(default=90.0, gt=0, description="...or this long after the last round, if any are.")
+    min_examples: int = Field(default=8, ge=1, description="Fewest new examples worth a round at the deadline.")
+    epochs: int = Field(default=2, ge=1, description="Passes over a round's examples (new + replay + anchor).")
+    max_user_share: float = Field(
+        default=0.25, gt=0, le=1, description="No single user's feedback may exceed this share of a round."
+    )
+    replay_share: float = Field(
+        default=0.25, ge=0, lt=1, description="Share of each round drawn from earlier rounds' examples."
+    )
+    replay_capacity: int = Field(default=2000, ge=0, description="Examples kept for replay (reservoir sample).")
+    anchor_examples: int = Field(
+        default=16, ge=0, description="Fixed demonstrations (the world's ideal answers) trained by SFT every round."
+    )
+    importance_clip: float = Field(
+        default=2.0, ge=1, description="Truncation c of the per-sequence importance ratio min(c, pi_t / pi_served)."
+    )
+
+
+class GateConfig(Section):
+    """Offline gates a candidate must pass before it serves as the canary."""
+
+    enabled: bool = Field(default=True, description="Evaluate candidates; off: every candidate becomes the canary.")
+    heldout_prompts: int = Field(default=48, ge=1, description="Held-out world prompts the candidate answers.")
+    reward_tolerance: float = Field(
+        default=0.0, ge=0, description="Held-out mean gold reward may be at most this much below current's."
+    )
+    max_kl: float = Field(default=8.0, gt=0, description="Bound on KL(candidate || reference model), nats/response.")
+    max_anchor_regression: float = Field(
+        default=0.25, ge=0, description="Bound on the rise of the anchor set's SFT loss vs current's (nats/token)."
+    )
+
+
+class CanaryConfig(Section):
+    """Live comparison of the canary with current, and the promote / roll-back decision."""
+
+    enabled: bool = Field(default=True, description="Set passing candidates as canary and decide on them.")
+    share: float = Field(default=0.5, gt=0, le=1, description="Share of users (stable hash) the canary serves.")
+    min_feedback: int = Field(default=30, ge=1, description="Thumbs / pairs on each side before deciding.")
+    confidence: float = Field(
+        default=0.9, gt=0.5, lt=1, description="One-sided confidence that the canary is worse before rolling back."
+    )
+    margin: float = Field(
+        default=0.05, ge=0, le=1, description="Promote unless the canary's up-rate is below current's by more."
+    )
+
+
+class OnlineConfig(Section):
+    """`trimtab learn --online`: consume trimtab.feedback, train rounds, gate, canary, promote."""
+
+    group_id: str = Field(default="trimtab-learner", description="Kafka consumer group (offsets mirrored there).")
+    checkpoint_dir: Path = Field(
+        default=Path(".trimtab/learner/online"), description="Durable checkpoints (weights, offsets, buffers)."
+    )
+    keep_checkpoints: int = Field(default=2, ge=1, description="Newest checkpoints kept.")
+    adapter: bool = Field(
+        default=True,
+        description="Train a LoRA adapter (learner.lora's shape) on the served base, so that a candidate can"
+        " serve as canary beside current in one engine; false: full weights, promoted without a canary.",
+    )
+    lr: float = Field(default=2e-4, gt=0, description="Constant learning rate of the online optimiser.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per optimiser step (all ranks).")
+    stop_when_idle_s: float = Field(
+        default=0.0, ge=0, description="Exit once no feedback arrived for this long (0: run until stopped)."
+    )
+    max_rounds: int = Field(default=0, ge=0, description="Exit after this many rounds (0: no limit).")
+    mix: FeedbackMix = Field(default_factory=FeedbackMix, description="Algorithm per feedback kind.")
+    round: RoundConfig = Field(default_factory=RoundConfig, description="Round size, mix and guards.")
+    gates: GateConfig = Field(default_factory=GateConfig, description="Offline gates before serving.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary, promotion, roll-back.")
