@@ -48,6 +48,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from learner.distributed import DistContext
+from trimtab.durable import fsync_dir
 from trimtab.errors import TrimtabError
 
 STATE_FILE = "state.json"
@@ -174,10 +175,10 @@ class Checkpointer:
         if final.exists():  # a step saved again (an earlier resume point): the new one replaces it
             shutil.rmtree(final)
         partial.rename(final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         for old in self._complete()[: -self.keep]:
             shutil.rmtree(old)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _complete(self) -> list[Path]:
         """The complete checkpoints, oldest first."""
@@ -257,12 +258,4 @@ def _fsync_tree(root: Path) -> None:
         for name in files:
             with open(os.path.join(directory, name), "rb") as handle:
                 os.fsync(handle.fileno())
-        _fsync_dir(Path(directory))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(directory))

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from trimtab.durable import fsync_dir
 from trimtab.errors import TrimtabError
 from trimtab.ids import new_id
 from trimtab.registry.manifest import MANIFEST, Manifest, OffsetRange, checksums, sha256_file
@@ -94,7 +95,7 @@ class Registry:
             (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
             _seal(staging)
             staging.rename(self.path(version_id))
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
@@ -153,12 +154,4 @@ def _seal(directory: Path) -> None:
         with file.open("rb") as handle:
             os.fsync(handle.fileno())
         file.chmod(READ_ONLY)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
