@@ -61,15 +61,17 @@ def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> lis
     seeded, so two versions answer the same draws."""
     from vllm import SamplingParams
 
-    conversations: list[Any] = [[{"role": "user", "content": p.text}] for p in prompts]
+    k = gate.samples_per_prompt
+    # One request per sample rather than n=k: vLLM 0.32's CPU sampler fails seeded requests with n > 1
+    # ("CPU Generator does not use offset"), and a seed per sample keeps the draws the same for both versions.
+    conversations: list[Any] = [[{"role": "user", "content": p.text}] for p in prompts for _ in range(k)]
     params = [
-        SamplingParams(
-            n=gate.samples_per_prompt, temperature=gate.temperature, max_tokens=gate.max_tokens, seed=gate.seed + i
-        )
-        for i in range(len(prompts))
+        SamplingParams(temperature=gate.temperature, max_tokens=gate.max_tokens, seed=gate.seed + i)
+        for i in range(len(conversations))
     ]
     outputs = llm.chat(conversations, params, use_tqdm=False)
-    return [[completion.text for completion in output.outputs] for output in outputs]
+    texts = [output.outputs[0].text for output in outputs]
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 @dataclass(frozen=True)

@@ -156,4 +156,5 @@ def test_vllm_answers_and_weight_swaps_agree_with_transformers(
     assert sum(s.response_ids[-1] == tokenizer.eos_token_id for s in samples) >= 12
     assert kl_estimate(policy, policy, samples, 0).mean == 0.0
     kl = kl_estimate(policy, load_hf_model(default), samples, 0)
-    assert kl.mean > 0 and math.isfinite(kl.stderr)
+    # A Monte Carlo estimate of a small KL: positive in expectation, within noise of it on 16 samples.
+    assert math.isfinite(kl.stderr) and kl.stderr > 0 and kl.mean > -3 * kl.stderr
