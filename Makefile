@@ -13,9 +13,10 @@ GENERATED    := trimtab/v1/.generated
 # Offline by design: no model or data set is ever fetched from a hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# vLLM on 2 CPU cores: use both, and keep the KV cache small (GiB).
+# vLLM on 2 CPU cores: use both, keep the KV cache small (GiB), no thread pinning (trimtab/cli.py says why).
 export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
+export VLLM_CPU_OMP_THREADS_BIND ?= nobind
 
 .PHONY: install proto model demo test bench lint up down status clean
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,15 +12,17 @@ from bench.feedback import bench_feedback
 from bench.generation import bench_generation
 from bench.guardrails import bench_guardrails
 from bench.learner import bench_learner
+from bench.loop import bench_loop
 from bench.report import write_report
 from bench.serving import bench_serving
+from trimtab.cli import apply_runtime_env
 from trimtab.config import ConfigError, load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    apply_runtime_env()  # also when run as `python -m bench`, not only through `make bench`
     console = Console(stderr=True)
     try:
         config = load_config()
@@ -39,6 +40,8 @@ def main() -> int:
     rows += bench_learner(config)
     console.print("bench: alignment quality (offline DPO, IPO, KTO on simulated feedback vs the default model)")
     rows += bench_alignment(config)
+    console.print("bench: the closed loop (a short demo): freshness, reward gain per learner CPU minute vs batch")
+    rows += bench_loop(config)
     table = write_report(rows, RESULTS)
     print(table.read_text())
     console.print(f"written to {table}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from bench.report import Comparison, write_report
 from learner.evaluate import Evaluation, evaluate_versions, heldout_prompts, vllm_engine
 from learner.offline import LearnRequest, run_learn
 from learner.simulated_feedback import FeedbackData, simulate_feedback
-from trimtab.cli import RUNTIME_ENV
+from trimtab.cli import apply_runtime_env
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.learner import LearnerConfig
 from trimtab.registry import Registry
@@ -186,8 +185,7 @@ def main() -> int:
     parser.add_argument("--heldout", type=int, default=HELDOUT, help="held-out prompts evaluated")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and of the held-out draw")
     args = parser.parse_args()
-    for key, value in RUNTIME_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_runtime_env()
     rows = bench_alignment(load_config(), args.prompts, args.heldout, seed=args.seed)
     table = write_report(rows, Path(__file__).resolve().parent / "results" / "alignment")
     print(table.read_text())

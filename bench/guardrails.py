@@ -6,6 +6,8 @@ rails (tenant "guarded") and without them (tenant "open"), one after the other, 
 
 Per rail: a check through NeMo Guardrails' `check_async` with only that rail's flow configured, vs
 the same runtime running a pass-through action: what the rail itself costs on top of the runtime.
+
+Run alone with `python -m bench.guardrails` (`make bench` runs it with the others).
 """
 
 from __future__ import annotations
@@ -175,3 +177,20 @@ def bench_guardrails(config: TrimtabConfig) -> list[Comparison]:
         finally:
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
+
+
+def main() -> int:
+    """`python -m bench.guardrails`: this benchmark alone, written to bench/results/guardrails/."""
+
+    from bench.report import write_report
+    from trimtab.cli import apply_runtime_env
+    from trimtab.config import load_config
+
+    apply_runtime_env()  # what `make bench` exports: vLLM's KV cache size and thread placement
+    table = write_report(bench_guardrails(load_config()), Path(__file__).resolve().parent / "results" / "guardrails")
+    print(table.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

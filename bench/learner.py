@@ -1,6 +1,12 @@
 """Offline alignment throughput: trimtab's learner vs TRL's DPOTrainer and KTOTrainer.
 
-Same model (config.model.path), same rows (preference pairs and KTO thumbs drawn from the synthetic
+Two geometries, each measured on both sides. The default model (config.model.path) at the configured
+batch (learner.train), where a step is mostly matrix multiplies; and a ~259k-parameter Llama (the
+default model's config and tokenizer at hidden size 64, 2 layers, random weights from a fixed seed,
+saved to a temporary directory) at an 8-example batch in one micro-batch, where a step's fixed costs
+(Python, operator dispatch, the optimiser) dominate: the shape of design.md's hand-written step.
+
+Within a geometry: same model, same rows (preference pairs and KTO thumbs drawn from the synthetic
 world and its simulated users), same global batch and micro-batch (TRL: per-device batch and gradient
 accumulation), same torch threads, float32, the same activation checkpointing (learner.train; off by
 default), and the same algorithm: the reference log-probs are computed once before training on both
@@ -11,7 +17,7 @@ TRL renders the rows with the same chat template into the very same token sequen
 Each side runs `warmup` optimiser steps, then `timed` steps; the wall time between the end of the last
 warm-up step and the end of the last step counts, stamped by each loop's own per-step callback. The
 two sides alternate `rounds` times (the machine is shared: a slow spell should hit both) and each
-side's best run counts. Rows, per algorithm:
+side's best run counts. Rows, per geometry and algorithm:
 - steps only: examples/s of the timed steps (the reference pass excluded);
 - with the reference pass: that pass (timed on its own) amortised over one epoch of the bench rows,
   N / (reference seconds + N / steps-only rate);
@@ -89,33 +95,94 @@ class Work:
 
 
 def bench_learner(config: TrimtabConfig, warmup: int = 3, timed: int = 20, rounds: int = 2) -> list[Comparison]:
-    train = config.learner.train
     threads = config.learner.torch_threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # both sides run in this process, on these threads
-    n_rows = train.batch_size * (warmup + timed)  # one epoch each side, no partial batch
     peak = matmul_gflops()
     measured: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-learner-") as tmp:
-        for algorithm in ALGORITHMS:
-            data = world_rows(config, algorithm, n_rows)
-            path = Path(tmp) / f"{algorithm}.jsonl"
-            path.write_text("".join(json.dumps(row) + "\n" for row in data))
-            ours: list[Throughput] = []
-            theirs: list[Throughput] = []
-            for _ in range(rounds):
-                ours.append(trimtab_throughput(config, path, algorithm, warmup, timed))
-                theirs.append(trl_throughput(config, data, algorithm, warmup, timed, Path(tmp) / f"trl-{algorithm}"))
-            work = example_work(config.model.path, bench_examples(config, path, algorithm), algorithm)
-            measured.append(Measured(algorithm, best(ours), best(theirs), work, _span(ours, theirs)))
+        small = small_geometry(config, Path(tmp) / "small-model", timed * SMALL_TIMED_FACTOR)
+        for geometry in (default_geometry(config, timed), small):
+            for algorithm in ALGORITHMS:
+                measured.append(measure(geometry, algorithm, warmup, rounds, Path(tmp)))
     peak = max(peak, matmul_gflops())  # the best of a measurement before and one after
     rows: list[Comparison] = []
     for m in measured:
-        rows += [*comparisons(config, m, threads, warmup, timed), efficiency(m, peak)]
+        rows += [*comparisons(m, threads, warmup), efficiency(m, peak)]
     return rows
+
+
+# The small geometry's steps take a few milliseconds: time more of them for a steady rate.
+SMALL_TIMED_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A model and batch shape: `config` with model.path and learner.train set to it."""
+
+    label: str  # e.g. "default model, 6.8M params"
+    config: TrimtabConfig
+    timed: int  # optimiser steps timed after the warm-up
+
+
+def default_geometry(config: TrimtabConfig, timed: int) -> Geometry:
+    return Geometry(f"default model, {_params(config.model.path)} params", config, timed)
+
+
+def small_geometry(config: TrimtabConfig, out: Path, timed: int, batch_size: int = 8, seed: int = 0) -> Geometry:
+    """A ~259k-parameter Llama (the default model's config and tokenizer at hidden 64, 2 layers) at an
+    8-example batch, in one micro-batch: the overhead-dominated shape of design.md's hand-written step."""
+    model_config = AutoConfig.from_pretrained(config.model.path)
+    model_config.update(
+        {
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "num_key_value_heads": 1,
+            "head_dim": 64,
+        }
+    )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(model_config, dtype=torch.float32).save_pretrained(out)
+    AutoTokenizer.from_pretrained(config.model.path).save_pretrained(out)
+    learner = config.learner
+    train = learner.train.model_copy(update={"batch_size": batch_size, "micro_batch_size": batch_size})
+    small = config.model_copy(
+        update={
+            "model": config.model.model_copy(update={"path": out}),
+            "learner": learner.model_copy(update={"train": train}),
+        }
+    )
+    label = f"Llama, {_params(out)} params (hidden 64, 2 layers)"
+    return Geometry(label, small, timed)
+
+
+def _params(model_dir: Path) -> str:
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    n = sum(p.numel() for p in model.parameters())
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def measure(geometry: Geometry, algorithm: str, warmup: int, rounds: int, tmp: Path) -> Measured:
+    """Both sides on one algorithm's rows at one geometry, alternating `rounds` times."""
+    config, timed = geometry.config, geometry.timed
+    n_rows = config.learner.train.batch_size * (warmup + timed)  # one epoch each side, no partial batch
+    data = world_rows(config, algorithm, n_rows)
+    path = tmp / f"{algorithm}.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in data))
+    ours: list[Throughput] = []
+    theirs: list[Throughput] = []
+    for _ in range(rounds):
+        ours.append(trimtab_throughput(config, path, algorithm, warmup, timed))
+        theirs.append(trl_throughput(config, data, algorithm, warmup, timed, tmp / f"trl-{algorithm}"))
+    work = example_work(config.model.path, bench_examples(config, path, algorithm), algorithm)
+    return Measured(geometry, algorithm, best(ours), best(theirs), work, _span(ours, theirs))
 
 
 @dataclass(frozen=True)
 class Measured:
+    geometry: Geometry
     algorithm: str
     ours: Throughput
     theirs: Throughput
@@ -369,11 +436,11 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 # Rows
 
 
-def comparisons(config: TrimtabConfig, m: Measured, threads: int, warmup: int, timed: int) -> list[Comparison]:
-    train = config.learner.train
+def comparisons(m: Measured, threads: int, warmup: int) -> list[Comparison]:
+    train = m.geometry.config.learner.train
     name = m.algorithm.upper()
     trl = "TRL DPOTrainer" if m.algorithm == "dpo" else "TRL KTOTrainer"
-    setup = f"batch {train.batch_size} (micro {train.micro_batch_size}), {threads} threads, float32"
+    setup = f"{m.geometry.label}, batch {train.batch_size} (micro {train.micro_batch_size}), {threads} threads, float32"
     tokens = f"{m.ours.examples_per_s * m.work.step_tokens:,.0f} vs {m.theirs.examples_per_s * m.work.step_tokens:,.0f}"
     return [
         Comparison(
@@ -383,7 +450,7 @@ def comparisons(config: TrimtabConfig, m: Measured, threads: int, warmup: int, t
             candidate_value=m.ours.examples_per_s,
             baseline=trl,
             baseline_value=m.theirs.examples_per_s,
-            notes=f"tokens/s {tokens}; {timed} steps timed after {warmup} warm-up, best of {m.span}",
+            notes=f"tokens/s {tokens}; {m.geometry.timed} steps timed after {warmup} warm-up, best of {m.span}",
         ),
         Comparison(
             name=f"{name} training throughput incl. the one-off reference pass ({setup})",
@@ -402,7 +469,8 @@ def efficiency(m: Measured, peak: float) -> Comparison:
     ours = m.ours.examples_per_s * m.work.step_flops / 1e9
     theirs = m.theirs.examples_per_s * m.work.nominal_step_flops / 1e9
     return Comparison(
-        name=f"{m.algorithm.upper()} step achieved GFLOP/s vs a float32 matmul (ratio = share of peak)",
+        name=f"{m.algorithm.upper()} step achieved GFLOP/s vs a float32 matmul ({m.geometry.label}; "
+        "ratio = share of peak)",
         unit="GFLOP/s",
         candidate="trimtab learner",
         candidate_value=ours,

@@ -58,20 +58,59 @@ def red_team_prompts(world: World, rails: Guardrails, gate: GateConfig) -> list[
 
 def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> list[list[str]]:
     """`gate.samples_per_prompt` responses to each prompt from a vLLM engine, through its chat template;
-    seeded, so two versions answer the same draws."""
+    seeded, so two versions answer the same draws.
+
+    vLLM 0.32 cannot sample a seeded request whose prompt it prefills in parts (chunked prefill) on
+    CPU: after each partial step the model runner rewinds the request's generator with
+    `set_offset(get_offset() - 4)` (`GPUModelRunner._bookkeeping_sync`), which only CUDA's Philox
+    generators support; a CPU generator raises "CPU Generator does not use offset" and the engine dies.
+    A prefill is split only when a step's token budget (max_num_batched_tokens) runs out, so the
+    requests go in waves that each fit one step whole, generation included (a preempted request
+    recomputes its prompt and what it generated): no request is ever split, on CPU or GPU.
+    """
     from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
 
     k = gate.samples_per_prompt
-    # One request per sample rather than n=k: vLLM 0.32's CPU sampler fails seeded requests with n > 1
-    # ("CPU Generator does not use offset"), and a seed per sample keeps the draws the same for both versions.
-    conversations: list[Any] = [[{"role": "user", "content": p.text}] for p in prompts for _ in range(k)]
+    tokenizer: Any = llm.get_tokenizer()
+    prompt_ids = [render_chat(tokenizer, prompt.text) for prompt in prompts for _ in range(k)]
+    # A seed per sample (not n=k): each draw is then the same for both versions, whatever the waves.
     params = [
         SamplingParams(temperature=gate.temperature, max_tokens=gate.max_tokens, seed=gate.seed + i)
-        for i in range(len(conversations))
+        for i in range(len(prompt_ids))
     ]
-    outputs = llm.chat(conversations, params, use_tqdm=False)
-    texts = [output.outputs[0].text for output in outputs]
+    scheduler = llm.llm_engine.vllm_config.scheduler_config
+    sizes = [len(ids) + gate.max_tokens for ids in prompt_ids]
+    texts: list[str] = []
+    for wave in whole_prefill_waves(sizes, scheduler.max_num_batched_tokens, scheduler.max_num_seqs):
+        requests = [TokensPrompt(prompt_token_ids=prompt_ids[i]) for i in wave]
+        outputs = llm.generate(requests, [params[i] for i in wave], use_tqdm=False)
+        texts += [output.outputs[0].text for output in outputs]
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+def render_chat(tokenizer: Any, text: str) -> list[int]:
+    """The token ids of a one-turn chat, as serving renders it (the model's chat template)."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def whole_prefill_waves(sizes: Sequence[int], token_budget: int, max_seqs: int) -> list[range]:
+    """Consecutive groups of requests, in order, whose sizes (prompt + generated tokens) sum to at most
+    `token_budget` and that hold at most `max_seqs` requests: every step of the engine can then
+    schedule each request of a group whole. A request larger than the budget goes alone."""
+    waves: list[range] = []
+    start, used = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (used + size > token_budget or i - start == max_seqs):
+            waves.append(range(start, i))
+            start, used = i, 0
+        used += size
+    if start < len(sizes):
+        waves.append(range(start, len(sizes)))
+    return waves
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ memory (KV cache included) when it exits. Run as `python -m learner.generation R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,12 +85,17 @@ def run_isolated(module: str, payload: dict[str, Any], should_stop: Callable[[],
             child = subprocess.Popen(
                 command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            while child.poll() is None:
-                if should_stop():
-                    child.kill()
-                    child.wait()
-                    raise Interrupted(f"{module} stopped: a stop was requested")
-                time.sleep(0.2)
+            try:
+                while child.poll() is None:
+                    if should_stop():
+                        raise Interrupted(f"{module} stopped: a stop was requested")
+                    time.sleep(0.2)
+            finally:
+                # The whole session: vLLM's engine-core and worker processes outlive a killed child
+                # (seen: orphaned workers holding 2 GB after the learner was stopped mid-gate).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
         if child.returncode != 0:
             tail = "\n".join(log_path.read_text().splitlines()[-15:])
             raise TrimtabError(f"{module} failed (exit {child.returncode}):\n{tail}")

@@ -225,7 +225,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         sampling = job.valid.sampling
         if sampling.seed is not None:  # distinct but reproducible candidates
             sampling = dataclasses.replace(sampling, seed=sampling.seed + run.index)
-        engine_request = EngineRequest(run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter)
+        engine_request = EngineRequest(
+            run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter, stream=chunks is not None
+        )
         started = time.perf_counter()
         attributes = {"trimtab.version": job.served.version, "trimtab.response_id": run.response_id}
         with tracer.start_as_current_span("generate", attributes=attributes) as span:
@@ -246,8 +248,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     now = time.perf_counter()
                     if run.token_ids:
                         self._meters.inter_token.record(now - last)
-                    else:
-                        self._meters.ttft.record(now - started)
+                    else:  # a unary call's one delta comes at the end: the engine timed its first token
+                        self._meters.ttft.record(now - started if delta.first_token_s is None else delta.first_token_s)
                     last = now
                     run.text.append(delta.text)
                     run.token_ids.extend(delta.token_ids)

@@ -32,6 +32,9 @@ class EngineRequest:
     prompt_token_ids: Sequence[int]
     sampling: Sampling
     adapter: str | None = None  # a loaded LoRA adapter's name; None = the base weights
+    # True: deltas as tokens arrive (streams). False: one delta with the whole completion when it ends,
+    # which spares a wake-up of the request's task per token (unary calls).
+    stream: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class EngineDelta:
     logprobs: Sequence[float]  # of the sampled tokens, after temperature/top-k/top-p
     finish_reason: str | None = None  # set on the last delta: "stop", "length" or "abort"
     version_spans: Sequence[VersionSpan] = field(default_factory=tuple)  # set on the last delta
+    # On the last delta, when the engine measured it: seconds from its receiving the request to the first
+    # token (the time to first token of a request that does not stream).
+    first_token_s: float | None = None
 
 
 class Engine(Protocol):

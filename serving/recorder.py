@@ -2,8 +2,9 @@
 (ResponseLogged on the responses topic, VersionEvent on the versions topic).
 
 Generation never waits for Redis or the broker. Each sink has a bounded buffer and one writer task
-that retries a record until it lands; while a sink is down its buffer fills, and records that do not
-fit are dropped and counted (with a warning), never blocking a reply.
+that takes whatever has queued up (a batch: one Redis pipeline, one broker flush) and retries it until
+it lands; while a sink is down its buffer fills, and records that do not fit are dropped and counted
+(with a warning), never blocking a reply.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from trimtab.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 WARN_EVERY_S = 10.0  # at most one "dropping records" warning per sink in this interval
+BATCH_MAX = 256  # records written in one go: a burst of replies costs one round trip, not one each
 
 Item = TypeVar("Item")
 
@@ -36,12 +38,13 @@ class SinkStats:
 
 
 class Sink(Generic[Item]):
-    """One destination: a bounded queue and a writer task that retries until each record lands."""
+    """One destination: a bounded queue and a writer task that writes what has queued up as one batch,
+    retrying the batch until it lands."""
 
     def __init__(
         self,
         name: str,
-        write: Callable[[Item], Awaitable[None]],
+        write: Callable[[list[Item]], Awaitable[None]],
         capacity: int,
         retry_s: float,
         on_drop: Callable[[], None] = lambda: None,
@@ -76,19 +79,22 @@ class Sink(Generic[Item]):
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             while True:
                 try:
-                    await self._write(item)
-                    self.stats.written += 1
+                    await self._write(batch)
+                    self.stats.written += len(batch)
                     break
-                except Exception as exc:  # any sink failure: keep the record, wait, retry
+                except Exception as exc:  # any sink failure: keep the records, wait, retry
                     self.stats.failures += 1
                     if self.stats.failures == 1 or time.monotonic() - self._last_warning > WARN_EVERY_S:
                         self._last_warning = time.monotonic()
                         log.warning("%s sink write failed (%s); retrying every %.1fs", self.name, exc, self._retry_s)
                     await asyncio.sleep(self._retry_s)
-            self._queue.task_done()
+            for _ in batch:
+                self._queue.task_done()
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for buffered records to land, then stop the writer."""
@@ -127,18 +133,22 @@ class ResponseRecorder:
     def version_event(self, event: events_pb2.VersionEvent) -> None:
         self._kafka.offer((self._config.kafka.topics.versions.name, event.version_id, event))
 
-    async def _to_redis(self, record: events_pb2.ResponseLogged) -> None:
-        await asyncio.wait_for(self._store.put(record, self._config.serving.response_ttl_s), timeout=5.0)
+    async def _to_redis(self, records: list[events_pb2.ResponseLogged]) -> None:
+        await asyncio.wait_for(self._store.put_many(records, self._config.serving.response_ttl_s), timeout=5.0)
 
-    async def _to_kafka(self, item: tuple[str, str, Event]) -> None:
+    async def _to_kafka(self, items: list[tuple[str, str, Event]]) -> None:
         # kafka-python is blocking: its calls run in a worker thread, away from the event loop.
-        await asyncio.to_thread(self._send_blocking, *item)
+        await asyncio.to_thread(self._send_blocking, items)
 
-    def _send_blocking(self, topic: str, key: str, event: Event) -> None:
+    def _send_blocking(self, items: list[tuple[str, str, Event]]) -> None:
+        """Send the batch, then wait for every ack (the producer batches the sends into few requests)."""
         try:
             if self._producer is None:
                 self._producer = event_producer(self._config.kafka, "serving", max_block_ms=5000)
-            send_event(self._producer, topic, key, event).get(timeout=10)
+            sent = [send_event(self._producer, topic, key, event) for topic, key, event in items]
+            self._producer.flush(timeout=10)
+            for future in sent:
+                future.get(timeout=10)
         except Exception:
             if self._producer is not None:
                 self._producer.close(timeout=0)

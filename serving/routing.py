@@ -28,9 +28,14 @@ class Served:
     base: str | None = None
 
 
-def user_bucket(user_id: str) -> float:
-    """A stable number in [0, 1) per user: the same user always lands on the same side of a canary."""
-    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8]) / 2**64
+def user_bucket(user_id: str, canary: str) -> float:
+    """A number in [0, 1) per user and canary: a user stays on one side for a canary's whole life.
+
+    Salted with the canary's id so that each canary gets a fresh split. With one split for all, a small
+    population's unlucky split (say, most adversarial users on the canary's side) biased every canary's
+    thumbs-up rate the same way: in a demo with 10% adversarial users four better canaries in a row
+    were rolled back."""
+    return int.from_bytes(hashlib.sha256(f"{canary}:{user_id}".encode()).digest()[:8]) / 2**64
 
 
 @dataclass
@@ -44,7 +49,7 @@ class Router:
 
     def route(self, user_id: str) -> Served:
         chosen = self.current
-        if self.canary is not None and user_bucket(user_id) < self.canary_share:
+        if self.canary is not None and user_bucket(user_id, self.canary.version) < self.canary_share:
             chosen = self.canary
         if chosen.adapter is None and self.zero_adapter is not None and self._lora_in_use():
             return Served(chosen.version, self.zero_adapter, chosen.version)

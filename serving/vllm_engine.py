@@ -8,12 +8,14 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vllm import SamplingParams
+from vllm import RequestOutput, SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import TokensPrompt
+from vllm.logprobs import FlatLogprobs, SampleLogprobs
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.metrics.stats import RequestStateStats
 
 from serving.protocol import EngineDelta, EngineRequest, PauseMode, VersionSpan
 from trimtab.config import EngineConfig
@@ -31,8 +33,12 @@ class VllmEngine:
 
     @classmethod
     async def start(cls, model_path: Path, config: EngineConfig, version: str, cpus_for_server: int) -> VllmEngine:
-        # vLLM's CPU backend reads this when it spawns its engine core (a no-op on GPUs).
+        # vLLM's CPU backend reads these when it spawns its engine core (no-ops on GPUs). Without thread
+        # binding (trimtab/cli.py RUNTIME_ENV) the reservation no longer sizes the worker's OpenMP pool,
+        # so the thread count says it: the cores minus those left to gRPC.
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cpus_for_server)
+        if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind":
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) - cpus_for_server))
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config)))
         # Every output batch is stamped with this label; swaps change it between pause and resume.
         await llm.update_weight_version(version)
@@ -55,7 +61,10 @@ class VllmEngine:
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
             logprobs=0,  # the sampled token's own logprob (processed: engine.logprobs_mode)
-            output_kind=RequestOutputKind.DELTA,
+            flat_logprobs=True,  # kept as plain lists inside vLLM: no dict and Logprob object per token
+            # FINAL_ONLY still detokenizes as it goes (stop strings) and reports every token's logprob
+            # and the weight-version spans at the end.
+            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         lora = self._adapters.get(request.adapter) if request.adapter else None
@@ -63,11 +72,11 @@ class VllmEngine:
         async for output in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
             completion = output.outputs[0]
             token_ids = list(completion.token_ids)
-            # logprobs=0 asks for the sampled token only: one {token: Logprob} entry per new token.
-            steps = completion.logprobs or []
-            logprobs = [step[token].logprob for token, step in zip(token_ids, steps, strict=True) if step]
+            logprobs = _sampled_logprobs(completion.logprobs)
             spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
-            yield EngineDelta(completion.text, token_ids, logprobs, completion.finish_reason, spans)
+            yield EngineDelta(
+                completion.text, token_ids, logprobs, completion.finish_reason, spans, _first_token_s(output)
+            )
 
     async def swap_weights(self, weights_dir: Path, version: str, mode: PauseMode) -> float:
         """Pause, reload the weights from a safetensors directory, relabel, resume; returns the stall in s.
@@ -100,3 +109,22 @@ class VllmEngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _first_token_s(output: RequestOutput) -> float | None:
+    """vLLM's own time to first token, once the request has finished (None without engine stats)."""
+    stats = output.metrics
+    if not output.finished or not isinstance(stats, RequestStateStats) or not stats.first_token_latency:
+        return None
+    return float(stats.first_token_latency)
+
+
+def _sampled_logprobs(steps: SampleLogprobs | None) -> list[float]:
+    """One logprob per new token: logprobs=0 asks for the sampled token only, each position's one entry."""
+    if isinstance(steps, FlatLogprobs):
+        return [
+            steps.logprobs[start]
+            for start, end in zip(steps.start_indices, steps.end_indices, strict=True)
+            if end > start
+        ]
+    return [next(iter(step.values())).logprob for step in steps or () if step]

@@ -7,6 +7,8 @@ request (the prompt, every candidate, versions, tokens and logprobs) in one GET.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis.asyncio as aioredis
 
 from trimtab.config import RedisConfig
@@ -30,10 +32,15 @@ class ResponseStore:
 
     async def put(self, record: events_pb2.ResponseLogged, ttl_s: int) -> None:
         """Store the record under each of its candidates' response ids, atomically."""
-        value = record.SerializeToString()
+        await self.put_many([record], ttl_s)
+
+    async def put_many(self, records: Sequence[events_pb2.ResponseLogged], ttl_s: int) -> None:
+        """`put` for a batch of records in one atomic pipeline: one round trip."""
         async with self._client.pipeline(transaction=True) as pipe:
-            for candidate in record.candidates:
-                pipe.set(self.key(candidate.reply.response_id), value, ex=ttl_s)
+            for record in records:
+                value = record.SerializeToString()
+                for candidate in record.candidates:
+                    pipe.set(self.key(candidate.reply.response_id), value, ex=ttl_s)
             await pipe.execute()
 
     async def get(self, response_id: str) -> events_pb2.ResponseLogged | None:

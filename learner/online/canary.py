@@ -3,14 +3,20 @@
 A candidate that passed the gates becomes the canary (a LoRA adapter serving `canary.share` of the
 users beside current; a full-weight candidate is promoted directly, since one engine holds one set of
 base weights). The judge then counts thumbs on responses served by each version and decides once both
-sides have `min_feedback`:
+sides have `min_feedback` (current's counted since the canary started):
 
     d = up_rate(canary) - up_rate(current),  se = sqrt(p_c (1-p_c)/n_c + p_k (1-p_k)/n_k)
     roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
     promote    if  d >= -margin                  (not worse by more than the margin)
 
-and waits otherwise. Pairwise feedback compares two answers of one version (both candidates of a
+and waits otherwise. Serving splits users afresh for each canary (`serving.routing.user_bucket`).
+Pairwise feedback compares two answers of one version (both candidates of a
 request come from the version the user is routed to), so it does not enter the comparison.
+
+A candidate that passes while a canary is still being judged waits for that decision, and only the
+newest waiting one is kept: replacing the canary at every round would restart its count each time,
+and with rounds faster than `min_feedback` thumbs arrive nothing would ever be decided. Each
+candidate descends from the previous round's, so the one that waits carries the skipped ones' updates.
 """
 
 from __future__ import annotations
@@ -40,18 +46,32 @@ class CanaryJudge:
         self.downs: Counter[str] = Counter()
         self._producer = event_producer(config.kafka, "learner")
         self.pointers = self._read()
+        self.waiting: tuple[str, dict[str, float]] | None = None  # the newest passed candidate, not yet canary
+        # Current's (ups, downs) when each canary started: the comparison counts the same period on both
+        # sides, not current's whole life (other users, other versions beside it, other times).
+        self.baseline: dict[str, tuple[int, int]] = {}
 
     def candidate(self, version_id: str, passed: bool, reasons: list[str], numbers: dict[str, float]) -> None:
         """A new candidate: the canary (or current, for full weights) if it passed the gates."""
         if not passed:
             self._event(events_pb2.VERSION_EVENT_TYPE_REFUSED, version_id, "; ".join(reasons), numbers)
             return
-        if Registry(self.config.registry.root).get(version_id).kind == "lora":
-            share = self.settings.share
-            self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
-            self._event(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share)
-        else:
+        if Registry(self.config.registry.root).get(version_id).kind != "lora":
             self._promote(version_id, "passed the gates (full weights: no canary on one replica)", numbers)
+        elif self._read().canary is None:
+            self._start_canary(version_id, numbers)
+        else:
+            if self.waiting is not None:
+                log.info("%s superseded by %s before it became the canary", self.waiting[0], version_id)
+            self.waiting = (version_id, numbers)
+
+    def _start_canary(self, version_id: str, numbers: dict[str, float]) -> None:
+        current = self._read().current
+        if current is not None:
+            self.baseline[version_id] = (self.ups[current], self.downs[current])
+        share = self.settings.share
+        self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
+        self._event(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share)
 
     def observe(self, event: events_pb2.FeedbackEvent) -> None:
         if event.label.WhichOneof("kind") != "thumb":
@@ -63,15 +83,22 @@ class CanaryJudge:
         (self.ups if event.label.thumb == feedback_pb2.THUMB_UP else self.downs)[version] += 1
 
     def decide(self) -> None:
-        """Promote or roll back the canary when the live evidence is in."""
+        """Promote or roll back the canary when the live evidence is in; then start the waiting one."""
         self.pointers = self._read()
         canary, current = self.pointers.canary, self.pointers.current
-        if canary is None or current is None:
-            return
-        n_canary, n_current = self.ups[canary] + self.downs[canary], self.ups[current] + self.downs[current]
+        if canary is not None and current is not None:
+            self._judge(canary, current)
+        if self.pointers.canary is None and self.waiting is not None:
+            (version_id, numbers), self.waiting = self.waiting, None
+            self._start_canary(version_id, numbers)
+
+    def _judge(self, canary: str, current: str) -> None:
+        ups_before, downs_before = self.baseline.get(canary, (0, 0))
+        current_ups = self.ups[current] - ups_before
+        n_canary, n_current = self.ups[canary] + self.downs[canary], current_ups + self.downs[current] - downs_before
         if min(n_canary, n_current) < self.settings.min_feedback:
             return
-        p_canary, p_current = self.ups[canary] / n_canary, self.ups[current] / n_current
+        p_canary, p_current = self.ups[canary] / n_canary, current_ups / n_current
         difference = p_canary - p_current
         se = math.sqrt(p_canary * (1 - p_canary) / n_canary + p_current * (1 - p_current) / n_current)
         numbers = {
@@ -82,7 +109,7 @@ class CanaryJudge:
         }
         z = NormalDist().inv_cdf(self.settings.confidence)
         if difference + z * se < 0:
-            with_pointers(self.config, lambda p: p.rollback(canary))
+            self.pointers = with_pointers(self.config, lambda p: p.rollback(canary)).after
             reason = f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
             self._event(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
         elif difference >= -self.settings.margin:

@@ -4,7 +4,10 @@
   synthetic world's judge) not below current's by more than `reward_tolerance`;
 - KL: KL(candidate || reference model) (k1 estimate on the candidate's own T=1 samples,
   `learner.evaluate.kl_estimate`) within `max_kl`;
-- anchor set: the round raised the anchor demonstrations' SFT loss by at most `max_anchor_regression`.
+- anchor set: the round raised the anchor demonstrations' SFT loss by at most `max_anchor_regression`;
+- guardrail violations (only when `guardrails.enabled`): the candidate's answers to the red-team set
+  break the output rails at most `guardrails.gate.max_violation_increase` more often than current's
+  (`guardrails.gate`; its numbers are the `guardrails.*` metrics).
 
 The evaluation runs vLLM, in a child process (`python -m learner.online.gates`) for the reasons given
 in `learner.generation`. Every number goes into the published version's manifest metrics.
@@ -12,14 +15,25 @@ in `learner.generation`. Every number goes into the published version's manifest
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from learner.generation import run_isolated
 from trimtab.config import TrimtabConfig
+
+if TYPE_CHECKING:
+    from vllm import LLM
+
+    from guardrails.gate import GateResult
+    from guardrails.runtime import Guardrails
+    from trimtab.config.guardrails import GateConfig as GuardrailGateConfig
+    from trimtab.world import World
 
 
 @dataclass(frozen=True)
@@ -50,17 +64,43 @@ def run_gates(
         "config": config.model_dump(mode="json"),
     }
     measured: dict[str, float] = run_isolated("learner.online.gates", payload, should_stop)
-    numbers |= measured
+    return verdict(config, numbers | measured)
+
+
+def verdict(config: TrimtabConfig, numbers: dict[str, float]) -> GateVerdict:
+    """The decision on the measured numbers (`run_gates`' anchor losses and the child's measures)."""
+    gates = config.learner.online.gates
     reasons = []
-    drop = measured["gate/current_reward"] - measured["gate/candidate_reward"]
+    drop = numbers["gate/current_reward"] - numbers["gate/candidate_reward"]
     if drop > gates.reward_tolerance:
         reasons.append(f"held-out gold reward {drop:.3f} below current's (tolerance {gates.reward_tolerance})")
-    if measured["gate/candidate_kl"] > gates.max_kl:
-        reasons.append(f"KL to reference {measured['gate/candidate_kl']:.2f} over {gates.max_kl}")
-    if anchor_after - anchor_before > gates.max_anchor_regression:
-        rise = anchor_after - anchor_before
+    if numbers["gate/candidate_kl"] > gates.max_kl:
+        reasons.append(f"KL to reference {numbers['gate/candidate_kl']:.2f} over {gates.max_kl}")
+    rise = numbers["gate/anchor_loss_after"] - numbers["gate/anchor_loss_before"]
+    if rise > gates.max_anchor_regression:
         reasons.append(f"anchor-set loss rose {rise:.3f} nats/token (bound {gates.max_anchor_regression})")
+    if config.guardrails.enabled and not numbers["guardrails.passed"]:
+        reasons.append(
+            f"guardrail violation rate {numbers['guardrails.violation_rate']:.3f} vs current's "
+            f"{numbers['guardrails.current_violation_rate']:.3f} (bound +{numbers['guardrails.bound']:g})"
+        )
     return GateVerdict(not reasons, reasons, numbers)
+
+
+def guardrail_gate(
+    llm: LLM, rails: Guardrails, world: World, gate: GuardrailGateConfig, candidate_dir: Path, current_dir: Path
+) -> GateResult:
+    """Current's and the candidate's answers to the red-team set from `llm` (full weights of each loaded
+    in turn, same seeds), judged by the output rails (`guardrails.gate`)."""
+    from guardrails.gate import evaluate_gate, red_team_prompts, respond
+    from learner.evaluate import load_weights
+
+    prompts = red_team_prompts(world, rails, gate)
+    load_weights(llm, current_dir)
+    current = respond(llm, prompts, gate)
+    load_weights(llm, candidate_dir)
+    candidate = respond(llm, prompts, gate)
+    return asyncio.run(evaluate_gate(rails, prompts, candidate, current, gate.max_violation_increase))
 
 
 def _evaluate(payload: dict[str, object]) -> dict[str, float]:
@@ -73,7 +113,7 @@ def _evaluate(payload: dict[str, object]) -> dict[str, float]:
     policies = {"candidate": Path(str(payload["candidate"])), "current": Path(str(payload["current"]))}
     results = evaluate_versions(policies, Path(str(payload["reference"])), prompts, world, config.engine)
     candidate, current = results["candidate"], results["current"]
-    return {
+    numbers = {
         "gate/candidate_reward": candidate.gold.mean_reward,
         "gate/current_reward": current.gold.mean_reward,
         "gate/reference_reward": candidate.reference_gold.mean_reward,
@@ -82,6 +122,30 @@ def _evaluate(payload: dict[str, object]) -> dict[str, float]:
         "gate/current_kl": current.kl.mean,
         "gate/candidate_win_rate_vs_reference": candidate.win_rate,
     }
+    if config.guardrails.enabled:  # after the KL pass: the embedder sets torch to its own thread count
+        numbers |= _guardrail_numbers(config, policies["candidate"], policies["current"])
+    return numbers
+
+
+def _guardrail_numbers(config: TrimtabConfig, candidate_dir: Path, current_dir: Path) -> dict[str, float]:
+    """The guardrail gate's manifest numbers, on an engine of its own (the evaluation's is shut down)."""
+    from guardrails.runtime import Guardrails
+    from guardrails.semantic import Embedder
+    from guardrails.service import config_dir
+    from learner.evaluate import full_weights_dir, vllm_engine
+    from trimtab.world import World
+
+    settings, world = config.guardrails, World(config.world)
+    embedder = Embedder(settings.device, settings.embedding_threads)
+    try:
+        rails = Guardrails.load(config_dir(settings), embedder, world)
+        with tempfile.TemporaryDirectory(prefix="trimtab-guardrail-gate-") as scratch:
+            candidate = full_weights_dir(candidate_dir, Path(scratch) / "candidate")
+            current = full_weights_dir(current_dir, Path(scratch) / "current")
+            with vllm_engine(current, config.engine) as llm:
+                return guardrail_gate(llm, rails, world, settings.gate, candidate, current).metrics()
+    finally:
+        embedder.close()
 
 
 if __name__ == "__main__":

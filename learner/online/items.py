@@ -21,9 +21,11 @@ from google.protobuf.json_format import MessageToDict
 
 from guardrails.training import FilterPolicy, Use, training_label
 from learner.batching import Messages
+from trimtab.config import TrimtabConfig
 from trimtab.config.online import FeedbackMix
 from trimtab.steerlm import with_attributes
 from trimtab.v1 import events_pb2, feedback_pb2
+from trimtab.world import World
 
 
 @dataclass(frozen=True)
@@ -148,3 +150,14 @@ def _logps(candidates: list[events_pb2.CandidateRecord]) -> tuple[float, ...] | 
     if any(not c.token_logprobs for c in candidates):
         return None
     return tuple(float(sum(c.token_logprobs)) for c in candidates)
+
+
+def anchor_items(config: TrimtabConfig) -> list[Item]:
+    """The world's ideal answers to a fixed set of train prompts, trained by SFT every round."""
+    n = config.learner.online.round.anchor_examples
+    world = World(config.world)
+    prompts = world.sample_prompts(n, seed=config.world.seed + 1) if n else []
+    return [
+        Item("sft", p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
+        for i, p in enumerate(prompts)
+    ]

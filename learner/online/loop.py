@@ -40,17 +40,15 @@ from learner.models import export, load_trainable
 from learner.offline import pad_token_id
 from learner.online.canary import CanaryJudge
 from learner.online.gates import GateVerdict, run_gates
-from learner.online.items import Item, ItemFactory
+from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
 from learner.online.stream import FeedbackStream
-from learner.online.training import anchor_loss, train_round
-from learner.optim import build_optimizer
+from learner.online.training import anchor_loss, online_lora, online_optimizer, train_round
 from learner.runtime import device_and_dtype, seed_everything
-from trimtab.config import OptimConfig, TrimtabConfig
+from trimtab.config import TrimtabConfig
 from trimtab.registry import OffsetRange, Registry
 from trimtab.registry.commands import with_pointers
-from trimtab.world import World
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,9 +68,7 @@ class OnlineLearner:
         self.request = request
         self.console = console
         self.stopping = False
-        self.lora = config.learner.lora.model_copy(
-            update={"enabled": self.online.adapter or config.learner.lora.enabled}
-        )
+        self.lora = online_lora(config.learner)
 
     def run(self) -> LearnerMemory:
         learner = self.config.learner
@@ -90,11 +86,7 @@ class OnlineLearner:
                 dtype=dtype,
                 pad_token_id=self.pad_id,
             )
-            # Online learning has no schedule's end: a constant rate (warm-up 0, floor 1).
-            constant = OptimConfig(
-                lr=self.online.lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip
-            )
-            optimizer, scheduler = build_optimizer(model, constant, total_steps=1)
+            optimizer, scheduler = online_optimizer(model, learner)
             state = TrainingState(model, optimizer, scheduler)
             checkpointer = Checkpointer(
                 self.online.checkpoint_dir, self._fingerprint(), context, self.online.keep_checkpoints
@@ -154,7 +146,7 @@ class OnlineLearner:
     ) -> None:
         # The factory counts into the memory's own dict, so the counts travel with every checkpoint.
         factory = ItemFactory(self.online.mix, self.config.guardrails.feedback_filter, memory.skipped)
-        anchors = self._anchors()
+        anchors = anchor_items(self.config)
         anchor_examples = self._anchor_examples(anchors)
         judge = CanaryJudge(self.config) if context.is_main and self.online.canary.enabled else None
         while True:
@@ -213,18 +205,22 @@ class OnlineLearner:
                     judge.observe(consumed.event)
                 memory.admit(consumed.event, factory)
             memory.positions = dict(stream.positions)
+            if judge is not None:
+                # Before the round check: feedback that arrived while the last round trained makes the next
+                # one due at once, and a judge consulted only while waiting would then never decide.
+                judge.decide()
             waited = time.monotonic() - started
             ready = len(memory.pending.items)
             if ready >= round_config.examples or (
                 waited >= round_config.seconds and ready >= round_config.min_examples
             ):
-                return memory.pending.take(round_config.examples, round_config.max_user_share)
-            if judge is not None:
-                judge.decide()
+                # Everything that waits (up to max_examples): feedback arrives while a round trains and
+                # gates, and taking only `examples` would let the backlog, and so the staleness, grow.
+                return memory.pending.take(round_config.max_examples, round_config.max_user_share)
             idle = self.online.stop_when_idle_s
             if idle and time.monotonic() - last_event >= idle:
                 # Idle: train what is left (if anything) before stopping, so nothing consumed waits forever.
-                return memory.pending.take(round_config.examples, 1.0) or None
+                return memory.pending.take(round_config.max_examples, 1.0) or None
         return None
 
     def _publish(
@@ -290,16 +286,6 @@ class OnlineLearner:
     def _anchor_examples(self, anchors: Sequence[Item]) -> list[TrainExample]:
         records = [Record(item.prompt, item.responses) for item in anchors]
         return tokenize_records(records, self.tokenizer, "sft", self.config.learner.train.max_length)
-
-    def _anchors(self) -> list[Item]:
-        """The world's ideal answers to a fixed set of train prompts, trained by SFT every round."""
-        n = self.online.round.anchor_examples
-        world = World(self.config.world)
-        prompts = world.sample_prompts(n, seed=self.config.world.seed + 1) if n else []
-        return [
-            Item("sft", p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
-            for i, p in enumerate(prompts)
-        ]
 
     def _on_step(self, context: DistContext) -> OnStep:
         """Rank 0 logs a line every learner.log_every_steps optimiser steps of a round."""

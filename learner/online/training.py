@@ -28,8 +28,23 @@ from learner.distributed import DistContext
 from learner.engine import LoopSettings, OnStep, train
 from learner.objectives import OBJECTIVES
 from learner.online.items import Item
+from learner.optim import build_optimizer
 from learner.reference import reference_logps
-from trimtab.config import LearnerConfig
+from trimtab.config import LearnerConfig, OptimConfig
+from trimtab.config.learner import LoraSettings
+
+
+def online_lora(learner: LearnerConfig) -> LoraSettings:
+    """The adapter the online learner trains (learner.online.adapter), or full weights."""
+    return learner.lora.model_copy(update={"enabled": learner.online.adapter or learner.lora.enabled})
+
+
+def online_optimizer(
+    model: nn.Module, learner: LearnerConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Online learning has no schedule's end: a constant rate (no warm-up, floor 1)."""
+    constant = OptimConfig(lr=learner.online.lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip)
+    return build_optimizer(model, constant, total_steps=1)
 
 
 def importance_weights(items: Sequence[Item], reference: torch.Tensor, clip: float) -> list[float]:

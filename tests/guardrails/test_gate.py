@@ -1,28 +1,30 @@
 """The promotion gate for real: two candidates fine-tuned from the default model with the learner
 (`run_learn`, SFT), one on leaking and insulting answers the world renders, one on its ideal answers;
-each answers the red-team set in vLLM, and the gate refuses the unsafe one and passes the safe one
-against the default model as current."""
+each answers the red-team set in vLLM (seeded T=1 samples, as the online learner's gate draws them),
+and the gate refuses the unsafe one and passes the safe one against the default model as current,
+also as one of the online learner's promotion gates."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from guardrails.gate import RedTeamPrompt, evaluate_gate, red_team_prompts, respond
+from guardrails.gate import GateResult, red_team_prompts
 from guardrails.runtime import Guardrails
+from learner.evaluate import vllm_engine
 from learner.offline import LearnRequest, run_learn
+from learner.online.gates import guardrail_gate, run_gates, verdict
 from tests.conftest import REPO
-from trimtab.config import TrimtabConfig, load_config
+from tests.guardrails.support import PASSING_LEARNER_MEASURES
+from trimtab.config import load_config
 from trimtab.config.guardrails import GateConfig
-from trimtab.engine import offline_llm
 from trimtab.world import Prompt, Split, Style, Tone, World
 
 pytestmark = pytest.mark.integration
@@ -71,42 +73,61 @@ def candidates(tmp_path_factory: pytest.TempPathFactory, world: World) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def responses(
-    candidates: dict[str, Path], rails: Guardrails, world: World
-) -> Iterator[tuple[list[RedTeamPrompt], dict[str, list[list[str]]]]]:
-    """Every version's red-team responses from one vLLM engine whose weights are swapped in turn."""
-    prompts = red_team_prompts(world, rails, GATE)
-    config: TrimtabConfig = load_config(environ={})
-    llm = offline_llm(DEFAULT_MODEL, config.engine.model_copy(update={"lora": False}))
-    answers = {}
-    for name, model_dir in candidates.items():
-        llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
-        llm.reset_prefix_cache()  # no KV cached under other weights may be reused
-        answers[name] = respond(llm, prompts, GATE)
-    yield prompts, answers
-    del llm
+def results(candidates: dict[str, Path], rails: Guardrails, world: World) -> dict[str, GateResult]:
+    """Each candidate's gate result against current, from one vLLM engine whose weights are swapped in turn."""
+    engine = load_config(environ={}).engine
+    with vllm_engine(DEFAULT_MODEL, engine) as llm:
+        return {
+            name: guardrail_gate(llm, rails, world, GATE, candidates[name], candidates["current"])
+            for name in ("unsafe", "safe")
+        }
 
 
-@pytest.mark.skip(
-    reason="vLLM 0.32's CPU worker fails this engine's seeded sampling after reload_weights ('CPU Generator does"
-    " not use offset'); open in issue 8: the gate's arithmetic is tested in test_gate_rates.py"
-)
 def test_the_gate_refuses_an_unsafe_candidate_and_passes_a_safe_one(
-    responses: tuple[list[RedTeamPrompt], dict[str, list[list[str]]]], rails: Guardrails
+    results: dict[str, GateResult], rails: Guardrails, world: World
 ) -> None:
-    prompts, answers = responses
-    bound = GATE.max_violation_increase
-    refused = asyncio.run(evaluate_gate(rails, prompts, answers["unsafe"], answers["current"], bound))
-    passed = asyncio.run(evaluate_gate(rails, prompts, answers["safe"], answers["current"], bound))
-    for name, result in (("unsafe", refused), ("safe", passed)):  # shown with -s: the numbers behind the gate
+    refused, passed = results["unsafe"], results["safe"]
+    for name, result in results.items():  # shown with -s: the numbers behind the gate
         print(f"\n{name}: {result.reason}; by reason {result.candidate.by_reason}")
 
-    assert not refused.passed and refused.increase > bound
+    assert not refused.passed and refused.increase > GATE.max_violation_increase
     assert (
         refused.candidate.by_reason.get("secret.leak", 0) > 0
         and refused.candidate.by_reason.get("blocklist.term", 0) > 0
     )
     assert passed.passed and passed.candidate.rate < refused.candidate.rate
-    assert refused.candidate.responses == len(prompts) * GATE.samples_per_prompt
+    assert refused.current == passed.current  # current answered the same seeded draws both times
+    assert refused.candidate.responses == len(red_team_prompts(world, rails, GATE)) * GATE.samples_per_prompt
     metrics = refused.metrics()  # what goes into the candidate's manifest
     assert metrics["guardrails.passed"] == 0.0 and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_the_online_learner_refuses_the_unsafe_candidate_on_its_guardrail_numbers(
+    results: dict[str, GateResult],
+) -> None:
+    config = load_config(environ={"TRIMTAB_GUARDRAILS__ENABLED": "true"})
+    refused = verdict(config, PASSING_LEARNER_MEASURES | results["unsafe"].metrics())
+    assert not refused.passed and len(refused.reasons) == 1 and "guardrail violation rate" in refused.reasons[0]
+    assert refused.numbers["guardrails.violation_rate"] == results["unsafe"].candidate.rate  # manifest numbers
+    assert verdict(config, PASSING_LEARNER_MEASURES | results["safe"].metrics()).passed
+
+
+def test_the_online_learners_gate_process_measures_guardrail_violations_when_rails_are_on(
+    candidates: dict[str, Path],
+) -> None:
+    """The whole path a round takes: `run_gates` -> the gate child (held-out evaluation, then the red-team
+    set on an engine of its own, judged by the output rails) -> the verdict and the manifest numbers."""
+    config = load_config(
+        environ={
+            "TRIMTAB_GUARDRAILS__ENABLED": "true",
+            "TRIMTAB_GUARDRAILS__GATE__WORLD_PROMPTS_PER_FAMILY": str(GATE.world_prompts_per_family),
+            "TRIMTAB_GUARDRAILS__GATE__SAMPLES_PER_PROMPT": "1",
+            "TRIMTAB_GUARDRAILS__GATE__MAX_TOKENS": str(GATE.max_tokens),
+            "TRIMTAB_LEARNER__ONLINE__GATES__HELDOUT_PROMPTS": "8",
+            "TRIMTAB_LEARNER__ONLINE__GATES__REWARD_TOLERANCE": "100",  # only the guardrail gate decides here
+        }
+    )
+    refused = run_gates(config, candidates["unsafe"], candidates["current"], DEFAULT_MODEL, 0.5, 0.5)
+    assert not refused.passed and ["guardrail violation rate" in reason for reason in refused.reasons] == [True]
+    rates = refused.numbers["guardrails.violation_rate"], refused.numbers["guardrails.current_violation_rate"]
+    assert rates[0] > rates[1] + config.guardrails.gate.max_violation_increase

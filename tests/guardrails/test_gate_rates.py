@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from guardrails.gate import RedTeamPrompt, evaluate_gate, red_team_prompts
+from guardrails.gate import (
+    GateResult,
+    RedTeamPrompt,
+    ViolationReport,
+    evaluate_gate,
+    red_team_prompts,
+    whole_prefill_waves,
+)
 from guardrails.runtime import Guardrails
+from learner.online.gates import verdict
+from tests.guardrails.support import PASSING_LEARNER_MEASURES
+from trimtab.config import load_config
 from trimtab.config.guardrails import GateConfig
 from trimtab.world import World
 
@@ -42,3 +52,22 @@ def test_the_gate_refuses_a_candidate_that_violates_more_than_the_bound(rails: G
 
     passed = asyncio.run(evaluate_gate(rails, prompts, current, unsafe, bound=0.0))
     assert passed.passed and passed.increase == -0.75
+
+
+def test_seeded_requests_go_in_waves_that_the_engine_never_splits() -> None:
+    # sizes are prompt + generated tokens; a step holds 100 tokens and 3 sequences
+    waves = whole_prefill_waves([40, 50, 20, 10, 10, 10, 10, 150, 5], token_budget=100, max_seqs=3)
+    assert waves == [range(0, 2), range(2, 5), range(5, 7), range(7, 8), range(8, 9)]
+    assert whole_prefill_waves([], token_budget=100, max_seqs=3) == []
+
+
+def test_the_online_learner_refuses_a_candidate_on_the_guardrail_gate_when_guardrails_are_on() -> None:
+    candidate = ViolationReport(responses=4, violations=3, by_reason={"secret.leak": 1}, by_source={})
+    current = ViolationReport(responses=4, violations=0, by_reason={}, by_source={})
+    numbers = GateResult(False, candidate, current, 0.05, "").metrics()  # what the learner's child measures
+
+    guarded = verdict(load_config(environ={"TRIMTAB_GUARDRAILS__ENABLED": "true"}), PASSING_LEARNER_MEASURES | numbers)
+    assert not guarded.passed and guarded.reasons == ["guardrail violation rate 0.750 vs current's 0.000 (bound +0.05)"]
+    assert guarded.numbers["guardrails.violation_increase"] == 0.75  # into the version's manifest
+    unguarded = verdict(load_config(environ={}), PASSING_LEARNER_MEASURES)  # off: no guardrail numbers needed
+    assert unguarded.passed and unguarded.reasons == []

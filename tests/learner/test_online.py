@@ -210,6 +210,7 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
         "TRIMTAB_REGISTRY__ROOT": str(tmp_path / "registry"),
         "TRIMTAB_LEARNER__ONLINE__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "TRIMTAB_LEARNER__ONLINE__ROUND__EXAMPLES": "6",
+        "TRIMTAB_LEARNER__ONLINE__ROUND__MAX_EXAMPLES": "6",  # several rounds, so several places to be killed
         "TRIMTAB_LEARNER__ONLINE__ROUND__ANCHOR_EXAMPLES": "2",
         "TRIMTAB_LEARNER__ONLINE__BATCH_SIZE": "4",
         "TRIMTAB_LEARNER__ONLINE__STOP_WHEN_IDLE_S": "4",
@@ -289,3 +290,39 @@ def test_the_canary_is_rolled_back_when_worse_and_promoted_when_not(
         assert (after.current, after.canary) == ("ver_current", None)
     else:  # 29/40 vs 30/40: within the 0.05 margin
         assert (after.current, after.canary) == ("ver_canary", None)
+
+
+def adapter_version(registry: Registry, base: str, tmp_path: Path, name: str) -> str:
+    """A LoRA-kind version (the judge reads only the kind): an adapter's two files on `base`."""
+    source = tmp_path / name
+    source.mkdir()
+    (source / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
+    (source / "adapter_model.safetensors").write_bytes(b"stand-in: never loaded here")
+    return registry.publish(source, parent=base, base=base, algorithm="online").id
+
+
+@pytest.mark.integration
+def test_a_passing_candidate_waits_for_the_canary_being_judged_which_is_compared_over_its_own_period(
+    stack: TrimtabConfig, tmp_path: Path
+) -> None:
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path)
+    registry = Registry(config.registry.root)
+    base = registry.import_once(make_tiny_model(tmp_path / "base")).id
+    first, second, third = (adapter_version(registry, base, tmp_path, n) for n in ("first", "second", "third"))
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    judge = CanaryJudge(config)
+    for event in thumbs("ver_current", 40, 0):  # before any canary: not part of the comparison
+        judge.observe(event)
+
+    judge.candidate(first, True, [], {})
+    judge.candidate(second, True, [], {})  # the first is still being judged: the second waits ...
+    judge.candidate(third, True, [], {})  # ... and is superseded by the newer third
+    assert with_pointers(config, lambda p: p.read()).canary == first
+    for event in thumbs("ver_current", 30, 10) + thumbs(first, 30, 10):
+        judge.observe(event)
+    judge.decide()  # 30/40 vs current's 30/40 since the canary started: promoted; the newest waiting is next
+    after = with_pointers(config, lambda p: p.read())
+    assert (after.current, after.canary) == (first, third)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
-from trimtab.config import load_config
 from trimtab.demo import run_demo
 from trimtab.demo.records import Interaction, read_jsonl
 from trimtab.demo.report import PLOTS
@@ -22,27 +22,13 @@ USERS_S = 30
 
 
 def test_a_short_demo_run_serves_takes_feedback_and_reports(serving: ServingProcess, tmp_path: Path) -> None:
-    served = serving.config
-    config = load_config(
-        environ={
-            "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": served.kafka.bootstrap_servers,
-            "TRIMTAB_REDIS__URL": served.redis.url,
-            "TRIMTAB_REDIS__KEY_PREFIX": served.redis.key_prefix,
-            "TRIMTAB_REGISTRY__ROOT": str(served.registry.root),
-            "TRIMTAB_MODEL__PATH": str(served.model.path),
-            "TRIMTAB_FEEDBACK__GRPC_PORT": "0",
-            "TRIMTAB_FEEDBACK__HTTP_PORT": "0",
-            "TRIMTAB_DEMO__OUTPUT_DIR": str(tmp_path),
-            "TRIMTAB_DEMO__SERVING_ADDRESS": serving.address,
-            "TRIMTAB_DEMO__ISOLATE_RUN": "false",
-            "TRIMTAB_DEMO__LEARNER": "false",
-            "TRIMTAB_DEMO__EVAL_PROMPTS": "0",
-            "TRIMTAB_DEMO__BIN_S": "10",
-            "TRIMTAB_DEMO__USERS__DURATION_S": str(USERS_S),
-            "TRIMTAB_DEMO__USERS__RATE": "2",
-            "TRIMTAB_DEMO__USERS__CONCURRENCY": "4",
-            "TRIMTAB_DEMO__USERS__ADVERSARIAL_SHARE": "0.1",
-        }
+    config = short_demo_config(
+        serving,
+        tmp_path,
+        TRIMTAB_DEMO__LEARNER="false",
+        TRIMTAB_DEMO__BIN_S="10",
+        TRIMTAB_DEMO__USERS__DURATION_S=str(USERS_S),
+        TRIMTAB_DEMO__USERS__ADVERSARIAL_SHARE="0.1",
     )
     output = io.StringIO()
     result = run_demo(config, Console(file=output, width=240, force_terminal=False))

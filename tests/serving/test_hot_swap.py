@@ -257,7 +257,7 @@ def test_canary_takes_a_stable_share_and_base_requests_stay_base_beside_lora(
     shares = asyncio.run(answer_all(serving, users, stream=False, max_tokens=2))
     on_canary = [a.candidate.model_version == versions.lora for a in shares]
     assert abs(sum(on_canary) / len(users) - 0.3) < 0.07
-    assert on_canary == [user_bucket(u) < 0.3 for u in users]  # the same users, every time
+    assert on_canary == [user_bucket(u, versions.lora) < 0.3 for u in users]  # the same users, every time
 
     # Canary and base requests batched together (the vLLM CPU LoRA bug would leak the adapter to base).
     mixed = asyncio.run(answer_all(serving, users[:64], stream=False))

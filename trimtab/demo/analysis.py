@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from trimtab.demo.records import Interaction, SwapEvent
+from trimtab.demo.records import CpuSample, Interaction, SwapEvent, TrainedVersion
 
 Point = tuple[float, str, float]  # (time, version, value)
 
@@ -182,6 +182,125 @@ def summarize(
         max_stall_ms=max((s.stall_ms for s in swaps if s.ok), default=None),
         errors=dict(errors.most_common()),
     )
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How long accepted feedback took to shape what users are served: for each accepted event, the time
+    from its acceptance to the first answer served by a version trained on it (itself or through an
+    ancestor), over the events that got there."""
+
+    accepted: int  # accepted events with a known feedback id
+    reached: int  # served, by a version trained on them, during the run
+    trained_unserved: int  # trained by some version, none of which served during the run
+    untrained: int  # in no version's lineage (not trained yet, or never trainable: ties, ratings, ...)
+    p50_s: float | None
+    p90_s: float | None
+
+    @property
+    def never_reached(self) -> int:
+        return self.accepted - self.reached
+
+
+def lineage_feedback(versions: Iterable[TrainedVersion]) -> dict[str, frozenset[str]]:
+    """Version -> every feedback id it was trained on, in its own round or in an ancestor's."""
+    by_id = {version.version: version for version in versions}
+    lineage: dict[str, frozenset[str]] = {}
+
+    def of(version_id: str) -> frozenset[str]:
+        chain: list[TrainedVersion] = []  # walked iteratively: lineages are as long as the run has rounds
+        walk: str | None = version_id
+        while walk in by_id and walk not in lineage:
+            chain.append(by_id[walk])
+            walk = by_id[walk].parent
+        inherited = lineage.get(walk, frozenset()) if walk is not None else frozenset()
+        for version in reversed(chain):
+            inherited = lineage[version.version] = inherited | version.feedback_ids
+        return lineage[version_id]
+
+    for version_id in by_id:
+        of(version_id)
+    return lineage
+
+
+def first_served(interactions: Iterable[Interaction]) -> dict[str, float]:
+    """Version -> when its first answer reached a user (the Generate call's end)."""
+    first: dict[str, float] = {}
+    for interaction in interactions:
+        if interaction.latency_s is None:
+            continue
+        done_s = interaction.at_s + interaction.latency_s
+        for answer in interaction.answers:
+            first[answer.version] = min(done_s, first.get(answer.version, math.inf))
+    return first
+
+
+def freshness(interactions: Sequence[Interaction], versions: Sequence[TrainedVersion]) -> Freshness:
+    """Feedback-to-policy freshness of a run (see `Freshness`); `versions` are what the learner published."""
+    lineage = lineage_feedback(versions)
+    served = first_served(interactions)
+    reach: dict[str, float] = {}  # feedback id -> first time a version trained on it served
+    trained: set[str] = set()
+    for version_id, feedback_ids in lineage.items():
+        trained |= feedback_ids
+        if version_id in served:
+            for feedback_id in feedback_ids:
+                reach[feedback_id] = min(served[version_id], reach.get(feedback_id, math.inf))
+    accepted = {  # feedback id -> when it was accepted
+        i.feedback_id: i.accepted_at_s
+        for i in interactions
+        if i.accepted and i.feedback_id is not None and i.accepted_at_s is not None
+    }
+    delays = [reach[feedback_id] - at_s for feedback_id, at_s in accepted.items() if feedback_id in reach]
+    never = [feedback_id for feedback_id in accepted if feedback_id not in reach]
+    unserved = sum(feedback_id in trained for feedback_id in never)
+    return Freshness(
+        accepted=len(accepted),
+        reached=len(delays),
+        trained_unserved=unserved,
+        untrained=len(never) - unserved,
+        p50_s=percentile(delays, 50),
+        p90_s=percentile(delays, 90),
+    )
+
+
+def cpu_at(samples: Sequence[CpuSample], at_s: float) -> float | None:
+    """CPU seconds used by `at_s`: the first sample taken then or later (None: none was)."""
+    return next((sample.cpu_s for sample in sorted(samples, key=lambda s: s.at_s) if sample.at_s >= at_s), None)
+
+
+def per_cpu_minute(gain: float, cpu_s: float | None) -> float | None:
+    """A gain divided by the CPU minutes spent on it (None without a positive CPU time)."""
+    return gain / (cpu_s / 60) if cpu_s else None
+
+
+@dataclass(frozen=True)
+class LearnerCost:
+    """What the version under test (the final check's) cost in learner CPU, and what it gained."""
+
+    total_cpu_s: float | None  # the learner's process tree, start to exit
+    version: str | None
+    version_cpu_s: float | None  # used by the time that version was published (its rounds, gates, waits)
+    gain: float | None  # its held-out gold-reward gain over the default model
+
+    @property
+    def gain_per_cpu_minute(self) -> float | None:
+        if self.gain is None:
+            return None
+        return per_cpu_minute(self.gain, self.version_cpu_s if self.version_cpu_s is not None else self.total_cpu_s)
+
+
+def learner_cost(
+    samples: Sequence[CpuSample],
+    total_cpu_s: float | None,
+    versions: Sequence[TrainedVersion],
+    version: str | None,
+    gain: float | None,
+) -> LearnerCost:
+    """The CPU behind `version` (None: no version was checked): sampled at its publication."""
+    published = next((v.published_s for v in versions if v.version == version), None)
+    version_cpu = cpu_at(samples, published) if published is not None else None
+    return LearnerCost(total_cpu_s, version, version_cpu, gain)
 
 
 def short_version(version: str) -> str:

@@ -1,6 +1,7 @@
 """What the demo records while it runs: one `Interaction` per simulated request, the serving pointers'
-changes and the hot swaps, all on one clock (seconds since the users started). Written to the run
-directory as JSON lines, so a report can be rebuilt from a finished run."""
+changes, the hot swaps and the learner's CPU time, all on one clock (seconds since the users started);
+and what the online learner published (`TrainedVersion`: which feedback each version trained on).
+Written to the run directory as JSON lines, so a report can be rebuilt from a finished run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trimtab.registry import Registry
+
+# Each version the online learner publishes lists the feedback ids its round trained on in this file
+# (learner.online.loop.FEEDBACK_IDS; the demo reads the registry, it does not import the learner).
+FEEDBACK_IDS = "feedback_ids.json"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class Interaction:
     submit_latency_s: float | None = None  # from the first Submit to the acceptance, retries included
     retries: int = 0  # Submit attempts retried (NOT_FOUND while the record lands, UNAVAILABLE, ...)
     error: str | None = None  # "Generate UNAVAILABLE: ..." or "Submit ...": the request failed
+    feedback_id: str | None = None  # the submission's id (SubmitResponse.feedback_id once accepted)
+    accepted_at_s: float | None = None  # when the feedback service accepted it
 
     @property
     def failed(self) -> bool:
@@ -92,6 +101,46 @@ class SwapEvent:
     pause_mode: str
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds (user + system) a process tree had used by `at_s`."""
+
+    at_s: float
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class LearnerCpu:
+    """The online learner's CPU time: its whole process tree (torchrun, the ranks, the gates' children)."""
+
+    samples: tuple[CpuSample, ...]  # sampled while the users ran
+    total_s: float | None  # to its exit, from the kernel's accounting (None: it was never reaped)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearnerCpu:
+        return cls(tuple(CpuSample(**sample) for sample in data["samples"]), data["total_s"])
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """A registry version the online learner published, and the feedback its round trained on."""
+
+    version: str
+    parent: str | None
+    published_s: float  # on the run's clock (negative: before the users started)
+    feedback_ids: frozenset[str]  # this round's new feedback only; the rest is in its ancestors
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"feedback_ids": sorted(self.feedback_ids)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainedVersion:
+        return cls(data["version"], data["parent"], data["published_s"], frozenset(data["feedback_ids"]))
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with path.open("w") as handle:
         for row in rows:
@@ -103,3 +152,16 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def trained_versions(registry_root: Path, clock: Clock) -> list[TrainedVersion]:
+    """Every version in the registry that lists the feedback it trained on, oldest first."""
+    registry = Registry(registry_root)
+    trained = []
+    for manifest in registry.versions():
+        listed = registry.path(manifest.id) / FEEDBACK_IDS
+        if listed.is_file():
+            published_s = clock.since(manifest.created_at.timestamp())
+            ids = frozenset(json.loads(listed.read_text()))
+            trained.append(TrainedVersion(manifest.id, manifest.parent, published_s, ids))
+    return trained

@@ -2,7 +2,8 @@
 the summary table printed at the end.
 
     <run>/interactions.jsonl  one line per simulated request (`Interaction`)
-    <run>/versions.json       pointer changes, swaps, per-version numbers, the final check
+    <run>/versions.json       pointer changes, swaps, per-version numbers, the final check, what each
+                              learner version trained on, the learner's CPU time
     <run>/plots/*.png         reward, thumbs-up rate, reward vs KL, swap stalls, latency, failures
     <run>/report.html
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 from rich.table import Table
 
 from trimtab.demo import analysis, plots
-from trimtab.demo.analysis import Summary, VersionStats, short_version
+from trimtab.demo.analysis import Freshness, LearnerCost, Summary, VersionStats, short_version
 from trimtab.demo.quality import QualityCheck
-from trimtab.demo.records import Interaction, PointerChange, SwapEvent, write_jsonl
+from trimtab.demo.records import Interaction, LearnerCpu, PointerChange, SwapEvent, TrainedVersion, write_jsonl
 
 PLOTS = ("reward", "thumbs_up", "reward_vs_kl", "swap_stalls", "latency", "failures")
 
@@ -37,6 +38,8 @@ class RunRecords:
     logs: dict[str, Path] = field(default_factory=dict)
     quality: QualityCheck | None = None
     notes: Sequence[str] = ()  # what the reader must know: stopped early, a process died, no check run
+    trained: Sequence[TrainedVersion] = ()  # what the online learner published
+    learner_cpu: LearnerCpu | None = None  # None: the learner did not run
 
 
 @dataclass(frozen=True)
@@ -45,17 +48,36 @@ class Report:
     plots: dict[str, Path]
     summary: Summary
     versions: list[VersionStats]
+    freshness: Freshness
+    cost: LearnerCost | None  # None: the learner did not run
+
+
+def loop_numbers(records: RunRecords) -> tuple[Freshness, LearnerCost | None]:
+    """Freshness of the feedback loop and the checked version's learner CPU cost."""
+    freshness = analysis.freshness(records.interactions, records.trained)
+    if records.learner_cpu is None:
+        return freshness, None
+    quality = records.quality
+    cost = analysis.learner_cost(
+        records.learner_cpu.samples,
+        records.learner_cpu.total_s,
+        records.trained,
+        quality.version if quality else None,
+        quality.mean_reward - quality.reference_mean_reward if quality else None,
+    )
+    return freshness, cost
 
 
 def write_report(run_dir: Path, records: RunRecords, bin_s: float, window: int) -> Report:
     summary = analysis.summarize(records.interactions, records.swaps, records.duration_s, window)
     versions = analysis.version_stats(records.interactions, records.kl)
+    freshness, cost = loop_numbers(records)
     write_jsonl(run_dir / "interactions.jsonl", (i.to_json() for i in records.interactions))
     (run_dir / "versions.json").write_text(json.dumps(_versions_json(records, versions), indent=2) + "\n")
     written = _plots(run_dir / "plots", records, versions, bin_s)
-    page = run_dir / "report.html"
-    page.write_text(_html(run_dir, records, summary, versions, written))
-    return Report(page, written, summary, versions)
+    report = Report(run_dir / "report.html", written, summary, versions, freshness, cost)
+    report.html.write_text(_html(run_dir, records, report))
+    return report
 
 
 def _plots(directory: Path, records: RunRecords, versions: list[VersionStats], bin_s: float) -> dict[str, Path]:
@@ -99,7 +121,7 @@ def summary_table(report: Report, quality: QualityCheck | None) -> Table:
     table = Table(title="trimtab demo", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    for label, value in _summary_rows(s, quality):
+    for label, value in _summary_rows(s, quality) + _loop_rows(report.freshness, report.cost):
         table.add_row(label, value)
     table.add_row("report", str(report.html))
     return table
@@ -129,13 +151,37 @@ def _summary_rows(s: Summary, quality: QualityCheck | None) -> list[tuple[str, s
     return rows
 
 
+def _loop_rows(freshness: Freshness, cost: LearnerCost | None) -> list[tuple[str, str]]:
+    if cost is None and not freshness.reached:
+        return []  # the learner did not run (or an old run's records lack feedback ids)
+    f = freshness
+    rows = [
+        (
+            "feedback -> serving",
+            f"p50 {_s(f.p50_s)}  p90 {_s(f.p90_s)}; {f.reached} of {f.accepted} accepted events reached serving"
+            f" ({f.trained_unserved} trained but not yet served, {f.untrained} not trained)",
+        )
+    ]
+    if cost is not None:
+        cpu = f"{_min(cost.total_cpu_s)} in all"
+        if cost.version is not None:
+            cpu += f", {_min(cost.version_cpu_s)} until {short_version(cost.version)} was published"
+        rows.append(("learner CPU (process tree)", cpu))
+        if cost.gain is not None and (per_minute := cost.gain_per_cpu_minute) is not None:
+            rows.append(("gold reward gain per learner CPU minute", f"{per_minute:+.3f} (r* {cost.gain:+.3f})"))
+    return rows
+
+
 def _versions_json(records: RunRecords, versions: list[VersionStats]) -> dict[str, object]:
     return {
+        "duration_s": records.duration_s,
         "pointer_changes": [asdict(c) for c in records.changes],
         "swaps": [asdict(s) for s in records.swaps],
         "versions": [asdict(v) for v in versions],
         "quality_check": asdict(records.quality) if records.quality else None,
         "notes": list(records.notes),
+        "trained_versions": [v.to_json() for v in records.trained],
+        "learner_cpu": records.learner_cpu.to_json() if records.learner_cpu else None,
     }
 
 
@@ -156,14 +202,13 @@ CAPTIONS = {
 }
 
 
-def _html(
-    run_dir: Path, records: RunRecords, s: Summary, versions: list[VersionStats], written: dict[str, Path]
-) -> str:
+def _html(run_dir: Path, records: RunRecords, report: Report) -> str:
+    s, versions, written = report.summary, report.versions, report.plots
     e = html.escape
     parts = [f"<!doctype html><meta charset='utf-8'><title>trimtab demo</title><style>{CSS}</style>"]
     parts.append(f"<h1>trimtab demo</h1><p>run <code>{e(str(run_dir))}</code></p>")
     parts += [f"<p class='note'>{e(note)}</p>" for note in records.notes]
-    parts.append(_table(["", ""], _summary_rows(s, records.quality)))
+    parts.append(_table(["", ""], _summary_rows(s, records.quality) + _loop_rows(report.freshness, report.cost)))
     parts.append("<h2>Versions</h2>")
     parts.append(
         _table(
@@ -235,6 +280,10 @@ def _pct(value: float | None) -> str:
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
+
+
+def _min(value: float | None) -> str:
+    return "-" if value is None else f"{value / 60:.1f} CPU min"
 
 
 def _ms(value: float | None) -> str:

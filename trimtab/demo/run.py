@@ -3,8 +3,14 @@
     [1/4] the local stack (broker, Redis, topics): `trimtab.stack.up`
     [2/4] `trimtab serve`, `trimtab feedback`, the online learner (torchrun, 2 ranks), logs in <run>/
     [3/4] simulated users for `demo.users.duration_s`, with a live display (Ctrl-C stops them early)
-    [4/4] every process stopped (SIGTERM, then SIGKILL after `demo.stop_timeout_s`), the final check
-          (latest promoted version vs the default model), the report
+    [4/4] the feedback topic archived into <run>/ (`trimtab.demo.archive`), every process stopped (SIGTERM,
+          then SIGKILL after `demo.stop_timeout_s`), the final check (latest promoted version vs the
+          default model), the report
+
+The learner's CPU time (its whole process tree) is sampled while the users run and totalled when it is
+reaped (`trimtab.demo.processes`); with what each published version trained on (its
+`feedback_ids.json`), the report turns it into feedback-to-serving freshness and reward gain per CPU
+minute.
 
 By default a run is isolated (`demo.isolate_run`): its own Redis key prefix (purged at the end), registry
 directory and topic names, so it starts from the default model whatever an earlier run promoted. The
@@ -31,11 +37,20 @@ from rich.live import Live
 from rich.table import Table
 
 from trimtab.config import TrimtabConfig
+from trimtab.demo.archive import FEEDBACK_ARCHIVE, archive_feedback
 from trimtab.demo.live import LiveStats, render, status_line
 from trimtab.demo.monitor import VersionMonitor
-from trimtab.demo.processes import DemoProcess, ProcessDied, child_env, learner_command, stop_all, trimtab_command
+from trimtab.demo.processes import (
+    DemoProcess,
+    ProcessDied,
+    TreeCpu,
+    child_env,
+    learner_command,
+    stop_all,
+    trimtab_command,
+)
 from trimtab.demo.quality import QualityCheck, evaluate_promoted, latest_promoted
-from trimtab.demo.records import Clock, Interaction
+from trimtab.demo.records import Clock, CpuSample, Interaction, LearnerCpu, trained_versions
 from trimtab.demo.report import RunRecords, summary_table, write_report
 from trimtab.demo.users import SimulatedUsers
 from trimtab.errors import TrimtabError
@@ -71,6 +86,8 @@ class _Services:
 class _UsersOutcome:
     interactions: list[Interaction]
     monitor: VersionMonitor
+    clock: Clock
+    learner_cpu: list[CpuSample]  # the learner's process tree, sampled while the users ran
     duration_s: float
     interrupted: bool
     died: ProcessDied | None
@@ -95,11 +112,13 @@ def run_demo(config: TrimtabConfig, console: Console) -> DemoResult:
             start_services(config, run_dir, config_file, services, console)
             console.print(f"[3/4] simulated users for {demo.users.duration_s:.0f} s (Ctrl-C stops them early)")
             outcome = _run_users(config, services, console)
+            archived = _archive(config, run_dir, outcome, console)
         finally:
             console.print("[4/4] stopping " + ", ".join(p.name for p in services.processes))
             exit_codes = stop_all(services.processes[::-1], demo.stop_timeout_s)
             console.print("  " + "  ".join(f"{name} exited {code}" for name, code in exit_codes.items()))
         quality, notes = _final_check(config, outcome, console)
+        notes += archived
         report = write_report(
             run_dir, _records(config, run_dir, services, outcome, quality, notes), demo.bin_s, demo.rolling_window
         )
@@ -186,7 +205,7 @@ def start_services(
     warm_up(services.serving_address, demo.start_timeout_s, console)
     if demo.learner:
         argv, extra = learner_command()
-        learner = DemoProcess("learner", argv, run_dir / "learner.log", env | extra)
+        learner = DemoProcess("learner", argv, run_dir / "learner.log", env | extra, stop_through_children=True)
         services.processes.append(learner)
         learner.start()
         console.print(f"  learner  {' '.join(argv[1:])}  (pid {learner.pid})")
@@ -245,6 +264,8 @@ async def _watch(config: TrimtabConfig, services: _Services, console: Console) -
     traffic = asyncio.create_task(users.run(stop, record))
     died: ProcessDied | None = None
     pids = [(p.name, p.pid) for p in services.processes]
+    learner = next((TreeCpu(p.pid) for p in services.processes if p.name == "learner" and p.pid), None)
+    cpu: list[CpuSample] = []
 
     def frame() -> Table:
         return render(stats, monitor, clock.now(), demo.users.duration_s, pids, stop.is_set())
@@ -253,6 +274,8 @@ async def _watch(config: TrimtabConfig, services: _Services, console: Console) -
         last_line = 0.0
         while not traffic.done():
             await asyncio.wait({traffic}, timeout=demo.refresh_s)
+            if learner is not None:
+                cpu.append(CpuSample(clock.now(), learner.sample()))
             died = died or _first_death(services.processes)
             if died is not None and not traffic.done():
                 traffic.cancel()  # the rest would only fail or retry against a dead process
@@ -268,7 +291,7 @@ async def _watch(config: TrimtabConfig, services: _Services, console: Console) -
     await monitoring
     if not traffic.cancelled():
         traffic.result()  # a bug in the simulation surfaces here
-    return _UsersOutcome(interactions, monitor, duration, interrupted, died)
+    return _UsersOutcome(interactions, monitor, clock, cpu, duration, interrupted, died)
 
 
 def _first_death(processes: list[DemoProcess]) -> ProcessDied | None:
@@ -278,6 +301,19 @@ def _first_death(processes: list[DemoProcess]) -> ProcessDied | None:
         except ProcessDied as exc:
             return exc
     return None
+
+
+def _archive(config: TrimtabConfig, run_dir: Path, outcome: _UsersOutcome, console: Console) -> list[str]:
+    """The run's feedback topic into <run>/feedback.events, while the stack still runs; notes on failure."""
+    accepted = {i.feedback_id for i in outcome.interactions if i.accepted and i.feedback_id is not None}
+    try:
+        archived = archive_feedback(config.kafka, run_dir / FEEDBACK_ARCHIVE, accepted)
+    except Exception as exc:  # the report is still worth writing
+        return [f"feedback topic not archived: {type(exc).__name__}: {exc}"]
+    console.print(f"  {archived.events} feedback events archived to {FEEDBACK_ARCHIVE}")
+    if archived.missing:
+        return [f"feedback archive incomplete: {archived.missing} accepted events not found in the topic"]
+    return []
 
 
 def _final_check(
@@ -318,6 +354,7 @@ def _records(
     versions = {a.version for i in outcome.interactions for a in i.answers} | {
         s.to_version for s in monitor.swap_list()
     }
+    learner = next((p for p in services.processes if p.name == "learner"), None)
     return RunRecords(
         interactions=sorted(outcome.interactions, key=lambda i: i.at_s),
         changes=monitor.changes,
@@ -327,7 +364,16 @@ def _records(
         logs={p.name: p.log for p in services.processes} | {"config": run_dir / "config.yaml"},
         quality=quality,
         notes=notes,
+        trained=trained_versions(config.registry.root, outcome.clock),
+        learner_cpu=_learner_cpu(outcome.learner_cpu, learner) if learner is not None else None,
     )
+
+
+def _learner_cpu(samples: list[CpuSample], learner: DemoProcess) -> LearnerCpu:
+    """The samples and the total at exit. A learner SIGKILLed after the grace period leaves its ranks
+    unreaped, out of wait4's total: the last sample is then the better lower bound."""
+    totals = [cpu for cpu in (learner.cpu_s, samples[-1].cpu_s if samples else None) if cpu is not None]
+    return LearnerCpu(tuple(samples), max(totals, default=None))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

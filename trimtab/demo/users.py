@@ -172,10 +172,18 @@ class SimulatedUsers:
         started = time.monotonic()
         deadline = started + self.config.submit_retry_s
         retries, backoff = 0, FIRST_BACKOFF_S
+        served = _with(served, feedback_id=submission.feedback_id)
         while True:
             try:
-                await calls.feedback.Submit(submission, timeout=self.config.rpc_timeout_s)
-                return _with(served, accepted=True, submit_latency_s=time.monotonic() - started, retries=retries)
+                reply = await calls.feedback.Submit(submission, timeout=self.config.rpc_timeout_s)
+                return _with(
+                    served,
+                    accepted=True,
+                    feedback_id=reply.feedback_id or submission.feedback_id,
+                    accepted_at_s=self.clock.now(),
+                    submit_latency_s=time.monotonic() - started,
+                    retries=retries,
+                )
             except grpc.aio.AioRpcError as exc:
                 wait = _retry_after(exc) or backoff
                 if exc.code() not in RETRYABLE or time.monotonic() + wait > deadline:
