@@ -40,6 +40,9 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
         TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS="2",
         TRIMTAB_DEMO__LEARNER="true",
         TRIMTAB_DEMO__USERS__DURATION_S=str(USERS_S),
+        # Not test_demo.py's seed: the users derive their feedback ids (idempotency keys) from it, and the
+        # feedback service, shared through the session's Redis, would answer ALREADY_EXISTS.
+        TRIMTAB_DEMO__USERS__SEED="1",
         TRIMTAB_LEARNER__ONLINE__CHECKPOINT_DIR=str(tmp_path / "learner"),
         TRIMTAB_LEARNER__ONLINE__GROUP_ID=f"learner-demo-{uuid.uuid4().hex[:8]}",
         TRIMTAB_LEARNER__ONLINE__ROUND__EXAMPLES="24",
