@@ -25,7 +25,7 @@ import grpc
 import yaml
 
 from bench.report import Comparison
-from bench.serving import CONCURRENCY, MAX_TOKENS, Load, _free_port, _measure
+from bench.serving import CONCURRENCY, MAX_TOKENS, Load, _measure, private_stack
 from trimtab.config import TrimtabConfig
 from trimtab.records import purge_prefix
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
@@ -161,16 +161,8 @@ def bench_guardrails(config: TrimtabConfig) -> list[Comparison]:
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-rails-") as tmp:
         workdir = Path(tmp)
         rows = _per_rail_rows(config, workdir)
-        bench_config = config.model_copy(
-            update={
-                "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
-                "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
-                "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
-                "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
-                "serving": config.serving.model_copy(update={"port": 0}),
-                "guardrails": config.guardrails.model_copy(update={"enabled": True, "tenants": (GUARDED,)}),
-            }
-        )
+        guarded = config.guardrails.model_copy(update={"enabled": True, "tenants": (GUARDED,)})
+        bench_config = private_stack(config.model_copy(update={"guardrails": guarded}), workdir)
         up(bench_config)
         try:
             return rows + asyncio.run(_serving_rows(bench_config))

@@ -205,21 +205,27 @@ def bench_serving(config: TrimtabConfig) -> list[Comparison]:
 
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-") as tmp:
         workdir = Path(tmp)
-        bench_config = config.model_copy(
-            update={
-                "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
-                "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
-                "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
-                "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
-                "serving": config.serving.model_copy(update={"port": 0}),
-            }
-        )
+        bench_config = private_stack(config, workdir)
         up(bench_config)
         try:
             return asyncio.run(_serving_benchmarks(bench_config, workdir))
         finally:
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
+
+
+def private_stack(config: TrimtabConfig, workdir: Path) -> TrimtabConfig:
+    """`config` on a stack of its own, as the tests run: a broker on a free port, a fresh Redis key prefix,
+    a registry and run directory in `workdir`, serving on any free port."""
+    return config.model_copy(
+        update={
+            "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
+            "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
+            "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
+            "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
+            "serving": config.serving.model_copy(update={"port": 0}),
+        }
+    )
 
 
 def _free_port() -> int:
