@@ -15,6 +15,7 @@ from bench.learner import bench_learner
 from bench.loop import bench_loop
 from bench.report import write_report
 from bench.serving import bench_serving
+from bench.steerlm import bench_steerlm
 from trimtab.cli import apply_runtime_env
 from trimtab.config import ConfigError, load_config
 
@@ -40,6 +41,8 @@ def main() -> int:
     rows += bench_learner(config)
     console.print("bench: alignment quality (offline DPO, IPO, KTO on simulated feedback vs the default model)")
     rows += bench_alignment(config)
+    console.print("bench: SteerLM attribute steering (asked attributes vs measured gold attributes)")
+    rows += bench_steerlm(config)
     console.print("bench: the closed loop (a short demo): freshness, reward gain per learner CPU minute vs batch")
     rows += bench_loop(config)
     table = write_report(rows, RESULTS)

@@ -30,7 +30,7 @@ from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.loop import FEEDBACK_IDS
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
-from learner.online.training import online_lora, online_optimizer, train_round
+from learner.online.training import by_head, online_lora, online_optimizer, train_round
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.demo.archive import FEEDBACK_ARCHIVE, read_feedback
@@ -62,11 +62,12 @@ def retrain(config: TrimtabConfig, run_dir: Path, feedback_ids: set[str], regist
         model = load_trainable(
             config.model.path, reward_model=False, lora=lora, context=context, dtype=dtype, pad_token_id=pad_id
         )
-        optimizer, scheduler = online_optimizer(model, learner)
+        optimizer, scheduler = online_optimizer(model, learner, online.lr)
         items = batch_items(config, run_dir, feedback_ids)
         plan = plan_round(items, Replay(capacity=0), anchor_items(config), online.round, seed=ROUND_SEED)
+        policy_items, _ = by_head(plan.by_algorithm)  # the policy's gain is compared, not the RM's
         metrics = train_round(
-            model, plan.by_algorithm, tokenizer, optimizer, scheduler, learner, context, pad_id,
+            model, policy_items, tokenizer, optimizer, scheduler, learner, context, pad_id,
             lambda step, examples, metrics: None, seed=ROUND_SEED,
         )  # fmt: skip
         weights = full_state_dict(model)  # every rank takes part in the gather

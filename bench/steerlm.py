@@ -12,7 +12,8 @@
 Rows: per target, the mean gold helpfulness against the unconditioned default model's (its gold
 verbosity in the notes); then the two claims as contrasts between targets: asking helpfulness 4
 instead of 1 raises mean gold helpfulness (ratio > 1), asking verbosity 1 instead of 3 lowers mean
-gold verbosity (lower is better, so ratio > 1 again). `python -m bench.steerlm` runs this alone.
+gold verbosity (lower is better, so ratio > 1 again). `make bench` runs it with the rest;
+`python -m bench.steerlm` alone.
 """
 
 from __future__ import annotations

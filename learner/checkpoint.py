@@ -2,9 +2,9 @@
 
 A checkpoint is one directory, `DIR/step-00000120/`:
 
-    state.json       step, world size, the run's fingerprint, LR scheduler state, `extra` (rank 0's)
+    state.json       step, world size, the run's fingerprint, LR scheduler state(s), `extra` (rank 0's)
     metrics.jsonl    the metrics log up to this step (rank 0's)
-    weights/         model + optimizer, sharded: torch.distributed.checkpoint, one file per rank
+    weights/         model + optimizer (and a companion model's), sharded: torch.distributed.checkpoint
     rng/rank-R.pt    rank R's python, numpy, torch CPU (and CUDA) random states
 
 Every rank writes its share into `DIR/.partial-step-00000120/`; once all have written and fsynced,
@@ -70,6 +70,13 @@ class TrainingState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    # A second model trained beside the first and saved in the same checkpoint, atomically with it (the
+    # online learner's reward model): restoring one without the other would break exactly-once training.
+    companion: TrainingState | None = None
+
+    def parts(self) -> dict[str, TrainingState]:
+        """Each trained model by its key prefix in the checkpoint ("" for the main one)."""
+        return {"": self} | ({"companion.": self.companion} if self.companion is not None else {})
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Checkpoint:
     extra: dict[str, Any]  # the caller's JSON-able state (rank 0's), e.g. Kafka offsets
     metrics_log: str  # the metrics JSONL up to `step`, as rank 0 wrote it
     scheduler: dict[str, Any]  # the LR scheduler's state_dict
+    companion_scheduler: dict[str, Any] | None = None  # the companion model's (TrainingState.companion)
 
 
 class Checkpointer:
@@ -132,9 +140,8 @@ class Checkpointer:
             shutil.rmtree(partial, ignore_errors=True)
             (partial / RNG).mkdir(parents=True)
         dist.barrier()
-        model_state, optimizer_state = get_state_dict(state.model, state.optimizer)
         writer = dcp.FileSystemWriter(partial / WEIGHTS, sync_files=True)
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, storage_writer=writer)
+        dcp.save(_state_dicts(state), storage_writer=writer)
         _write_durably(partial / RNG / f"rank-{self.context.rank:05d}.pt", _save_rng_state)
         dist.barrier()
         if self.context.is_main:
@@ -142,17 +149,29 @@ class Checkpointer:
             _write_durably(partial / STATE_FILE, lambda f: f.write(json.dumps(record, indent=1).encode()))
             self._commit(partial, final)
         dist.barrier()
-        return Checkpoint(final, step, self.fingerprint, record["extra"], metrics_log, record["scheduler"])
+        return Checkpoint(
+            final, step, self.fingerprint, record["extra"], metrics_log, record["scheduler"], record.get("companion")
+        )
 
     def restore(self, checkpoint: Checkpoint, state: TrainingState) -> None:
         """Load `checkpoint` into `state` in place (each rank its shards) and this rank's random states."""
-        model_state, optimizer_state = get_state_dict(state.model, state.optimizer)
-        loaded: dict[str, Any] = {"model": model_state, "optimizer": optimizer_state}
+        if (state.companion is None) != (checkpoint.companion_scheduler is None):
+            raise CheckpointMismatchError(
+                f"{checkpoint.path}: {'has' if state.companion is None else 'lacks'} a companion model's state"
+                f" that this run {'lacks' if state.companion is None else 'has'}"
+            )
+        loaded = _state_dicts(state)
         dcp.load(loaded, storage_reader=dcp.FileSystemReader(checkpoint.path / WEIGHTS))
-        set_state_dict(
-            state.model, state.optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"]
-        )
+        for prefix, part in state.parts().items():
+            set_state_dict(
+                part.model,
+                part.optimizer,
+                model_state_dict=loaded[f"{prefix}model"],
+                optim_state_dict=loaded[f"{prefix}optimizer"],
+            )
         state.scheduler.load_state_dict(checkpoint.scheduler)
+        if state.companion is not None and checkpoint.companion_scheduler is not None:
+            state.companion.scheduler.load_state_dict(checkpoint.companion_scheduler)
         _load_rng_state(checkpoint.path / RNG / f"rank-{self.context.rank:05d}.pt")
 
     def _state_record(self, step: int, state: TrainingState, extra: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +181,7 @@ class Checkpointer:
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "fingerprint": self.fingerprint,
             "scheduler": state.scheduler.state_dict(),
+            **({"companion": state.companion.scheduler.state_dict()} if state.companion is not None else {}),
             "extra": extra,
         }
         try:
@@ -195,7 +215,13 @@ class Checkpointer:
         record = json.loads((path / STATE_FILE).read_text())
         metrics_log = (path / METRICS_LOG).read_text()
         return Checkpoint(
-            path, record["step"], record["fingerprint"], record["extra"], metrics_log, record["scheduler"]
+            path,
+            record["step"],
+            record["fingerprint"],
+            record["extra"],
+            metrics_log,
+            record["scheduler"],
+            record.get("companion"),
         )
 
     def _remove_partials(self) -> None:
@@ -216,6 +242,14 @@ class Checkpointer:
                 + "; ".join(differences)
                 + ". Run with the same settings to resume it, or give another checkpoint directory."
             )
+
+
+def _state_dicts(state: TrainingState) -> dict[str, Any]:
+    """What dcp saves and loads: every part's model and optimizer state, keyed by the part's prefix."""
+    dicts: dict[str, Any] = {}
+    for prefix, part in state.parts().items():
+        dicts[f"{prefix}model"], dicts[f"{prefix}optimizer"] = get_state_dict(part.model, part.optimizer)
+    return dicts
 
 
 def _show(value: Any) -> str:

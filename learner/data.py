@@ -63,17 +63,20 @@ class Record:
     responses: tuple[str, ...]
     desirable: bool = True
     where: str = ""  # "file:line", for errors found after parsing (e.g. too long once tokenised)
+    target: float = 0.0  # a rating's reward-model target (see TrainExample)
 
 
 @dataclass(frozen=True)
 class TrainExample:
     """The token sequences one example trains on, in a fixed order per algorithm:
-    SFT, SteerLM, SPIN (response,); pairwise and RM (chosen, rejected); KTO (completion, mismatched
-    completion for the KL term). SPIN adds its rejected side (the model's own generation) per iteration."""
+    SFT, SteerLM, SPIN and online ratings (rm_rating) (response,); pairwise and RM (chosen, rejected);
+    KTO (completion, mismatched completion for the KL term). SPIN adds its rejected side (the model's own
+    generation) per iteration."""
 
     sequences: tuple[TokenizedExample, ...]
     desirable: bool = True
     weight: float = 1.0  # scales the example's loss (online learner: abuse signals, importance weights)
+    target: float = 0.0  # rm_rating: the rating scaled to [0, 1] (learner.losses.rating_loss)
 
     def __len__(self) -> int:
         return max(len(sequence) for sequence in self.sequences)
@@ -174,7 +177,7 @@ def tokenize_records(
         if algorithm == "kto":
             mismatched = records[(i + 1) % len(records)].responses[0]
             sequences.append(tokenize_chat(tokenizer, record.prompt, mismatched))
-        example = TrainExample(tuple(sequences), record.desirable)
+        example = TrainExample(tuple(sequences), record.desirable, target=record.target)
         if len(example) > max_length:
             raise DataError(f"{record.where}: {len(example)} tokens, over learner.train.max_length = {max_length}")
         examples.append(example)

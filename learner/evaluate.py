@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from learner.batching import TokenizedExample, collate
+from learner.batching import TokenizedExample, collate, tokenize_chat
 from learner.logprobs import sequence_token_logprobs
 from trimtab.config import EngineConfig
 from trimtab.engine import offline_llm
@@ -87,6 +87,8 @@ class Evaluation:
     kl: KLEstimate  # KL(policy || reference), nats per sequence
     win_rate: float  # P(policy greedy r* > reference greedy r*), ties counting 1/2
     reward_gain_stderr: float  # standard error of the mean per-prompt reward difference (paired)
+    answers: tuple[str, ...] = ()  # the policy's greedy answers, one per prompt
+    rewards: tuple[float, ...] = ()  # their gold rewards r*
 
     @property
     def reward_gain(self) -> float:
@@ -212,6 +214,7 @@ def kl_estimate(
 
 @dataclass(frozen=True)
 class _Outputs:
+    answers: list[str]
     greedy: list[GoldScore]
     samples: list[SampledResponse]
 
@@ -237,14 +240,16 @@ def evaluate_versions(
             reference = score_answers(world, prompts, greedy_answers(llm, prompts))
             for name, path in full.items():
                 load_weights(llm, path)
-                greedy = score_answers(world, prompts, greedy_answers(llm, prompts))
-                outputs[name] = _Outputs(greedy, sample_responses(llm, prompts, seed))
+                answers = greedy_answers(llm, prompts)
+                outputs[name] = _Outputs(
+                    answers, score_answers(world, prompts, answers), sample_responses(llm, prompts, seed)
+                )
         reference_model = load_hf_model(reference_dir)
         pad_id = _pad_token_id(reference_model)
         evaluations = {}
         for name, out in outputs.items():
             kl = kl_estimate(load_hf_model(full[name]), reference_model, out.samples, pad_id)
-            evaluations[name] = _evaluation(out.greedy, reference, kl)
+            evaluations[name] = _evaluation(out.greedy, reference, kl, out.answers)
         return evaluations
 
 
@@ -255,12 +260,32 @@ def evaluate(
     return evaluate_versions({"policy": policy_dir}, reference_dir, prompts, world, engine)["policy"]
 
 
-def _evaluation(policy: Sequence[GoldScore], reference: Sequence[GoldScore], kl: KLEstimate) -> Evaluation:
+def _evaluation(
+    policy: Sequence[GoldScore], reference: Sequence[GoldScore], kl: KLEstimate, answers: Sequence[str]
+) -> Evaluation:
     rewards, reference_rewards = [s.reward for s in policy], [s.reward for s in reference]
     wins = win_rate(rewards, reference_rewards)
     gains = torch.tensor(rewards) - torch.tensor(reference_rewards)
     stderr = float(gains.std()) / math.sqrt(len(gains)) if len(gains) > 1 else math.nan
-    return Evaluation(len(policy), GoldSummary.of(policy), GoldSummary.of(reference), kl, wins, stderr)
+    gold, reference_gold = GoldSummary.of(policy), GoldSummary.of(reference)
+    return Evaluation(len(policy), gold, reference_gold, kl, wins, stderr, tuple(answers), tuple(rewards))
+
+
+@torch.no_grad()
+def reward_model_scores(
+    model_dir: Path, prompts: Sequence[Prompt], answers: Sequence[str], batch_size: int = 32
+) -> list[float]:
+    """The reward model's r(x, y) of each answer to its prompt (as the learner trains it: the chat
+    template, the answer, end-of-turn; the scalar head read at the last token)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    sequences = [tokenize_chat(tokenizer, p.messages, a) for p, a in zip(prompts, answers, strict=True)]
+    scores: list[float] = []
+    for start in range(0, len(sequences), batch_size):
+        batch = collate(sequences[start : start + batch_size], _pad_token_id(model)).to(model.device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        scores += logits[:, 0].float().tolist()
+    return scores
 
 
 def full_weights_dir(model_dir: Path, scratch: Path) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 from learner.batching import TokenizedExample, collate
 from learner.data import TrainExample
 from learner.logprobs import pair_sequence_logprobs, sequence_token_logprobs
-from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, reward_model_loss, sft_loss
+from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, rating_loss, reward_model_loss, sft_loss
 from trimtab.config.learner import LossConfig
 
 
@@ -80,6 +80,7 @@ PAIR_METRICS = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "re
 KTO_METRICS = ("loss", "kl")
 ORPO_METRICS = ("loss", "nll", "odds_ratio_loss", "log_odds_ratio", "reward_accuracy")
 RM_METRICS = ("loss", "accuracy", "margin", "mean_reward")
+RATING_METRICS = ("loss", "accuracy", "mean_reward")
 
 
 def sft_compute(
@@ -137,13 +138,28 @@ def reward_model_compute(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar rewards r(x, y) read by the sequence-classification head at each sequence's last token."""
     sequences = [e.sequences[0] for e in micro.examples] + [e.sequences[1] for e in micro.examples]
-    batch = collate(sequences, pad_token_id).to(next(model.parameters()).device)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    rewards = logits.squeeze(-1).float()
-    chosen, rejected = rewards.chunk(2)
+    chosen, rejected = _rewards(model, sequences, pad_token_id).chunk(2)
     loss, metrics = reward_model_loss(chosen, rejected, center_coefficient=center_coefficient)
     weight = len(micro.examples) / stats.examples
     return loss * weight, _weighted(metrics, RM_METRICS, weight)
+
+
+def rating_compute(
+    model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The reward model on single rated answers (the online learner's ratings): `rating_loss`."""
+    rewards = _rewards(model, [e.sequences[0] for e in micro.examples], pad_token_id)
+    targets = torch.tensor([e.target for e in micro.examples], device=rewards.device)
+    loss, metrics = rating_loss(rewards, targets)
+    weight = len(micro.examples) / stats.examples
+    return loss * weight, _weighted(metrics, RATING_METRICS, weight)
+
+
+def _rewards(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int) -> torch.Tensor:
+    """Scalar rewards r(x, y), shape (n,), read by the sequence-classification head at each last token."""
+    batch = collate(sequences, pad_token_id).to(next(model.parameters()).device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    return logits.squeeze(-1).float()
 
 
 @torch.no_grad()
@@ -194,6 +210,10 @@ def _rm(loss: LossConfig) -> Objective:
     return Objective(compute, needs_reference=False, metric_names=RM_METRICS, reward_model=True)
 
 
+def _rm_rating(loss: LossConfig) -> Objective:
+    return Objective(rating_compute, needs_reference=False, metric_names=RATING_METRICS, reward_model=True)
+
+
 def _kto(loss: LossConfig) -> Objective:
     hyper = {"beta": loss.kto_beta, "desirable_weight": loss.kto_desirable_weight}
     hyper["undesirable_weight"] = loss.kto_undesirable_weight
@@ -212,3 +232,6 @@ OBJECTIVES: dict[str, Callable[[LossConfig], Objective]] = {
     "kto": _kto,
     "spin": _spin,
 }
+
+# The online learner also trains its reward model on single rated answers (ratings have no offline format).
+ONLINE_OBJECTIVES: dict[str, Callable[[LossConfig], Objective]] = OBJECTIVES | {"rm_rating": _rm_rating}

@@ -30,7 +30,7 @@ from learner.losses.ppo import (
     ppo_value_loss,
 )
 from learner.losses.preference import PairLogps, dpo_loss, ipo_loss, orpo_loss, simpo_loss
-from learner.losses.reward_model import reward_model_loss
+from learner.losses.reward_model import rating_loss, reward_model_loss
 from learner.losses.sft import sft_loss
 
 PreferenceLoss = Callable[..., tuple[torch.Tensor, Metrics]]
@@ -63,6 +63,7 @@ __all__ = [
     "per_token_kl",
     "ppo_policy_loss",
     "ppo_value_loss",
+    "rating_loss",
     "reward_model_loss",
     "sft_loss",
     "simpo_loss",

@@ -1,4 +1,4 @@
-"""The Bradley-Terry reward-model loss (InstructGPT, Ouyang et al. 2022, eq. 1)."""
+"""The Bradley-Terry reward-model loss (InstructGPT, Ouyang et al. 2022, eq. 1), on pairs and on ratings."""
 
 from __future__ import annotations
 
@@ -36,5 +36,27 @@ def reward_model_loss(
             "accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
             "margin": (chosen_rewards - rejected_rewards).mean().item(),
             "mean_reward": torch.cat([chosen_rewards, rejected_rewards]).mean().item(),
+        }
+    return loss, metrics
+
+
+def rating_loss(rewards: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+    """A rating as a Bradley-Terry comparison with a reference answer of reward 0, on rewards r(x, y)
+    and targets p in [0, 1] of shape (B,):
+
+        L_rating = -E[ p log sigma(r(x, y)) + (1 - p) log sigma(-r(x, y)) ]
+
+    where p = (rating - 1) / (max_rating - 1) is read as P(y beats the reference): the Bradley-Terry
+    likelihood of eq. 1 with a soft outcome. It is the cross-entropy of a pointwise logistic model; its
+    minimum in r is logit(p), so a rating-only model is calibrated on the same log-odds scale that pairs
+    train, and its offset, free under pairs alone, is pinned to the reference (rating 3 of 5 at r = 0).
+    """
+    loss = -(targets * F.logsigmoid(rewards) + (1 - targets) * F.logsigmoid(-rewards)).mean()
+    with torch.no_grad():
+        metrics = {
+            "loss": loss.item(),
+            # Whether r and the rating agree on which side of the reference the answer falls (p = 1/2: either).
+            "accuracy": ((rewards > 0) == (targets > 0.5)).float().mean().item(),
+            "mean_reward": rewards.mean().item(),
         }
     return loss, metrics

@@ -1,7 +1,12 @@
 """The offline gates a candidate passes before it may serve as the canary.
 
-- held-out reward: the candidate's greedy answers to held-out prompts score a mean gold reward (the
-  synthetic world's judge) not below current's by more than `reward_tolerance`;
+- held-out reward: the candidate's greedy answers to held-out prompts score a mean reward not below
+  current's by more than `reward_tolerance`. The judge (`gates.reward_judge`) is the learner's own
+  reward model (the newest it published), or in a simulation the world's gold reward r*. Both are
+  measured whenever the reward model is ready, and `gate/reward_model_agreement` says how often the
+  reward model orders the two answers to a prompt as r* does. A reward model that has not yet trained
+  on `reward_model.min_examples` new examples judges nothing: the verdict notes it and this gate is
+  not applied (the others, and the canary's live comparison, still are);
 - KL: KL(candidate || reference model) (k1 estimate on the candidate's own T=1 samples,
   `learner.evaluate.kl_estimate`) within `max_kl`;
 - anchor set: the round raised the anchor demonstrations' SFT loss by at most `max_anchor_regression`;
@@ -17,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +38,9 @@ if TYPE_CHECKING:
 
     from guardrails.gate import GateResult
     from guardrails.runtime import Guardrails
+    from learner.evaluate import Evaluation
     from trimtab.config.guardrails import GateConfig as GuardrailGateConfig
-    from trimtab.world import World
+    from trimtab.world import Prompt, World
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,14 @@ class GateVerdict:
     passed: bool
     reasons: list[str]  # why it failed (empty when it passed)
     numbers: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was not judged, and why
+
+
+# The held-out reward numbers of each judge: (candidate's, current's).
+JUDGE_KEYS = {
+    "gold": ("gate/candidate_reward", "gate/current_reward"),
+    "reward_model": ("gate/candidate_rm_reward", "gate/current_rm_reward"),
+}
 
 
 def run_gates(
@@ -50,8 +65,11 @@ def run_gates(
     reference_dir: Path,
     anchor_before: float,
     anchor_after: float,
+    reward_model_dir: Path | None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> GateVerdict:
+    """The verdict on `candidate_dir`; `reward_model_dir`: the reward model to score answers with (None:
+    none ready yet)."""
     gates = config.learner.online.gates
     numbers = {"gate/anchor_loss_before": anchor_before, "gate/anchor_loss_after": anchor_after}
     if not gates.enabled:
@@ -61,6 +79,7 @@ def run_gates(
         "current": str(current_dir),
         "reference": str(reference_dir),
         "prompts": gates.heldout_prompts,
+        "reward_model": None if reward_model_dir is None else str(reward_model_dir),
         "config": config.model_dump(mode="json"),
     }
     measured: dict[str, float] = run_isolated("learner.online.gates", payload, should_stop)
@@ -70,10 +89,18 @@ def run_gates(
 def verdict(config: TrimtabConfig, numbers: dict[str, float]) -> GateVerdict:
     """The decision on the measured numbers (`run_gates`' anchor losses and the child's measures)."""
     gates = config.learner.online.gates
-    reasons = []
-    drop = numbers["gate/current_reward"] - numbers["gate/candidate_reward"]
-    if drop > gates.reward_tolerance:
-        reasons.append(f"held-out gold reward {drop:.3f} below current's (tolerance {gates.reward_tolerance})")
+    reasons, notes = [], []
+    candidate_key, current_key = JUDGE_KEYS[gates.reward_judge]
+    judge = "gold reward" if gates.reward_judge == "gold" else "reward-model reward"
+    if candidate_key in numbers:
+        drop = numbers[current_key] - numbers[candidate_key]
+        if drop > gates.reward_tolerance:
+            reasons.append(f"held-out {judge} {drop:.3f} below current's (tolerance {gates.reward_tolerance})")
+    else:
+        notes.append(
+            f"held-out reward not judged: the reward model has not yet trained on"
+            f" {config.learner.online.reward_model.min_examples} new examples"
+        )
     if numbers["gate/candidate_kl"] > gates.max_kl:
         reasons.append(f"KL to reference {numbers['gate/candidate_kl']:.2f} over {gates.max_kl}")
     rise = numbers["gate/anchor_loss_after"] - numbers["gate/anchor_loss_before"]
@@ -84,7 +111,7 @@ def verdict(config: TrimtabConfig, numbers: dict[str, float]) -> GateVerdict:
             f"guardrail violation rate {numbers['guardrails.violation_rate']:.3f} vs current's "
             f"{numbers['guardrails.current_violation_rate']:.3f} (bound +{numbers['guardrails.bound']:g})"
         )
-    return GateVerdict(not reasons, reasons, numbers)
+    return GateVerdict(not reasons, reasons, numbers, notes)
 
 
 def guardrail_gate(
@@ -122,9 +149,32 @@ def _evaluate(payload: dict[str, object]) -> dict[str, float]:
         "gate/current_kl": current.kl.mean,
         "gate/candidate_win_rate_vs_reference": candidate.win_rate,
     }
+    if payload["reward_model"] is not None:
+        numbers |= _reward_model_numbers(Path(str(payload["reward_model"])), prompts, candidate, current)
     if config.guardrails.enabled:  # after the KL pass: the embedder sets torch to its own thread count
         numbers |= _guardrail_numbers(config, policies["candidate"], policies["current"])
     return numbers
+
+
+def _reward_model_numbers(
+    reward_model: Path, prompts: Sequence[Prompt], candidate: Evaluation, current: Evaluation
+) -> dict[str, float]:
+    """The reward model's mean score of each side's answers, and how often it orders a prompt's two answers
+    as the gold reward does (over the prompts whose answers r* does not tie; NaN when all tie)."""
+    from learner.evaluate import reward_model_scores
+
+    ours = reward_model_scores(reward_model, prompts, candidate.answers)
+    theirs = reward_model_scores(reward_model, prompts, current.answers)
+    ordered = [
+        (a - b > 0) == (gold_a - gold_b > 0)
+        for a, b, gold_a, gold_b in zip(ours, theirs, candidate.rewards, current.rewards, strict=True)
+        if gold_a != gold_b
+    ]
+    return {
+        "gate/candidate_rm_reward": sum(ours) / len(ours),
+        "gate/current_rm_reward": sum(theirs) / len(theirs),
+        "gate/reward_model_agreement": sum(ordered) / len(ordered) if ordered else math.nan,
+    }
 
 
 def _guardrail_numbers(config: TrimtabConfig, candidate_dir: Path, current_dir: Path) -> dict[str, float]:

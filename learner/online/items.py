@@ -3,7 +3,10 @@
 Every event carries the response record it judges (`served`: prompt, candidates, the versions that
 produced them, the serving-time token log-probs), so nothing has to be looked up. The rules:
 
-- pairwise -> a preference pair (chosen, rejected) for DPO/IPO; a tie carries no preference.
+- pairwise -> a preference pair (chosen, rejected) for DPO/IPO, and for the reward model (Bradley-Terry);
+  a tie carries no preference.
+- rating -> the reward model, the rating (1-5) as the probability of beating a reference answer
+  (`learner.losses.rating_loss`).
 - thumb -> a KTO example (up: desirable); correction -> an SFT example with the user's text;
   attributes -> a SteerLM example (the scores rendered into the prompt, as serving renders targets).
 - Abuse signals: an event over the user's training cap is not trained; otherwise it is weighted by
@@ -27,12 +30,14 @@ from trimtab.steerlm import with_attributes
 from trimtab.v1 import events_pb2, feedback_pb2
 from trimtab.world import World
 
+MIN_RATING, MAX_RATING = 1, 5  # feedback.proto's Feedback.rating
+
 
 @dataclass(frozen=True)
 class Item:
     """One trainable piece of feedback."""
 
-    algorithm: str  # "dpo", "ipo", "kto", "sft", "steerlm"
+    algorithms: tuple[str, ...]  # what trains on it: "dpo", "ipo", "kto", "sft", "steerlm"; "rm", "rm_rating"
     prompt: Messages
     responses: tuple[str, ...]  # (chosen, rejected) for pairs, else (response,)
     desirable: bool
@@ -41,6 +46,7 @@ class Item:
     feedback_id: str
     versions: tuple[str, ...]  # the version that produced each response
     behaviour_logps: tuple[float, ...] | None  # summed serving-time log-probs of each response, when recorded
+    target: float = 0.0  # a rating scaled to [0, 1], the reward model's target (rm_rating)
 
 
 @dataclass(frozen=True)
@@ -80,24 +86,34 @@ class ItemFactory:
         common = Common(prompt, weight, event.user_id, event.feedback_id)
         if kind == "pairwise":
             return self._pair(served, label.pairwise, common)
+        if kind == "rating" and not MIN_RATING <= label.rating <= MAX_RATING:
+            return Skipped("rating_out_of_range")  # the feedback service refuses these; never trust the wire
         candidate = _candidate(served, event.response_id)
         if candidate is None:
             return Skipped("unknown_response")
         text, version, logps = candidate.reply.text, (candidate.reply.model_version,), _logps([candidate])
         if kind == "thumb" and self.mix.thumb != "off":
             up = label.thumb == feedback_pb2.THUMB_UP
-            return common.item(self.mix.thumb, (text,), version, logps, desirable=up)
+            return common.item((self.mix.thumb,), (text,), version, logps, desirable=up)
         if kind == "correction" and self.mix.correction != "off":
             # The user's own text: no serving-time log-probs, no importance weight.
-            return common.item(self.mix.correction, (label.correction,), version, None)
+            return common.item((self.mix.correction,), (label.correction,), version, None)
         if kind == "attributes" and self.mix.attributes != "off":
             scores = {name: int(value) for name, value in MessageToDict(label.attributes).items()}
             steered = Common(with_attributes(prompt, scores), weight, event.user_id, event.feedback_id)
-            return steered.item(self.mix.attributes, (text,), version, logps)
+            return steered.item((self.mix.attributes,), (text,), version, logps)
+        if kind == "rating" and self.mix.rating != "off":
+            # The reward model is not a policy trained on these samples: no importance weight (None).
+            target = (label.rating - MIN_RATING) / (MAX_RATING - MIN_RATING)
+            return common.item(("rm_rating",), (text,), version, None, target=target)
         return Skipped(f"{kind}_not_trained")
 
     def _pair(self, served: events_pb2.ResponseLogged, pair: feedback_pb2.Pairwise, common: Common) -> Item | Skipped:
-        if self.mix.pairwise == "off":
+        algorithms = (
+            *(() if self.mix.pairwise == "off" else (self.mix.pairwise,)),
+            *(("rm",) if self.mix.pairwise_reward_model else ()),
+        )
+        if not algorithms:
             return Skipped("pairwise_not_trained")
         if pair.tie:
             return Skipped("tie")
@@ -106,7 +122,7 @@ class ItemFactory:
         if chosen is None or rejected is None:
             return Skipped("unknown_response")
         return common.item(
-            self.mix.pairwise,
+            algorithms,
             (chosen.reply.text, rejected.reply.text),
             (chosen.reply.model_version, rejected.reply.model_version),
             _logps([chosen, rejected]),
@@ -124,14 +140,24 @@ class Common:
 
     def item(
         self,
-        algorithm: str,
+        algorithms: tuple[str, ...],
         responses: tuple[str, ...],
         versions: tuple[str, ...],
         logps: tuple[float, ...] | None,
         desirable: bool = True,
+        target: float = 0.0,
     ) -> Item:
         return Item(
-            algorithm, self.prompt, responses, desirable, self.weight, self.user_id, self.feedback_id, versions, logps
+            algorithms,
+            self.prompt,
+            responses,
+            desirable,
+            self.weight,
+            self.user_id,
+            self.feedback_id,
+            versions,
+            logps,
+            target,
         )
 
 
@@ -158,6 +184,6 @@ def anchor_items(config: TrimtabConfig) -> list[Item]:
     world = World(config.world)
     prompts = world.sample_prompts(n, seed=config.world.seed + 1) if n else []
     return [
-        Item("sft", p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
+        Item(("sft",), p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
         for i, p in enumerate(prompts)
     ]

@@ -10,6 +10,10 @@ again from the checkpoint's weights, so every event is in the lineage of the lea
 kill interrupted is an orphan outside that lineage, and the restarted round's version replaces it as
 canary. Each version lists the feedback ids it trained on (`feedback_ids.json`).
 
+The reward model (ratings and pairs, `learner.online.mix`) trains in the same rounds, is saved in the
+same checkpoint (`TrainingState.companion`) and publishes a `reward` version per round it trained; once
+it has trained on enough feedback it scores the held-out reward gate (`learner.online.gates`).
+
 Rank 0 alone reads the stream, publishes and talks to Redis; the item lists reach the other ranks by
 broadcast, so every rank trains on the same data.
 """
@@ -22,13 +26,15 @@ import signal
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
+import torch
 import torch.distributed as dist
 from rich.console import Console
+from torch import nn
 from transformers import AutoTokenizer
 
 from learner.checkpoint import Checkpointer, TrainingState
@@ -44,7 +50,14 @@ from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
 from learner.online.stream import FeedbackStream
-from learner.online.training import anchor_loss, online_lora, online_optimizer, train_round
+from learner.online.training import (
+    anchor_loss,
+    by_head,
+    online_lora,
+    online_optimizer,
+    train_round,
+    trains_reward_model,
+)
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
 from trimtab.registry import OffsetRange, Registry
@@ -54,6 +67,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOPPED = "<stopped>"  # broadcast instead of a version id when rank 0 was stopped mid-round
 FEEDBACK_IDS = "feedback_ids.json"  # in each version: the feedback the round trained (new items only)
+REWARD_MODEL_ALGORITHM = "online_reward_model"  # the reward model's versions (the policy's: "online")
 
 
 @dataclass(frozen=True)
@@ -78,16 +92,14 @@ class OnlineLearner:
             seed_everything(learner.train.seed)
             self.tokenizer = AutoTokenizer.from_pretrained(self.request.model_dir)
             self.pad_id = pad_token_id(self.tokenizer)
-            model = load_trainable(
-                self.request.model_dir,
-                reward_model=False,
-                lora=self.lora,
-                context=context,
-                dtype=dtype,
-                pad_token_id=self.pad_id,
+            reward_model = (
+                self._trainable(context, dtype, reward_model=True, lr=self.online.reward_model.lr)
+                if self.online.mix.trains_reward_model
+                else None
             )
-            optimizer, scheduler = online_optimizer(model, learner)
-            state = TrainingState(model, optimizer, scheduler)
+            state = replace(
+                self._trainable(context, dtype, reward_model=False, lr=self.online.lr), companion=reward_model
+            )
             checkpointer = Checkpointer(
                 self.online.checkpoint_dir, self._fingerprint(), context, self.online.keep_checkpoints
             )
@@ -109,11 +121,24 @@ class OnlineLearner:
         finally:
             shutdown(context)
 
+    def _trainable(self, context: DistContext, dtype: torch.dtype, *, reward_model: bool, lr: float) -> TrainingState:
+        """The policy, or the reward model (the same backbone with a scalar head), with its optimiser."""
+        model = load_trainable(
+            self.request.model_dir,
+            reward_model=reward_model,
+            lora=self.lora,
+            context=context,
+            dtype=dtype,
+            pad_token_id=self.pad_id,
+        )
+        return TrainingState(model, *online_optimizer(model, self.config.learner, lr))
+
     def _fingerprint(self) -> dict[str, object]:
         return {
             "model_dir": str(self.request.model_dir.resolve()),
             "lora": self.lora.model_dump(mode="json"),
             "topic": self.config.kafka.topics.feedback.name,
+            "reward_model": self.online.mix.trains_reward_model,
         }
 
     def _resume(self, checkpointer: Checkpointer, state: TrainingState, context: DistContext) -> LearnerMemory:
@@ -156,16 +181,22 @@ class OnlineLearner:
             memory.rounds += 1
             plan = plan_round(new, memory.replay, anchors, self.online.round, seed=memory.rounds)
             micro = self.config.learner.train.micro_batch_size
+            policy_items, reward_items = by_head(plan.by_algorithm)
             before = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
-            metrics = train_round(
-                state.model, plan.by_algorithm, self.tokenizer, state.optimizer, state.scheduler,
-                self.config.learner, context, self.pad_id, self._on_step(context), seed=memory.rounds,
-            )  # fmt: skip
+            metrics = self._train(state, policy_items, context, memory.rounds)
             after = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
+            if state.companion is not None and reward_items:
+                reward_metrics = self._train(state.companion, reward_items, context, memory.rounds)
+                reward_new = _trained_by(new, reward_items)
+                memory.reward_version = self._publish_reward_model(
+                    context, state.companion, memory, reward_new, reward_metrics
+                )
+                memory.reward_trained += len(reward_new)
             memory.replay.add(new)
             memory.trained += len(new)
             try:
-                version = self._publish(context, state, memory, new, metrics, (before, after), judge)
+                policy_new = _trained_by(new, policy_items)
+                version = self._publish(context, state, memory, policy_new, metrics, (before, after), judge)
             except Interrupted:
                 version = STOPPED  # rank 0 only: the other ranks learn it from the broadcast
             version = _broadcast(version)
@@ -178,6 +209,14 @@ class OnlineLearner:
                 stream.commit(memory.positions)
             if (self.online.max_rounds and memory.rounds >= self.online.max_rounds) or self.stopping:
                 return
+
+    def _train(
+        self, state: TrainingState, by_algorithm: dict[str, list[Item]], context: DistContext, round_number: int
+    ) -> dict[str, float]:
+        return train_round(
+            state.model, by_algorithm, self.tokenizer, state.optimizer, state.scheduler,
+            self.config.learner, context, self.pad_id, self._on_step(context), seed=round_number,
+        )  # fmt: skip
 
     def _collect(
         self,
@@ -241,25 +280,26 @@ class OnlineLearner:
         lora = self.lora
         registry = Registry(self.config.registry.root)
         with tempfile.TemporaryDirectory(prefix="trimtab-online-") as scratch:
-            out = Path(scratch) / "candidate"
-            out.mkdir()
-            export(weights, state.model.config, out, reward_model=False, lora=lora)
-            self.tokenizer.save_pretrained(out)
-            (out / FEEDBACK_IDS).write_text(json.dumps(sorted(item.feedback_id for item in new)))
-            verdict = self._gate(registry, out, anchor)
+            out = self._export(weights, state.model, Path(scratch), new, reward_model=False)
+            verdict = self._gate(registry, out, anchor, self._reward_judge(memory))
             base = registry.import_once(self.request.model_dir).id if lora.enabled else None
             manifest = registry.publish(
                 out,
                 parent=memory.last_version,
                 base=base,
                 algorithm="online",
-                config={"learner": self.config.learner.model_dump(mode="json"), "round": memory.rounds},
+                config={
+                    "learner": self.config.learner.model_dump(mode="json"),
+                    "round": memory.rounds,
+                    "reward_model": memory.reward_version,  # the learner's newest: it scored the gate when ready
+                },
                 data_source=self.config.kafka.topics.feedback.name,
                 offsets=self._offsets(memory),
-                event_counts=_counts(new) | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
+                event_counts=_counts(new, "policy") | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
                 metrics={k: v for k, v in (metrics | verdict.numbers).items() if v == v},
             )
         outcome = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
+        outcome += "".join(f"; {note}" for note in verdict.notes)
         if not self.online.gates.enabled:
             outcome = "gates off"
         self.console.print(f"round {memory.rounds}: {len(new)} new items -> {manifest.id} ({outcome})")
@@ -267,13 +307,73 @@ class OnlineLearner:
             judge.candidate(manifest.id, verdict.passed, verdict.reasons, verdict.numbers)
         return manifest.id
 
-    def _gate(self, registry: Registry, candidate: Path, anchor: tuple[float, float]) -> GateVerdict:
+    def _publish_reward_model(
+        self,
+        context: DistContext,
+        state: TrainingState,
+        memory: LearnerMemory,
+        new: Sequence[Item],
+        metrics: dict[str, float],
+    ) -> str | None:
+        """Publish the reward model after its round (a `reward` version: never served, the gate's judge);
+        its id (rank 0; None elsewhere). Its lineage, like the policy's, lists each round's feedback."""
+        weights = full_state_dict(state.model)  # every rank takes part in the gather
+        if not context.is_main:
+            return None
+        registry = Registry(self.config.registry.root)
+        with tempfile.TemporaryDirectory(prefix="trimtab-online-rm-") as scratch:
+            out = self._export(weights, state.model, Path(scratch), new, reward_model=True)
+            manifest = registry.publish(
+                out,
+                parent=memory.reward_version,
+                base=None,
+                algorithm=REWARD_MODEL_ALGORITHM,
+                config={"learner": self.config.learner.model_dump(mode="json"), "round": memory.rounds},
+                data_source=self.config.kafka.topics.feedback.name,
+                offsets=self._offsets(memory),
+                event_counts=_counts(new, "reward_model"),
+                metrics={k: v for k, v in metrics.items() if v == v},
+            )
+        self.console.print(f"round {memory.rounds}: reward model trained on {len(new)} new items -> {manifest.id}")
+        return manifest.id
+
+    def _export(
+        self,
+        weights: dict[str, torch.Tensor],
+        model: nn.Module,
+        scratch: Path,
+        new: Sequence[Item],
+        *,
+        reward_model: bool,
+    ) -> Path:
+        """A publishable directory: the weights (the policy as an adapter when LoRA; the reward model
+        merged), the tokenizer, and the feedback ids of the round's new items."""
+        out = scratch / ("reward_model" if reward_model else "candidate")
+        out.mkdir()
+        export(weights, model.config, out, reward_model=reward_model, lora=self.lora)
+        self.tokenizer.save_pretrained(out)
+        (out / FEEDBACK_IDS).write_text(json.dumps(sorted({item.feedback_id for item in new})))
+        return out
+
+    def _reward_judge(self, memory: LearnerMemory) -> Path | None:
+        """The reward model the gate scores with: the newest published, once it has trained on enough."""
+        if memory.reward_version is None or memory.reward_trained < self.online.reward_model.min_examples:
+            return None
+        return Registry(self.config.registry.root).path(memory.reward_version)
+
+    def _gate(
+        self, registry: Registry, candidate: Path, anchor: tuple[float, float], reward_model: Path | None
+    ) -> GateVerdict:
         current = with_pointers(self.config, lambda p: p.read()).current
         current_dir = registry.path(current) if current else self.request.model_dir
-        if current and registry.get(current).kind == "lora":
-            current_dir = registry.path(current)
         return run_gates(
-            self.config, candidate, current_dir, self.request.model_dir, *anchor, should_stop=lambda: self.stopping
+            self.config,
+            candidate,
+            current_dir,
+            self.request.model_dir,
+            *anchor,
+            reward_model,
+            should_stop=lambda: self.stopping,
         )
 
     def _offsets(self, memory: LearnerMemory) -> list[OffsetRange]:
@@ -298,10 +398,18 @@ class OnlineLearner:
         return on_step
 
 
-def _counts(items: Sequence[Item]) -> dict[str, int]:
+def _trained_by(items: Sequence[Item], by_algorithm: dict[str, list[Item]]) -> list[Item]:
+    """The `items` that one of `by_algorithm`'s algorithms trains (a rating only the reward model's)."""
+    return [item for item in items if not by_algorithm.keys().isdisjoint(item.algorithms)]
+
+
+def _counts(items: Sequence[Item], head: Literal["policy", "reward_model"]) -> dict[str, int]:
+    """Items per algorithm of one head (a pair counts for DPO in the policy's, for RM in the reward model's)."""
     counts: dict[str, int] = {}
     for item in items:
-        counts[item.algorithm] = counts.get(item.algorithm, 0) + 1
+        for algorithm in item.algorithms:
+            if trains_reward_model(algorithm) == (head == "reward_model"):
+                counts[algorithm] = counts.get(algorithm, 0) + 1
     return counts
 
 

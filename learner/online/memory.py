@@ -1,5 +1,6 @@
 """Everything the online learner must remember across a restart besides the weights and optimiser: the
-stream positions, the consumed-but-untrained items, the replay buffer, the lineage and the counters.
+stream positions, the consumed-but-untrained items, the replay buffer, the lineages (the policy's and
+the reward model's) and the counters.
 
 It travels in the checkpoint's `extra` (JSON), so that weights, positions and buffers are written in one
 atomic step: restarting from a checkpoint resumes exactly where it left off.
@@ -25,6 +26,8 @@ class LearnerMemory:
     replay: Replay = field(default_factory=lambda: Replay(capacity=0))
     rounds: int = 0
     last_version: str | None = None  # the version the learner's weights are (its lineage)
+    reward_version: str | None = None  # the version the reward model's weights are (its own lineage)
+    reward_trained: int = 0  # new items the reward model trained, all rounds
     trained: int = 0  # new items trained, all rounds
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> events not trained
     superseded: set[str] = field(default_factory=set)  # feedback ids a later vote replaced
@@ -57,6 +60,8 @@ class LearnerMemory:
             },
             "rounds": self.rounds,
             "last_version": self.last_version,
+            "reward_version": self.reward_version,
+            "reward_trained": self.reward_trained,
             "trained": self.trained,
             "skipped": self.skipped,
             "superseded": sorted(self.superseded),
@@ -72,6 +77,8 @@ class LearnerMemory:
             replay=Replay(replay["capacity"], replay["seed"], [_item(raw) for raw in replay["items"]], replay["seen"]),
             rounds=data["rounds"],
             last_version=data["last_version"],
+            reward_version=data["reward_version"],
+            reward_trained=data["reward_trained"],
             trained=data["trained"],
             skipped=dict(data["skipped"]),
             superseded=set(data["superseded"]),
@@ -81,7 +88,7 @@ class LearnerMemory:
 def _item(raw: dict[str, Any]) -> Item:
     logps = raw["behaviour_logps"]
     return Item(
-        algorithm=raw["algorithm"],
+        algorithms=tuple(raw["algorithms"]),
         prompt=[dict(message) for message in raw["prompt"]],
         responses=tuple(raw["responses"]),
         desirable=raw["desirable"],
@@ -90,4 +97,5 @@ def _item(raw: dict[str, Any]) -> Item:
         feedback_id=raw["feedback_id"],
         versions=tuple(raw["versions"]),
         behaviour_logps=None if logps is None else tuple(logps),
+        target=raw["target"],
     )

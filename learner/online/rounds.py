@@ -75,7 +75,8 @@ class Replay:
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """A round's items by algorithm; `new` are the ones consumed for it (counted as trained)."""
+    """A round's items by algorithm (a pair is in DPO's list and the reward model's); `new` are the ones
+    consumed for it (counted as trained)."""
 
     new: list[Item]
     by_algorithm: dict[str, list[Item]]
@@ -90,5 +91,6 @@ def plan_round(new: list[Item], replay: Replay, anchors: Sequence[Item], config:
     replayed = replay.sample(round(len(new) * config.replay_share / (1 - config.replay_share)), seed)
     by_algorithm: dict[str, list[Item]] = {}
     for item in [*new, *replayed, *anchors]:
-        by_algorithm.setdefault(item.algorithm, []).append(item)
+        for algorithm in item.algorithms:
+            by_algorithm.setdefault(algorithm, []).append(item)
     return RoundPlan(new, by_algorithm)

@@ -1,5 +1,6 @@
 """Training one round: a phase per algorithm on the round's items, with one optimiser for the learner's
 whole life (online learning has no end of schedule: constant learning rate, Adam moments carried on).
+The reward model (pairs and ratings) is a second model with its own optimiser: `by_head` splits the round.
 
 Each phase's reference is the policy at the phase's start (iterative / online DPO, as in Xiong et al.
 2024): log-probs computed once per example by `learner.reference`, so no reference model is held. The
@@ -26,12 +27,12 @@ from transformers import PreTrainedTokenizerBase
 from learner.data import Record, TrainExample, tokenize_records
 from learner.distributed import DistContext
 from learner.engine import LoopSettings, OnStep, train
-from learner.objectives import OBJECTIVES
+from learner.objectives import ONLINE_OBJECTIVES
 from learner.online.items import Item
 from learner.optim import build_optimizer
 from learner.reference import reference_logps
 from trimtab.config import LearnerConfig, OptimConfig
-from trimtab.config.learner import LoraSettings
+from trimtab.config.learner import LoraSettings, LossConfig
 
 
 def online_lora(learner: LearnerConfig) -> LoraSettings:
@@ -40,11 +41,23 @@ def online_lora(learner: LearnerConfig) -> LoraSettings:
 
 
 def online_optimizer(
-    model: nn.Module, learner: LearnerConfig
+    model: nn.Module, learner: LearnerConfig, lr: float
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Online learning has no schedule's end: a constant rate (no warm-up, floor 1)."""
-    constant = OptimConfig(lr=learner.online.lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip)
+    constant = OptimConfig(lr=lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip)
     return build_optimizer(model, constant, total_steps=1)
+
+
+def trains_reward_model(algorithm: str) -> bool:
+    """Whether `algorithm` trains the reward model (a scalar head) rather than the policy."""
+    return ONLINE_OBJECTIVES[algorithm](LossConfig()).reward_model
+
+
+def by_head(by_algorithm: dict[str, list[Item]]) -> tuple[dict[str, list[Item]], dict[str, list[Item]]]:
+    """A round's items split into (the policy's, the reward model's), each by algorithm."""
+    policy = {a: items for a, items in by_algorithm.items() if not trains_reward_model(a)}
+    reward = {a: items for a, items in by_algorithm.items() if trains_reward_model(a)}
+    return policy, reward
 
 
 def importance_weights(items: Sequence[Item], reference: torch.Tensor, clip: float) -> list[float]:
@@ -76,8 +89,8 @@ def train_round(
     metrics: dict[str, float] = {}
     for algorithm in sorted(by_algorithm):
         items = by_algorithm[algorithm]
-        objective = OBJECTIVES[algorithm](learner.loss)
-        records = [Record(item.prompt, item.responses, item.desirable) for item in items]
+        objective = ONLINE_OBJECTIVES[algorithm](learner.loss)
+        records = [Record(item.prompt, item.responses, item.desirable, target=item.target) for item in items]
         examples = tokenize_records(records, tokenizer, algorithm, learner.train.max_length)
         batch = _batch_size(len(examples), online.batch_size, context.world_size)
         if batch == 0:

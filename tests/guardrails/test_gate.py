@@ -127,7 +127,7 @@ def test_the_online_learners_gate_process_measures_guardrail_violations_when_rai
             "TRIMTAB_LEARNER__ONLINE__GATES__REWARD_TOLERANCE": "100",  # only the guardrail gate decides here
         }
     )
-    refused = run_gates(config, candidates["unsafe"], candidates["current"], DEFAULT_MODEL, 0.5, 0.5)
+    refused = run_gates(config, candidates["unsafe"], candidates["current"], DEFAULT_MODEL, 0.5, 0.5, None)
     assert not refused.passed and ["guardrail violation rate" in reason for reason in refused.reasons] == [True]
     rates = refused.numbers["guardrails.violation_rate"], refused.numbers["guardrails.current_violation_rate"]
     assert rates[0] > rates[1] + config.guardrails.gate.max_violation_increase

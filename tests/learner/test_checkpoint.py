@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -138,6 +139,27 @@ def test_a_checkpoint_restores_weights_optimizer_schedule_and_random_streams(
     assert_same(snapshot(fresh), expected)
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
     assert fresh.scheduler.state_dict()["last_epoch"] == 1
+
+
+def test_a_companion_model_is_saved_and_restored_in_the_same_checkpoint(
+    workdir: Path, tmp_path: Path, context: DistContext
+) -> None:
+    state = replace(sharded_training_state(workdir / "model"), companion=sharded_training_state(workdir / "model"))
+    checkpointer = Checkpointer(tmp_path, {"run": "a"}, context, keep=1)
+    assert state.companion is not None
+    training_step(state)
+    training_step(state.companion)
+    training_step(state.companion)
+    found = checkpointer.save(3, state)
+    expected = {"policy": snapshot(state), "companion": snapshot(state.companion)}
+    fresh = replace(sharded_training_state(workdir / "model"), companion=sharded_training_state(workdir / "model"))
+    checkpointer.restore(found, fresh)
+    assert fresh.companion is not None
+    assert_same(snapshot(fresh), expected["policy"])
+    assert_same(snapshot(fresh.companion), expected["companion"])
+    assert fresh.companion.scheduler.state_dict()["last_epoch"] == 2
+    with pytest.raises(CheckpointMismatchError, match="companion"):
+        checkpointer.restore(found, sharded_training_state(workdir / "model"))
 
 
 def test_old_checkpoints_and_partial_ones_are_removed(workdir: Path, tmp_path: Path, context: DistContext) -> None:

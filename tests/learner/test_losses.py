@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from learner.losses import (
     PREFERENCE_LOSSES,
@@ -23,6 +24,7 @@ from learner.losses import (
     per_token_kl,
     ppo_policy_loss,
     ppo_value_loss,
+    rating_loss,
     reward_model_loss,
     simpo_loss,
 )
@@ -78,6 +80,26 @@ def test_reward_model_loss_ignores_a_common_offset_of_the_rewards() -> None:
     chosen, rejected = t(0.3, -1.2, 2.0), t(0.1, 0.4, -0.5)
     shifted, _ = reward_model_loss(chosen + 7.0, rejected + 7.0)
     assert shifted.item() == pytest.approx(reward_model_loss(chosen, rejected)[0].item(), abs=1e-6)
+
+
+def test_rating_loss_is_the_cross_entropy_of_beating_a_reward_zero_reference() -> None:
+    rewards, targets = t(0.0, LN3, -2.0, 1.5), t(0.5, 1.0, 0.25, 0.0)
+    loss, metrics = rating_loss(rewards, targets)
+    # Independent: torch's BCE on logits. Hand-worked: r = 0 at p = 1/2 costs ln 2; r = ln 3 at p = 1 costs ln(4/3).
+    assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(rewards, targets).item(), abs=1e-6)
+    assert rating_loss(t(0.0), t(0.5))[0].item() == pytest.approx(LN2, abs=1e-6)
+    assert rating_loss(t(LN3), t(1.0))[0].item() == pytest.approx(math.log(4 / 3), abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(0.75)  # r = 1.5 sits above the reference, its rating below
+
+
+def test_rating_loss_is_least_at_the_log_odds_of_the_rating() -> None:
+    reward = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([reward], lr=2.0)
+    for _ in range(300):
+        optimizer.zero_grad()
+        rating_loss(reward, t(0.75))[0].backward()
+        optimizer.step()
+    assert reward.item() == pytest.approx(math.log(0.75 / 0.25), abs=1e-3)
 
 
 # DPO

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from learner.online.items import Item, ItemFactory, Skipped
-from learner.online.loop import FEEDBACK_IDS
+from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
 from learner.online.training import importance_weights
@@ -63,16 +63,23 @@ def test_each_kind_of_feedback_becomes_the_configured_algorithms_item() -> None:
     factory = ItemFactory(FeedbackMix())
     pair = factory.build(feedback(feedback_pb2.FeedbackLabel(pairwise=feedback_pb2.Pairwise(
         chosen_response_id="res_1", rejected_response_id="res_0"))))  # fmt: skip
-    assert isinstance(pair, Item) and pair.algorithm == "dpo"
+    assert isinstance(pair, Item) and pair.algorithms == ("dpo", "rm")  # the policy and the reward model
     assert pair.responses == ("answer 1", "answer 0") and pair.behaviour_logps == (-0.75, -0.75)
     down = factory.build(feedback(feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_DOWN)))
-    assert isinstance(down, Item) and (down.algorithm, down.desirable, down.responses) == ("kto", False, ("answer 0",))
+    assert isinstance(down, Item) and (down.algorithms, down.desirable, down.responses) == (
+        ("kto",), False, ("answer 0",))  # fmt: skip
     fixed = factory.build(feedback(feedback_pb2.FeedbackLabel(correction="Better.")))
-    assert isinstance(fixed, Item) and (fixed.algorithm, fixed.responses, fixed.behaviour_logps) == (
-        "sft", ("Better.",), None)  # fmt: skip
+    assert isinstance(fixed, Item) and (fixed.algorithms, fixed.responses, fixed.behaviour_logps) == (
+        ("sft",), ("Better.",), None)  # fmt: skip
     scored = factory.build(feedback(feedback_pb2.FeedbackLabel(attributes=common_pb2.SteerLMAttributes(helpfulness=4))))
-    assert isinstance(scored, Item) and scored.algorithm == "steerlm"
+    assert isinstance(scored, Item) and scored.algorithms == ("steerlm",)
     assert scored.prompt[0] == {"role": "system", "content": "attributes: helpfulness=4"}
+    rated = factory.build(feedback(feedback_pb2.FeedbackLabel(rating=4)))
+    assert isinstance(rated, Item) and (rated.algorithms, rated.responses, rated.target) == (
+        ("rm_rating",), ("answer 0",), 0.75)  # fmt: skip
+    policy_only = ItemFactory(FeedbackMix(rating="off", pairwise_reward_model=False))
+    assert policy_only.build(feedback(feedback_pb2.FeedbackLabel(rating=4))) == Skipped("rating_not_trained")
+    assert not policy_only.mix.trains_reward_model
 
 
 def test_feedback_that_must_not_train_is_skipped_and_counted_and_weights_apply() -> None:
@@ -83,8 +90,8 @@ def test_feedback_that_must_not_train_is_skipped_and_counted_and_weights_apply()
     assert factory.build(feedback(tie)) == Skipped("tie")
     assert factory.build(feedback(thumb, over_training_cap=True)) == Skipped("over_training_cap")
     assert factory.build(feedback(thumb, response_id="res_9")) == Skipped("unknown_response")
-    assert factory.build(feedback(feedback_pb2.FeedbackLabel(rating=4))) == Skipped("rating_not_trained")
-    assert factory.counts == {"tie": 1, "over_training_cap": 1, "unknown_response": 1, "rating_not_trained": 1}
+    assert factory.build(feedback(feedback_pb2.FeedbackLabel(rating=9))) == Skipped("rating_out_of_range")
+    assert factory.counts == {"tie": 1, "over_training_cap": 1, "unknown_response": 1, "rating_out_of_range": 1}
     flagged = factory.build(feedback(thumb, weight=0.25))
     assert isinstance(flagged, Item) and flagged.weight == 0.25
     unflagged = factory.build(feedback(thumb))
@@ -115,7 +122,7 @@ def test_the_latest_vote_wins_whichever_arrives_first() -> None:
 
 
 def item(user: str, n: int = 0) -> Item:
-    return Item("kto", [{"role": "user", "content": "q"}], (f"a{n}",), True, 1.0, user, f"{user}-{n}", ("v",), None)
+    return Item(("kto",), [{"role": "user", "content": "q"}], (f"a{n}",), True, 1.0, user, f"{user}-{n}", ("v",), None)
 
 
 def test_no_user_exceeds_the_round_share_and_the_excess_waits_for_a_later_round() -> None:
@@ -140,28 +147,61 @@ def test_replay_keeps_a_bounded_uniform_sample_and_memory_survives_json() -> Non
 
 def test_importance_weight_is_the_truncated_sequence_ratio() -> None:
     items = [
-        Item("dpo", [], ("a", "b"), True, 1.0, "u", "f1", ("v", "v"), (-2.0, -3.0)),
-        Item("dpo", [], ("a", "b"), True, 1.0, "u", "f2", ("v", "v"), (-9.0, -9.0)),
-        Item("dpo", [], ("a", "b"), True, 1.0, "u", "f3", ("v", "v"), None),
+        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f1", ("v", "v"), (-2.0, -3.0)),
+        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f2", ("v", "v"), (-9.0, -9.0)),
+        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f3", ("v", "v"), None),
     ]
     reference = torch.tensor([[-2.5, -3.0], [-1.0, -1.0], [0.0, 0.0]])
     assert importance_weights(items, reference, clip=2.0) == pytest.approx([math.exp(-0.5), 2.0, 1.0])
 
 
+def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cannot_be() -> None:
+    from learner.online.gates import verdict
+
+    measured = {
+        "gate/anchor_loss_before": 1.0,
+        "gate/anchor_loss_after": 1.0,
+        "gate/candidate_kl": 0.5,
+        "gate/candidate_reward": 1.2,  # gold: the candidate is better ...
+        "gate/current_reward": 0.4,
+    }
+    by_model = {"gate/candidate_rm_reward": -0.3, "gate/current_rm_reward": 0.1}  # ... the reward model disagrees
+    judged = load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "reward_model"})
+    refused = verdict(judged, measured | by_model)
+    assert not refused.passed and refused.reasons == [
+        "held-out reward-model reward 0.400 below current's (tolerance 0.0)"
+    ]
+    unjudged = verdict(judged, measured)  # no reward model ready yet: the other gates decide, and it says so
+    assert unjudged.passed and unjudged.notes == [
+        "held-out reward not judged: the reward model has not yet trained on 64 new examples"
+    ]
+    assert verdict(
+        load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "gold"}), measured | by_model
+    ).passed
+
+
 # Exactly once across SIGKILLs: the real thing.
 
 
-def produce(config: TrimtabConfig, n: int) -> list[str]:
-    """n thumbs (half up) on tiny-model-sized answers, straight onto the feedback topic."""
+def produce(config: TrimtabConfig, n: int) -> dict[str, list[str]]:
+    """n events on tiny-model-sized answers, straight onto the feedback topic, their ids by kind: every
+    fifth a pair, every seventh (not a pair) a rating, the rest thumbs (half up)."""
     producer = event_producer(config.kafka, "test")
-    ids = []
+    ids: dict[str, list[str]] = {"thumb": [], "pairwise": [], "rating": []}
     for i in range(n):
-        label = feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP if i % 2 else feedback_pb2.THUMB_DOWN)
+        good = i % 2 == 1
+        if i % 5 == 0:
+            label = feedback_pb2.FeedbackLabel(pairwise=feedback_pb2.Pairwise(
+                chosen_response_id="res_0", rejected_response_id="res_1"))  # fmt: skip
+        elif i % 7 == 0:
+            label = feedback_pb2.FeedbackLabel(rating=5 if good else 1)
+        else:
+            label = feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP if good else feedback_pb2.THUMB_DOWN)
         event = feedback(label)
         event.user_id = f"user{i % 5}"
         event.served.prompt.chat.messages[0].content = f"What is {i % 7} plus {i % 3}?"
-        event.served.candidates[0].reply.text = f"It is {i % 7 + i % 3}." if i % 2 else "No idea, go away."
-        ids.append(event.feedback_id)
+        event.served.candidates[0].reply.text = f"It is {i % 7 + i % 3}." if good else "No idea, go away."
+        ids[str(label.WhichOneof("kind"))].append(event.feedback_id)
         send_event(producer, config.kafka.topics.feedback.name, event.served.request_id, event).get(timeout=10)
     producer.flush()
     producer.close()
@@ -169,11 +209,13 @@ def produce(config: TrimtabConfig, n: int) -> list[str]:
 
 
 def lineage_ids(registry: Registry, last: str) -> list[str]:
+    """The feedback ids trained along the lineage ending at `last` (through its own algorithm's versions)."""
     ids: list[str] = []
     version: str | None = last
+    algorithm = registry.get(last).algorithm
     while version is not None:
         manifest = registry.get(version)
-        if manifest.algorithm != "online":
+        if manifest.algorithm != algorithm:
             break
         ids += json.loads((registry.path(version) / FEEDBACK_IDS).read_text())
         version = manifest.parent
@@ -234,10 +276,14 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
         assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
         break
     registry = Registry(tmp_path / "registry")
-    online = [v for v in registry.versions() if v.algorithm == "online"]
-    trained = lineage_ids(registry, online[-1].id)
+    policy = [v for v in registry.versions() if v.algorithm == "online"]
+    reward = [v for v in registry.versions() if v.algorithm == REWARD_MODEL_ALGORITHM]
     assert kills >= 1
-    assert sorted(trained) == sorted(ids)  # every event once: none skipped, none twice
+    # Every event once, none skipped, none twice: in the policy's lineage the thumbs and pairs, in the
+    # reward model's (saved in the same checkpoints) the ratings and pairs.
+    assert sorted(lineage_ids(registry, policy[-1].id)) == sorted(ids["thumb"] + ids["pairwise"])
+    assert sorted(lineage_ids(registry, reward[-1].id)) == sorted(ids["rating"] + ids["pairwise"])
+    assert {v.kind for v in reward} == {"reward"}
 
 
 # The canary judge on the real Redis pointers and the real versions topic.

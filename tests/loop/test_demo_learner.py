@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from transformers import AutoModelForSequenceClassification
 
-from learner.online.loop import FEEDBACK_IDS
+from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
 from trimtab.demo import run_demo
@@ -49,6 +50,9 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
         TRIMTAB_LEARNER__ONLINE__ROUND__EPOCHS="1",
         TRIMTAB_LEARNER__ONLINE__ROUND__ANCHOR_EXAMPLES="4",
         TRIMTAB_LEARNER__ONLINE__GATES__HELDOUT_PROMPTS="8",
+        # The reward gate judged as a deployment judges it: by the learner's own reward model.
+        TRIMTAB_DEMO__REWARD_JUDGE="reward_model",
+        TRIMTAB_LEARNER__ONLINE__REWARD_MODEL__MIN_EXAMPLES="8",
         TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED="false",
     )
     result = run_demo(config, Console(file=io.StringIO(), width=240, force_terminal=False))
@@ -66,3 +70,14 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
         assert {"gate/candidate_reward", "gate/current_reward", "gate/candidate_kl"} <= set(manifest.metrics)
         trained = set(json.loads((registry.path(manifest.id) / FEEDBACK_IDS).read_text()))
         assert trained and trained <= accepted  # the users' own feedback, nothing else
+
+    # The reward model: trained on the users' ratings and pairs, published as reward versions that
+    # transformers loads as a scalar-head model, and the judge of every gate once it had trained enough.
+    reward_models = [m for m in registry.versions() if m.algorithm == REWARD_MODEL_ALGORITHM and m.data_source == topic]
+    assert reward_models and {m.kind for m in reward_models} == {"reward"}, log[-3000:]
+    assert {"rm/loss", "rm_rating/loss"} <= set(reward_models[-1].metrics)
+    assert set(json.loads((registry.path(reward_models[-1].id) / FEEDBACK_IDS).read_text())) <= accepted
+    judged = [m for m in published if m.config["reward_model"] is not None]
+    assert judged and all({"gate/candidate_rm_reward", "gate/current_rm_reward"} <= set(m.metrics) for m in judged)
+    scorer = AutoModelForSequenceClassification.from_pretrained(registry.path(reward_models[-1].id))
+    assert scorer.config.num_labels == 1

@@ -107,6 +107,12 @@ class DemoConfig(Section):
         ge=0,
         description="Held-out prompts of the final check (latest promoted version vs the default model); 0 skips.",
     )
+    reward_judge: Literal["gold", "reward_model"] = Field(
+        default="gold",
+        description="Who scores the online learner's held-out reward gate in the demo (it sets"
+        " learner.online.gates.reward_judge): the world's gold reward, or the learner's reward model as a"
+        " deployment without a gold judge would.",
+    )
     users: DemoUsersConfig = Field(default_factory=DemoUsersConfig, description="The simulated users.")
 
     @model_validator(mode="after")

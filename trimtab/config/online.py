@@ -20,9 +20,16 @@ class FeedbackMix(Section):
     attributes: Literal["steerlm", "off"] = Field(
         default="steerlm", description="SteerLM attribute scores of a response (attribute-conditioned SFT)."
     )
-    rating: Literal["off"] = Field(
-        default="off", description="1-5 ratings: kept for the reward model, which this learner does not train yet."
+    rating: Literal["rm", "off"] = Field(
+        default="rm", description="1-5 ratings of one response: the reward model (Bradley-Terry vs a reference)."
     )
+    pairwise_reward_model: bool = Field(
+        default=True, description="Pairs also train the reward model (Bradley-Terry), besides the policy."
+    )
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return self.rating == "rm" or (self.pairwise_reward_model and self.pairwise != "off")
 
 
 class RoundConfig(Section):
@@ -52,13 +59,27 @@ class RoundConfig(Section):
     )
 
 
+class RewardModelConfig(Section):
+    """The reward model the online learner trains beside the policy, on ratings and pairs (`mix`)."""
+
+    lr: float = Field(default=5e-4, gt=0, description="Constant learning rate of the reward model's optimiser.")
+    min_examples: int = Field(
+        default=64, ge=1, description="New examples it must have trained on before it may judge the reward gate."
+    )
+
+
 class GateConfig(Section):
     """Offline gates a candidate must pass before it serves as the canary."""
 
     enabled: bool = Field(default=True, description="Evaluate candidates; off: every candidate becomes the canary.")
+    reward_judge: Literal["reward_model", "gold"] = Field(
+        default="reward_model",
+        description="Who scores the held-out answers for the reward gate: the learner's own reward model, or"
+        " the synthetic world's gold reward (only a simulation has one; `make demo` uses it).",
+    )
     heldout_prompts: int = Field(default=48, ge=1, description="Held-out world prompts the candidate answers.")
     reward_tolerance: float = Field(
-        default=0.0, ge=0, description="Held-out mean gold reward may be at most this much below current's."
+        default=0.0, ge=0, description="Held-out mean reward may be at most this much below current's."
     )
     max_kl: float = Field(default=8.0, gt=0, description="Bound on KL(candidate || reference model), nats/response.")
     max_anchor_regression: float = Field(
@@ -105,6 +126,9 @@ class OnlineConfig(Section):
     )
     max_rounds: int = Field(default=0, ge=0, description="Exit after this many rounds (0: no limit).")
     mix: FeedbackMix = Field(default_factory=FeedbackMix, description="Algorithm per feedback kind.")
+    reward_model: RewardModelConfig = Field(
+        default_factory=RewardModelConfig, description="The reward model trained on ratings and pairs."
+    )
     round: RoundConfig = Field(default_factory=RoundConfig, description="Round size, mix and guards.")
     gates: GateConfig = Field(default_factory=GateConfig, description="Offline gates before serving.")
     canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary, promotion, roll-back.")

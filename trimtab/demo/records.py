@@ -155,12 +155,13 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def trained_versions(registry_root: Path, clock: Clock) -> list[TrainedVersion]:
-    """Every version in the registry that lists the feedback it trained on, oldest first."""
+    """Every policy version in the registry that lists the feedback it trained on, oldest first (the
+    learner's reward models list theirs too, but they never serve)."""
     registry = Registry(registry_root)
     trained = []
     for manifest in registry.versions():
         listed = registry.path(manifest.id) / FEEDBACK_IDS
-        if listed.is_file():
+        if listed.is_file() and manifest.kind != "reward":
             published_s = clock.since(manifest.created_at.timestamp())
             ids = frozenset(json.loads(listed.read_text()))
             trained.append(TrainedVersion(manifest.id, manifest.parent, published_s, ids))

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import grpc
 import yaml
@@ -100,6 +101,7 @@ def run_demo(config: TrimtabConfig, console: Console) -> DemoResult:
         raise TrimtabError(f"no model at {config.model.path}: run `trimtab model build` (make demo does)")
     run_dir = new_run_dir(demo.output_dir)
     config = with_free_ports(isolated(config, run_dir) if demo.isolate_run else config)
+    config = judged_by(config, demo.reward_judge)
     config_file = run_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     console.print(f"demo run [bold]{run_dir}[/]")
@@ -155,6 +157,14 @@ def isolated(config: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
             "learner": config.learner.model_copy(update={"online": online}),
         }
     )
+
+
+def judged_by(config: TrimtabConfig, judge: Literal["gold", "reward_model"]) -> TrimtabConfig:
+    """The config with the learner's reward gate scored by `judge` (demo.reward_judge)."""
+    online = config.learner.online
+    gates = online.gates.model_copy(update={"reward_judge": judge})
+    learner = config.learner.model_copy(update={"online": online.model_copy(update={"gates": gates})})
+    return config.model_copy(update={"learner": learner})
 
 
 def with_free_ports(config: TrimtabConfig) -> TrimtabConfig:
