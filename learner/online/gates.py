@@ -174,6 +174,7 @@ def _reward_model_numbers(
         "gate/candidate_rm_reward": sum(ours) / len(ours),
         "gate/current_rm_reward": sum(theirs) / len(theirs),
         "gate/reward_model_agreement": sum(ordered) / len(ordered) if ordered else math.nan,
+        "gate/reward_model_agreement_prompts": float(len(ordered)),  # what the agreement is a share of
     }
 
 

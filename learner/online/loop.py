@@ -83,6 +83,7 @@ class OnlineLearner:
         self.console = console
         self.stopping = False
         self.lora = online_lora(config.learner)
+        self.reward_lora = config.learner.lora.model_copy(update={"enabled": self.online.reward_model.adapter})
 
     def run(self) -> LearnerMemory:
         learner = self.config.learner
@@ -126,7 +127,7 @@ class OnlineLearner:
         model = load_trainable(
             self.request.model_dir,
             reward_model=reward_model,
-            lora=self.lora,
+            lora=self.reward_lora if reward_model else self.lora,
             context=context,
             dtype=dtype,
             pad_token_id=self.pad_id,
@@ -138,7 +139,7 @@ class OnlineLearner:
             "model_dir": str(self.request.model_dir.resolve()),
             "lora": self.lora.model_dump(mode="json"),
             "topic": self.config.kafka.topics.feedback.name,
-            "reward_model": self.online.mix.trains_reward_model,
+            "reward_model": self.reward_lora.model_dump(mode="json") if self.online.mix.trains_reward_model else None,
         }
 
     def _resume(self, checkpointer: Checkpointer, state: TrainingState, context: DistContext) -> LearnerMemory:
@@ -347,10 +348,11 @@ class OnlineLearner:
         reward_model: bool,
     ) -> Path:
         """A publishable directory: the weights (the policy as an adapter when LoRA; the reward model
-        merged), the tokenizer, and the feedback ids of the round's new items."""
+        whole, merged if an adapter), the tokenizer, and the feedback ids of the round's new items."""
         out = scratch / ("reward_model" if reward_model else "candidate")
         out.mkdir()
-        export(weights, model.config, out, reward_model=reward_model, lora=self.lora)
+        lora = self.reward_lora if reward_model else self.lora
+        export(weights, model.config, out, reward_model=reward_model, lora=lora)
         self.tokenizer.save_pretrained(out)
         (out / FEEDBACK_IDS).write_text(json.dumps(sorted({item.feedback_id for item in new})))
         return out

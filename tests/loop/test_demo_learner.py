@@ -78,6 +78,7 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     assert {"rm/loss", "rm_rating/loss"} <= set(reward_models[-1].metrics)
     assert set(json.loads((registry.path(reward_models[-1].id) / FEEDBACK_IDS).read_text())) <= accepted
     judged = [m for m in published if m.config["reward_model"] is not None]
-    assert judged and all({"gate/candidate_rm_reward", "gate/current_rm_reward"} <= set(m.metrics) for m in judged)
+    rm_numbers = {"gate/candidate_rm_reward", "gate/current_rm_reward", "gate/reward_model_agreement_prompts"}
+    assert judged and all(rm_numbers <= set(m.metrics) for m in judged)
     scorer = AutoModelForSequenceClassification.from_pretrained(registry.path(reward_models[-1].id))
     assert scorer.config.num_labels == 1

@@ -62,6 +62,14 @@ class RoundConfig(Section):
 class RewardModelConfig(Section):
     """The reward model the online learner trains beside the policy, on ratings and pairs (`mix`)."""
 
+    # Held-out pairwise accuracy against the gold reward of reward models trained on one default demo's
+    # 594 pairs and 173 ratings (2 epochs; 248 held-out pairs of world-rendered answers): full weights
+    # 81.5% at 5e-4 (75% at 2e-4, 74% at 1e-3), a LoRA adapter 71% at 5e-4 (65% at 2e-3).
+    adapter: bool = Field(
+        default=False,
+        description="Train the reward model as a LoRA adapter (learner.lora's shape; merged when published);"
+        " false: full weights, which rank answers better at the default model's size.",
+    )
     lr: float = Field(default=5e-4, gt=0, description="Constant learning rate of the reward model's optimiser.")
     min_examples: int = Field(
         default=64, ge=1, description="New examples it must have trained on before it may judge the reward gate."
