@@ -80,6 +80,10 @@ def test_each_kind_of_feedback_becomes_the_configured_algorithms_item() -> None:
     policy_only = ItemFactory(FeedbackMix(rating="off", pairwise_reward_model=False))
     assert policy_only.build(feedback(feedback_pb2.FeedbackLabel(rating=4))) == Skipped("rating_not_trained")
     assert not policy_only.mix.trains_reward_model
+    reward_only = ItemFactory(FeedbackMix(pairwise="off", rating="off"))  # pairs still train the reward model
+    only_rm = reward_only.build(feedback(feedback_pb2.FeedbackLabel(pairwise=feedback_pb2.Pairwise(
+        chosen_response_id="res_1", rejected_response_id="res_0"))))  # fmt: skip
+    assert isinstance(only_rm, Item) and only_rm.algorithms == ("rm",) and reward_only.mix.trains_reward_model
 
 
 def test_feedback_that_must_not_train_is_skipped_and_counted_and_weights_apply() -> None:

@@ -24,12 +24,12 @@ class FeedbackMix(Section):
         default="rm", description="1-5 ratings of one response: the reward model (Bradley-Terry vs a reference)."
     )
     pairwise_reward_model: bool = Field(
-        default=True, description="Pairs also train the reward model (Bradley-Terry), besides the policy."
+        default=True, description="Pairs also train the reward model (Bradley-Terry), besides the policy (if any)."
     )
 
     @property
     def trains_reward_model(self) -> bool:
-        return self.rating == "rm" or (self.pairwise_reward_model and self.pairwise != "off")
+        return self.rating == "rm" or self.pairwise_reward_model
 
 
 class RoundConfig(Section):
