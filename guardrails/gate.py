@@ -64,9 +64,10 @@ def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> lis
     CPU: after each partial step the model runner rewinds the request's generator with
     `set_offset(get_offset() - 4)` (`GPUModelRunner._bookkeeping_sync`), which only CUDA's Philox
     generators support; a CPU generator raises "CPU Generator does not use offset" and the engine dies.
-    A prefill is split only when a step's token budget (max_num_batched_tokens) runs out, so the
-    requests go in waves that each fit one step whole, generation included (a preempted request
-    recomputes its prompt and what it generated): no request is ever split, on CPU or GPU.
+    Engines run without chunked prefill by default (`engine.chunked_prefill`), which avoids it; should
+    it be turned on, a prefill is split only when a step's token budget (max_num_batched_tokens) runs
+    out, so the requests go in waves that each fit one step whole, generation included (a preempted
+    request recomputes its prompt and what it generated): no request is ever split, on CPU or GPU.
     """
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt

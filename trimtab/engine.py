@@ -19,6 +19,7 @@ def engine_kwargs(model_path: Path, config: EngineConfig) -> dict[str, Any]:
         "max_model_len": config.max_model_len,
         "seed": config.seed,
         "enforce_eager": config.enforce_eager,
+        "enable_chunked_prefill": config.chunked_prefill,
         "logprobs_mode": config.logprobs_mode,
         "enable_lora": config.lora,
         **({"max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras} if config.lora else {}),

@@ -19,6 +19,15 @@ class EngineConfig(Section):
     )
     max_model_len: int = Field(default=256, ge=16, description="Longest prompt + completion, in tokens.")
     seed: int = Field(default=0, description="Engine seed; per-request seeds make sampling reproducible.")
+    # Off by default: vLLM 0.32 on CPU kills its engine when it samples a seeded request whose prompt it
+    # prefilled in parts (it rewinds the request's torch generator with set_offset, which only CUDA
+    # generators have: "CPU Generator does not use offset"). A prompt is split when a step's token budget
+    # runs out, so 256 concurrent seeded requests of ~150 tokens took serving down (every request then
+    # failed). Unsplit, a prompt that does not fit the step's budget waits for the next step.
+    chunked_prefill: bool = Field(
+        default=False,
+        description="Let vLLM split a long prompt's prefill across steps (unsafe with seeded requests on CPU).",
+    )
     enforce_eager: bool = Field(
         default=True, description="Skip graph capture/compilation: faster start-up, which dominates on CPU."
     )
