@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,7 +20,7 @@ from guardrails.service import LiveGuardrails
 from serving.authn import authenticate
 from serving.guarded import OutputGuard, check_prompt, last_user_text
 from serving.metrics import ServingMetrics
-from serving.protocol import Engine, EngineRequest, VersionSpan
+from serving.protocol import Engine, EngineRequest, EngineStopped, VersionSpan
 from serving.recorder import ResponseRecorder
 from serving.requests import InvalidArgument, ValidRequest, validate
 from serving.routing import Router, Served
@@ -31,6 +32,7 @@ from trimtab.telemetry import context_from_grpc, trace_fields
 from trimtab.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
 
 tracer = trace.get_tracer("trimtab.serving")
+log = logging.getLogger(__name__)
 Chunks: TypeAlias = asyncio.Queue[inference_pb2.GenerateStreamResponse | None]
 FINISH_REASONS = {
     "stop": inference_pb2.FINISH_REASON_STOP,
@@ -108,8 +110,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         meters: ServingMetrics,
         authenticator: Authenticator,
         rails: LiveGuardrails | None = None,
+        on_engine_stopped: Callable[[], None] = lambda: None,
     ) -> None:
         self._engine = engine
+        self._on_engine_stopped = on_engine_stopped
         self._rails = rails  # None: guardrails off, and no rail code runs
         self._authenticator = authenticator
         self._config = config
@@ -125,6 +129,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             job = await self._admit(request, context)
             try:
                 await asyncio.gather(*(self._drain(job, run) for run in job.runs))
+            except EngineStopped as exc:
+                await self._engine_stopped(context, exc)
             finally:
                 self._release(job)
             return inference_pb2.GenerateResponse(
@@ -147,10 +153,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     else:
                         yield chunk
                 await asyncio.gather(*tasks)  # surfaces a candidate's failure
+            except EngineStopped as exc:
+                await self._engine_stopped(context, exc)
             finally:
                 for task in tasks:
                     task.cancel()  # a client that went away aborts its requests inside the engine
                 self._release(job)
+
+    async def _engine_stopped(self, context: grpc.aio.ServicerContext, exc: EngineStopped) -> NoReturn:
+        """UNAVAILABLE (retry elsewhere), and the server told to stop: a replica whose engine died serves
+        nothing any more, and its exit lets a supervisor start a fresh one."""
+        log.error("the inference engine stopped: %s", exc)
+        self._meters.requests.add(1, {"outcome": "engine_stopped"})
+        self._on_engine_stopped()
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "the inference engine stopped (see the server log); this replica is shutting down: retry on another",
+        )
+        raise AssertionError("not reached: abort raises")
 
     async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
         """Authenticate, validate, run the input rails, take an in-flight slot and route; otherwise abort with

@@ -60,8 +60,12 @@ class EngineDelta:
     first_token_s: float | None = None
 
 
+class EngineStopped(Exception):
+    """The engine died (its process failed): nothing this replica serves can succeed any more."""
+
+
 class Engine(Protocol):
-    """What serving needs from a generation engine."""
+    """What serving needs from a generation engine. `generate` raises EngineStopped once it has died."""
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]: ...
 

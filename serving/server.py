@@ -27,6 +27,7 @@ from guardrails.service import LiveGuardrails
 from serving.admin import AdminServicer, version_event
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
+from serving.protocol import EngineStopped
 from serving.recorder import ResponseRecorder
 from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
 from serving.vllm_engine import VllmEngine
@@ -68,6 +69,7 @@ class RunningServer:
     follower: asyncio.Task[None]
     manager: VersionManager
     drain_grace_s: float
+    engine_stopped: asyncio.Event  # set when the engine died: the server should stop (and exit non-zero)
     rails: LiveGuardrails | None = None
 
     async def stop(self) -> None:
@@ -116,7 +118,10 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         announce=lambda swap, manifest: recorder.version_event(version_event(swap, manifest, replica_name)),
     )
     authenticator = Authenticator(config.auth)
-    inference = InferenceServicer(engine, config.serving, manager.router, recorder, meters, authenticator, rails)
+    engine_stopped = asyncio.Event()
+    inference = InferenceServicer(
+        engine, config.serving, manager.router, recorder, meters, authenticator, rails, engine_stopped.set
+    )
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
     admin = AdminServicer(registry, pointers, manager, port, authenticator)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -127,7 +132,9 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     follower = asyncio.create_task(manager.follow(config.serving.version_poll_s), name="pointer-follower")
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s, rails)
+    return RunningServer(
+        port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s, engine_stopped, rails
+    )
 
 
 async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:
@@ -139,14 +146,25 @@ async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopping = [asyncio.create_task(stop.wait()), asyncio.create_task(running.engine_stopped.wait())]
+    await asyncio.wait(stopping, return_when=asyncio.FIRST_COMPLETED)
+    for task in stopping:
+        task.cancel()
+    died = running.engine_stopped.is_set()
+    if died:
+        report("the inference engine stopped (its error is logged above): shutting down")
     report(f"draining (up to {config.serving.drain_grace_s:g}s for in-flight requests)")
     await running.stop()
     telemetry.shutdown()
     report("stopped")
+    if died:
+        raise EngineStopped("the inference engine stopped")
 
 
 def run(config: TrimtabConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except EngineStopped:
+        return 1  # a supervisor restarts the replica
     return 0

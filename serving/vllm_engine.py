@@ -15,9 +15,10 @@ from vllm.logprobs import FlatLogprobs, SampleLogprobs
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
-from serving.protocol import EngineDelta, EngineRequest, PauseMode, VersionSpan
+from serving.protocol import EngineDelta, EngineRequest, EngineStopped, PauseMode, VersionSpan
 from trimtab.config import EngineConfig
 from trimtab.engine import engine_kwargs
 
@@ -69,14 +70,17 @@ class VllmEngine:
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         lora = self._adapters.get(request.adapter) if request.adapter else None
         # Cancelling this generator (client gone, deadline) aborts the request inside vLLM.
-        async for output in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
-            completion = output.outputs[0]
-            token_ids = list(completion.token_ids)
-            logprobs = _sampled_logprobs(completion.logprobs)
-            spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
-            yield EngineDelta(
-                completion.text, token_ids, logprobs, completion.finish_reason, spans, _first_token_s(output)
-            )
+        try:
+            async for output in self._llm.generate(prompt, params, request.request_id, lora_request=lora):
+                completion = output.outputs[0]
+                token_ids = list(completion.token_ids)
+                logprobs = _sampled_logprobs(completion.logprobs)
+                spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
+                yield EngineDelta(
+                    completion.text, token_ids, logprobs, completion.finish_reason, spans, _first_token_s(output)
+                )
+        except EngineDeadError as exc:
+            raise EngineStopped(str(exc)) from exc
 
     async def swap_weights(self, weights_dir: Path, version: str, mode: PauseMode) -> float:
         """Pause, reload the weights from a safetensors directory, relabel, resume; returns the stall in s.

@@ -3,6 +3,7 @@ shared by tests/serving and tests/loop; registered as a plugin by tests/conftest
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from guardrails.runtime import BUNDLED_CONFIG
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.health import wait_serving
+from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 START_TIMEOUT_S = 180
 GUARDED_TENANT = "guarded"
@@ -62,6 +64,27 @@ def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str
         process.kill()
         pytest.fail(f"trimtab serve not SERVING (exit code {process.poll()}):\n{log.read_text()[-3000:]}")
     return ServingProcess(address, load_config(environ=env), process, log)
+
+
+async def seeded_load(address: str, requests: int = 256) -> list[str]:
+    """`requests` concurrent seeded Generate calls with ~150-token prompts (together more prompt tokens
+    than an engine step takes); each one's outcome: "ok" or its status code's name."""
+    prompt = " ".join(f"word{j % 50}" for j in range(36))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+        async def one(seed: int) -> str:
+            request = inference_pb2.GenerateRequest(
+                user_id=f"seeded-{seed}", sampling=common_pb2.SamplingParams(temperature=1.0, max_tokens=8, seed=seed)
+            )
+            request.prompt.chat.messages.add(role="user", content=prompt)
+            try:
+                await stub.Generate(request, timeout=300)
+            except grpc.aio.AioRpcError as error:
+                return str(error.code().name)
+            return "ok"
+
+        return list(await asyncio.gather(*(one(seed) for seed in range(requests))))
 
 
 def stop_serving(serving: ServingProcess) -> int:

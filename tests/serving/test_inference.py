@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.serving_process import ServingProcess
+from tests.serving_process import ServingProcess, seeded_load
 from trimtab.events import receive
 from trimtab.ids import id_time_ms
 from trimtab.records import ResponseStore, redis_client
@@ -159,24 +159,7 @@ def test_a_client_deadline_aborts_and_the_service_keeps_serving(channel: grpc.Ch
 def test_many_concurrent_seeded_requests_with_long_prompts_are_all_answered(serving: ServingProcess) -> None:
     """More prompt tokens than one engine step takes, every request seeded: vLLM on CPU dies when it samples
     a seeded request whose prompt it prefilled in parts, so the engine runs without chunked prefill
-    (engine.chunked_prefill). With it on, this load killed the engine and every request failed."""
-    prompt = " ".join(f"word{j % 50}" for j in range(36))  # ~150 tokens: 256 of them are ~19 steps' budget
-
-    async def load() -> list[str]:
-        async with grpc.aio.insecure_channel(serving.address) as channel:
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-
-            async def one(seed: int) -> str:
-                sampling = common_pb2.SamplingParams(temperature=1.0, max_tokens=8, seed=seed)
-                try:
-                    await stub.Generate(chat_request(prompt, user_id=f"seeded-{seed}", sampling=sampling), timeout=300)
-                except grpc.aio.AioRpcError as error:
-                    return f"{error.code().name}: {error.details()}"
-                return "ok"
-
-            return await asyncio.gather(*(one(seed) for seed in range(256)))
-
-    outcomes = asyncio.run(load())
-    assert [o for o in outcomes if o != "ok"] == []
+    (engine.chunked_prefill). With it on, this load killed the engine (tests/serving/test_resilience.py)."""
+    assert set(asyncio.run(seeded_load(serving.address))) == {"ok"}
     stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(serving.address))
     assert stub.Generate(chat_request(sampling=greedy()), timeout=60).candidates[0].text  # still serving

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from tests.conftest import config_with, free_port
-from tests.serving_process import ServingProcess, serving_env, start_serving, stop_serving
+from tests.serving_process import ServingProcess, seeded_load, serving_env, start_serving, stop_serving
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
 from trimtab.records import ResponseStore, redis_client
@@ -152,3 +152,26 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: Servin
     # Console spans, flushed at shutdown: the request, each candidate's generation and the record, with the version.
     assert '"name": "GenerateStream"' in log and '"name": "generate"' in log and '"name": "record"' in log
     assert '"trimtab.version": "ver_' in log
+
+
+def test_a_replica_whose_engine_dies_answers_unavailable_and_exits_non_zero(
+    stack: TrimtabConfig, tmp_path: Path
+) -> None:
+    """With chunked prefill on, a seeded load kills vLLM's CPU engine (engine.chunked_prefill says why):
+    the callers then get UNAVAILABLE, to retry elsewhere, and the process exits 1 for a supervisor to
+    restart it, instead of lingering with a dead engine and answering UNKNOWN."""
+    # Its own key prefix: its `current` pointer names a version of its own registry, which the session's
+    # serving process (same Redis, another registry) must never read.
+    prefix = f"{stack.redis.key_prefix}engine-dies:"
+    env = serving_env(
+        stack, free_port(), tmp_path / "registry", engine__chunked_prefill="true", redis__key_prefix=prefix
+    )
+    running = start_serving(env, tmp_path / "serve.log")
+    try:
+        outcomes = asyncio.run(seeded_load(running.address))
+        assert "UNAVAILABLE" in outcomes and set(outcomes) <= {"ok", "UNAVAILABLE"}, sorted(set(outcomes))
+        assert running.process.wait(timeout=90) == 1
+    finally:
+        if running.process.poll() is None:
+            stop_serving(running)
+    assert "the inference engine stopped" in running.log.read_text()
