@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from feedback.errors import FeedbackError, invalid, not_found, permission_denied
 from trimtab.auth import ANONYMOUS, Principal
 from trimtab.config.feedback import FeedbackConfig
+from trimtab.events import RATING_MAX, RATING_MIN
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2
 
 ATTRIBUTES = tuple(field.name for field in common_pb2.SteerLMAttributes.DESCRIPTOR.fields)
@@ -68,8 +69,8 @@ def _check_pair(pair: feedback_pb2.Pairwise, config: FeedbackConfig) -> None:
 def _check_label(label: feedback_pb2.FeedbackLabel, kind: str, config: FeedbackConfig) -> None:
     if kind == "thumb" and label.thumb not in _THUMBS:
         raise invalid("label.thumb", f"must be THUMB_UP or THUMB_DOWN, got {label.thumb}")
-    if kind == "rating" and not 1 <= label.rating <= 5:
-        raise invalid("label.rating", f"must be 1 to 5, got {label.rating}")
+    if kind == "rating" and not RATING_MIN <= label.rating <= RATING_MAX:
+        raise invalid("label.rating", f"must be {RATING_MIN} to {RATING_MAX}, got {label.rating}")
     if kind == "attributes":
         _check_attributes(label.attributes)
     if kind == "correction":

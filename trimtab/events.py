@@ -23,6 +23,7 @@ from trimtab.v1 import events_pb2
 SCHEMA_VERSION_HEADER = "trimtab-schema-version"
 EVENT_TYPE_HEADER = "trimtab-event-type"
 SCHEMA_VERSION = events_pb2.SCHEMA_VERSION_CURRENT
+RATING_MIN, RATING_MAX = 1, 5  # FeedbackLabel.rating's scale (feedback.proto): worst, best
 
 Event = events_pb2.ResponseLogged | events_pb2.FeedbackEvent | events_pb2.VersionEvent
 EVENT_TYPES: dict[str, type[Event]] = {

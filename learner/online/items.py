@@ -26,11 +26,10 @@ from guardrails.training import FilterPolicy, Use, training_label
 from learner.batching import Messages
 from trimtab.config import TrimtabConfig
 from trimtab.config.online import FeedbackMix
+from trimtab.events import RATING_MAX, RATING_MIN
 from trimtab.steerlm import with_attributes
 from trimtab.v1 import events_pb2, feedback_pb2
 from trimtab.world import World
-
-MIN_RATING, MAX_RATING = 1, 5  # feedback.proto's Feedback.rating
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class ItemFactory:
         common = Common(prompt, weight, event.user_id, event.feedback_id)
         if kind == "pairwise":
             return self._pair(served, label.pairwise, common)
-        if kind == "rating" and not MIN_RATING <= label.rating <= MAX_RATING:
+        if kind == "rating" and not RATING_MIN <= label.rating <= RATING_MAX:
             return Skipped("rating_out_of_range")  # the feedback service refuses these; never trust the wire
         candidate = _candidate(served, event.response_id)
         if candidate is None:
@@ -104,7 +103,7 @@ class ItemFactory:
             return steered.item((self.mix.attributes,), (text,), version, logps)
         if kind == "rating" and self.mix.rating != "off":
             # The reward model is not a policy trained on these samples: no importance weight (None).
-            target = (label.rating - MIN_RATING) / (MAX_RATING - MIN_RATING)
+            target = (label.rating - RATING_MIN) / (RATING_MAX - RATING_MIN)
             return common.item(("rm_rating",), (text,), version, None, target=target)
         return Skipped(f"{kind}_not_trained")
 

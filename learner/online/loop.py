@@ -60,7 +60,7 @@ from learner.online.training import (
 )
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
-from trimtab.registry import OffsetRange, Registry
+from trimtab.registry import Manifest, OffsetRange, Registry
 from trimtab.registry.commands import with_pointers
 
 log = logging.getLogger(__name__)
@@ -284,20 +284,17 @@ class OnlineLearner:
             out = self._export(weights, state.model, Path(scratch), new, reward_model=False)
             verdict = self._gate(registry, out, anchor, self._reward_judge(memory))
             base = registry.import_once(self.request.model_dir).id if lora.enabled else None
-            manifest = registry.publish(
+            manifest = self._publish_version(
+                registry,
                 out,
+                memory,
                 parent=memory.last_version,
                 base=base,
                 algorithm="online",
-                config={
-                    "learner": self.config.learner.model_dump(mode="json"),
-                    "round": memory.rounds,
-                    "reward_model": memory.reward_version,  # the learner's newest: it scored the gate when ready
-                },
-                data_source=self.config.kafka.topics.feedback.name,
-                offsets=self._offsets(memory),
-                event_counts=_counts(new, "policy") | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
-                metrics={k: v for k, v in (metrics | verdict.numbers).items() if v == v},
+                counts=_counts(new, "policy") | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
+                metrics=metrics | verdict.numbers,
+                # The learner's newest reward model: it scored the gate once it was ready.
+                config={"reward_model": memory.reward_version},
             )
         outcome = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
         outcome += "".join(f"; {note}" for note in verdict.notes)
@@ -324,19 +321,45 @@ class OnlineLearner:
         registry = Registry(self.config.registry.root)
         with tempfile.TemporaryDirectory(prefix="trimtab-online-rm-") as scratch:
             out = self._export(weights, state.model, Path(scratch), new, reward_model=True)
-            manifest = registry.publish(
+            manifest = self._publish_version(
+                registry,
                 out,
+                memory,
                 parent=memory.reward_version,
                 base=None,
                 algorithm=REWARD_MODEL_ALGORITHM,
-                config={"learner": self.config.learner.model_dump(mode="json"), "round": memory.rounds},
-                data_source=self.config.kafka.topics.feedback.name,
-                offsets=self._offsets(memory),
-                event_counts=_counts(new, "reward_model"),
-                metrics={k: v for k, v in metrics.items() if v == v},
+                counts=_counts(new, "reward_model"),
+                metrics=metrics,
             )
         self.console.print(f"round {memory.rounds}: reward model trained on {len(new)} new items -> {manifest.id}")
         return manifest.id
+
+    def _publish_version(
+        self,
+        registry: Registry,
+        out: Path,
+        memory: LearnerMemory,
+        *,
+        parent: str | None,
+        base: str | None,
+        algorithm: str,
+        counts: dict[str, int],
+        metrics: dict[str, float],
+        config: dict[str, object] | None = None,
+    ) -> Manifest:
+        """Publish `out` with what every version of this learner records: its settings and round, the
+        stream ranges it consumed, its event counts and its (finite) metrics."""
+        return registry.publish(
+            out,
+            parent=parent,
+            base=base,
+            algorithm=algorithm,
+            config={"learner": self.config.learner.model_dump(mode="json"), "round": memory.rounds} | (config or {}),
+            data_source=self.config.kafka.topics.feedback.name,
+            offsets=self._offsets(memory),
+            event_counts=counts,
+            metrics={k: v for k, v in metrics.items() if v == v},  # NaN (nothing measured) is left out
+        )
 
     def _export(
         self,
