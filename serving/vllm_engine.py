@@ -66,6 +66,7 @@ class VllmEngine:
             # FINAL_ONLY still detokenizes as it goes (stop strings) and reports every token's logprob
             # and the weight-version spans at the end.
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+            skip_clone=True,  # built for this request alone: vLLM's defensive deep copy would be wasted work
         )
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         lora = self._adapters.get(request.adapter) if request.adapter else None

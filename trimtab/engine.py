@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
 def engine_kwargs(model_path: Path, config: EngineConfig) -> dict[str, Any]:
     """Keyword arguments for vLLM's LLM / AsyncEngineArgs."""
+    # The class, not the name "uni": vLLM's CPU platform rewrites the name to "mp" (see EngineConfig.executor).
+    from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
     return {
+        "distributed_executor_backend": UniProcExecutor if config.executor == "uni" else "mp",
         "model": str(model_path),
         "dtype": config.dtype,
         "max_model_len": config.max_model_len,

@@ -163,3 +163,14 @@ def test_many_concurrent_seeded_requests_with_long_prompts_are_all_answered(serv
     assert set(asyncio.run(seeded_load(serving.address))) == {"ok"}
     stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(serving.address))
     assert stub.Generate(chat_request(sampling=greedy()), timeout=60).candidates[0].text  # still serving
+
+
+def test_the_engine_runs_the_model_in_its_engine_core_process(serving: ServingProcess) -> None:
+    # engine.executor "uni": vLLM's CPU platform would swap in its multiprocess executor, whose model
+    # worker (a second child) and the engine core busy-poll each other and burn a core between them.
+    import psutil
+
+    children = psutil.Process(serving.process.pid).children(recursive=True)
+    titles = [" ".join(child.cmdline()) for child in children]
+    assert any("EngineCore" in title for title in titles), titles
+    assert not any("Worker" in title for title in titles), titles

@@ -28,6 +28,15 @@ class EngineConfig(Section):
         default=False,
         description="Let vLLM split a long prompt's prefill across steps (unsafe with seeded requests on CPU).",
     )
+    # vLLM's CPU platform swaps its single-process executor for the multiprocess one, whose worker and
+    # engine core busy-poll each other (sched_yield for a second after every message): on 2 cores that
+    # spinning burnt most of a core, so the engine's own threads could not have it. "uni" runs the model
+    # in the engine-core process (still a child of ours); it relies on our OpenMP settings from the
+    # environment (trimtab/cli.py RUNTIME_ENV: no vLLM thread binding), which the worker would otherwise set.
+    executor: Literal["uni", "mp"] = Field(
+        default="uni",
+        description="Single-process ('uni') or multiprocess ('mp') model executor inside vLLM's engine core.",
+    )
     enforce_eager: bool = Field(
         default=True, description="Skip graph capture/compilation: faster start-up, which dominates on CPU."
     )
