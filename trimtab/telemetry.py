@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from trimtab.config import TelemetryConfig
+from trimtab.errors import TrimtabError
 
 KafkaHeaders = list[tuple[str, bytes]]
 GrpcMetadata = Sequence[tuple[str, str | bytes]]
@@ -86,7 +87,15 @@ def _metric_reader(config: TelemetryConfig) -> MetricReader:
 
         # Pull-based: Prometheus scrapes /metrics. Never call MeterProvider.force_flush() with this
         # reader: it duplicates series (design.md).
-        start_http_server(config.prometheus_port, addr=config.prometheus_host)
+        try:
+            start_http_server(config.prometheus_port, addr=config.prometheus_host)
+        except OSError as exc:
+            # Every component defaults to the same port: the second process on a machine lands here.
+            raise TrimtabError(
+                f"telemetry.prometheus_port: cannot serve /metrics on {config.prometheus_host}:"
+                f"{config.prometheus_port} ({exc.strerror}); give each process its own port "
+                "(TRIMTAB_TELEMETRY__PROMETHEUS_PORT)"
+            ) from exc
         return PrometheusMetricReader()
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 

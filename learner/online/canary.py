@@ -27,6 +27,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from statistics import NormalDist
 
+from learner.online.telemetry import LearnerTelemetry
 from trimtab.config import TrimtabConfig
 from trimtab.events import event_producer, send_event
 from trimtab.ids import new_id
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 
 class CanaryJudge:
-    def __init__(self, config: TrimtabConfig) -> None:
+    def __init__(self, config: TrimtabConfig, telemetry: LearnerTelemetry | None = None) -> None:
         self.config = config
+        self.telemetry = telemetry or LearnerTelemetry()
         self.settings = config.learner.online.canary
         self.ups: Counter[str] = Counter()
         self.downs: Counter[str] = Counter()
@@ -142,4 +144,6 @@ class CanaryJudge:
         )  # fmt: skip
         event.occurred_at.FromDatetime(datetime.now(UTC))
         send_event(self._producer, self.config.kafka.topics.versions.name, version_id, event).get(timeout=10)
-        log.info("%s %s: %s", events_pb2.VersionEventType.Name(kind), version_id, reason)
+        name = events_pb2.VersionEventType.Name(kind).removeprefix("VERSION_EVENT_TYPE_")
+        self.telemetry.version_event(name)
+        log.info("%s %s: %s", name, version_id, reason)

@@ -18,7 +18,7 @@ produced them, the serving-time token log-probs), so nothing has to be looked up
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.json_format import MessageToDict
 
@@ -46,6 +46,7 @@ class Item:
     versions: tuple[str, ...]  # the version that produced each response
     behaviour_logps: tuple[float, ...] | None  # summed serving-time log-probs of each response, when recorded
     target: float = 0.0  # a rating scaled to [0, 1], the reward model's target (rm_rating)
+    accepted_at: float = 0.0  # unix seconds when the feedback service accepted it (0: not feedback)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class ItemFactory:
             self.counts["rail_violation_flipped"] = self.counts.get("rail_violation_flipped", 0) + 1
         label = decision.label
         kind = label.WhichOneof("kind")
-        common = Common(prompt, weight, event.user_id, event.feedback_id)
+        accepted_at = event.accepted_at.ToNanoseconds() / 1e9
+        common = Common(prompt, weight, event.user_id, event.feedback_id, accepted_at)
         if kind == "pairwise":
             return self._pair(served, label.pairwise, common)
         if kind == "rating" and not RATING_MIN <= label.rating <= RATING_MAX:
@@ -99,7 +101,7 @@ class ItemFactory:
             return common.item((self.mix.correction,), (label.correction,), version, None)
         if kind == "attributes" and self.mix.attributes != "off":
             scores = {name: int(value) for name, value in MessageToDict(label.attributes).items()}
-            steered = Common(with_attributes(prompt, scores), weight, event.user_id, event.feedback_id)
+            steered = replace(common, prompt=with_attributes(prompt, scores))
             return steered.item((self.mix.attributes,), (text,), version, logps)
         if kind == "rating" and self.mix.rating != "off":
             # The reward model is not a policy trained on these samples: no importance weight (None).
@@ -136,6 +138,7 @@ class Common:
     weight: float
     user_id: str
     feedback_id: str
+    accepted_at: float
 
     def item(
         self,
@@ -157,6 +160,7 @@ class Common:
             versions,
             logps,
             target,
+            self.accepted_at,
         )
 
 

@@ -50,6 +50,7 @@ from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
 from learner.online.stream import FeedbackStream
+from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import (
     anchor_loss,
     by_head,
@@ -62,6 +63,7 @@ from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
 from trimtab.registry import Manifest, OffsetRange, Registry
 from trimtab.registry.commands import with_pointers
+from trimtab.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,8 +78,15 @@ class OnlineRequest:
 
 
 class OnlineLearner:
-    def __init__(self, config: TrimtabConfig, request: OnlineRequest, console: Console) -> None:
+    def __init__(
+        self,
+        config: TrimtabConfig,
+        request: OnlineRequest,
+        console: Console,
+        telemetry: LearnerTelemetry | None = None,  # default: rank 0 installs providers from config.telemetry
+    ) -> None:
         self.config = config
+        self._given_telemetry = telemetry
         self.online = config.learner.online
         self.request = request
         self.console = console
@@ -88,7 +97,11 @@ class OnlineLearner:
     def run(self) -> LearnerMemory:
         learner = self.config.learner
         context = init_distributed(learner)
+        providers = None
         try:
+            if context.is_main and self._given_telemetry is None:
+                providers = setup_telemetry(self.config.telemetry, "learner")
+            self.telemetry = self._given_telemetry or LearnerTelemetry()
             _, dtype = device_and_dtype(learner)
             seed_everything(learner.train.seed)
             self.tokenizer = AutoTokenizer.from_pretrained(self.request.model_dir)
@@ -105,6 +118,7 @@ class OnlineLearner:
                 self.online.checkpoint_dir, self._fingerprint(), context, self.online.keep_checkpoints
             )
             memory = self._resume(checkpointer, state, context)
+            self.telemetry.resumed(memory.skipped)
             stream = (
                 FeedbackStream(self.config.kafka, self.online.group_id, memory.positions) if context.is_main else None
             )
@@ -121,6 +135,8 @@ class OnlineLearner:
             return memory
         finally:
             shutdown(context)
+            if providers is not None:
+                providers.shutdown()
 
     def _trainable(self, context: DistContext, dtype: torch.dtype, *, reward_model: bool, lr: float) -> TrainingState:
         """The policy, or the reward model (the same backbone with a scalar head), with its optimiser."""
@@ -174,40 +190,47 @@ class OnlineLearner:
         factory = ItemFactory(self.online.mix, self.config.guardrails.feedback_filter, memory.skipped)
         anchors = anchor_items(self.config)
         anchor_examples = self._anchor_examples(anchors)
-        judge = CanaryJudge(self.config) if context.is_main and self.online.canary.enabled else None
+        judge = CanaryJudge(self.config, self.telemetry) if context.is_main and self.online.canary.enabled else None
         while True:
             new = self._collect(context, memory, stream, factory, judge)
             if new is None:
                 return
             memory.rounds += 1
-            plan = plan_round(new, memory.replay, anchors, self.online.round, seed=memory.rounds)
-            micro = self.config.learner.train.micro_batch_size
-            policy_items, reward_items = by_head(plan.by_algorithm)
-            before = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
-            metrics = self._train(state, policy_items, context, memory.rounds)
-            after = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
-            if state.companion is not None and reward_items:
-                reward_metrics = self._train(state.companion, reward_items, context, memory.rounds)
-                reward_new = _trained_by(new, reward_items)
-                memory.reward_version = self._publish_reward_model(
-                    context, state.companion, memory, reward_new, reward_metrics
-                )
-                memory.reward_trained += len(reward_new)
-            memory.replay.add(new)
-            memory.trained += len(new)
-            try:
+            with self.telemetry.round(memory.rounds, len(new), len(memory.pending.items)):
+                plan = plan_round(new, memory.replay, anchors, self.online.round, seed=memory.rounds)
+                micro = self.config.learner.train.micro_batch_size
+                policy_items, reward_items = by_head(plan.by_algorithm)
                 policy_new = _trained_by(new, policy_items)
-                version = self._publish(context, state, memory, policy_new, metrics, (before, after), judge)
-            except Interrupted:
-                version = STOPPED  # rank 0 only: the other ranks learn it from the broadcast
-            version = _broadcast(version)
-            if version == STOPPED:
-                raise Interrupted("stopped while gating the round")
-            memory.last_version = version
-            memory.range_start = dict(memory.positions)
-            checkpointer.save(memory.rounds, state, extra=memory.to_json())
-            if stream is not None:
-                stream.commit(memory.positions)
+                with self.telemetry.phase("train_policy"):
+                    before = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
+                    metrics = self._train(state, policy_items, context, memory.rounds)
+                    after = anchor_loss(state.model, anchor_examples, micro, context, self.pad_id)
+                self.telemetry.trained("policy", _counts(policy_new, "policy"), metrics)
+                if state.companion is not None and reward_items:
+                    reward_new = _trained_by(new, reward_items)
+                    with self.telemetry.phase("train_reward_model"):
+                        reward_metrics = self._train(state.companion, reward_items, context, memory.rounds)
+                    self.telemetry.trained("reward_model", _counts(reward_new, "reward_model"), reward_metrics)
+                    with self.telemetry.phase("publish_reward_model"):
+                        memory.reward_version = self._publish_reward_model(
+                            context, state.companion, memory, reward_new, reward_metrics
+                        )
+                    memory.reward_trained += len(reward_new)
+                memory.replay.add(new)
+                memory.trained += len(new)
+                try:
+                    version = self._publish(context, state, memory, policy_new, metrics, (before, after), judge)
+                except Interrupted:
+                    version = STOPPED  # rank 0 only: the other ranks learn it from the broadcast
+                version = _broadcast(version)
+                if version == STOPPED:
+                    raise Interrupted("stopped while gating the round")
+                memory.last_version = version
+                memory.range_start = dict(memory.positions)
+                with self.telemetry.phase("checkpoint"):
+                    checkpointer.save(memory.rounds, state, extra=memory.to_json())
+                if stream is not None:
+                    stream.commit(memory.positions)
             if (self.online.max_rounds and memory.rounds >= self.online.max_rounds) or self.stopping:
                 return
 
@@ -241,10 +264,12 @@ class OnlineLearner:
         while not self.stopping:
             for consumed in stream.poll(timeout_s=0.5, max_records=500):
                 last_event = time.monotonic()
+                self.telemetry.consumed(consumed.event.label.WhichOneof("kind") or "none", consumed.context)
                 if judge is not None:
                     judge.observe(consumed.event)
                 memory.admit(consumed.event, factory)
             memory.positions = dict(stream.positions)
+            self.telemetry.waiting(len(memory.pending.items), memory.skipped | {"undecodable": stream.undecodable})
             if judge is not None:
                 # Before the round check: feedback that arrived while the last round trained makes the next
                 # one due at once, and a judge consulted only while waiting would then never decide.
@@ -275,32 +300,38 @@ class OnlineLearner:
     ) -> str | None:
         """Export the round's weights, gate them, publish them with the gates' numbers, hand them to the
         canary judge; the version id (rank 0; None elsewhere)."""
-        weights = full_state_dict(state.model)  # every rank takes part in the gather
+        with self.telemetry.phase("gather_weights"):
+            weights = full_state_dict(state.model)  # every rank takes part in the gather
         if not context.is_main:
             return None
         lora = self.lora
         registry = Registry(self.config.registry.root)
         with tempfile.TemporaryDirectory(prefix="trimtab-online-") as scratch:
-            out = self._export(weights, state.model, Path(scratch), new, reward_model=False)
-            verdict = self._gate(registry, out, anchor, self._reward_judge(memory))
+            with self.telemetry.phase("export"):
+                out = self._export(weights, state.model, Path(scratch), new, reward_model=False)
+            with self.telemetry.phase("gate"):
+                verdict = self._gate(registry, out, anchor, self._reward_judge(memory))
             base = registry.import_once(self.request.model_dir).id if lora.enabled else None
-            manifest = self._publish_version(
-                registry,
-                out,
-                memory,
-                parent=memory.last_version,
-                base=base,
-                algorithm="online",
-                counts=_counts(new, "policy") | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
-                metrics=metrics | verdict.numbers,
-                # The learner's newest reward model: it scored the gate once it was ready.
-                config={"reward_model": memory.reward_version},
-            )
+            with self.telemetry.phase("publish"):
+                manifest = self._publish_version(
+                    registry,
+                    out,
+                    memory,
+                    parent=memory.last_version,
+                    base=base,
+                    algorithm="online",
+                    counts=_counts(new, "policy") | {f"skipped_{reason}": n for reason, n in memory.skipped.items()},
+                    metrics=metrics | verdict.numbers,
+                    # The learner's newest reward model: it scored the gate once it was ready.
+                    config={"reward_model": memory.reward_version},
+                )
         outcome = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
         outcome += "".join(f"; {note}" for note in verdict.notes)
         if not self.online.gates.enabled:
             outcome = "gates off"
         self.console.print(f"round {memory.rounds}: {len(new)} new items -> {manifest.id} ({outcome})")
+        label = "gates_off" if not self.online.gates.enabled else "passed" if verdict.passed else "refused"
+        self.telemetry.round_done(manifest.id, label, [item.accepted_at for item in new])
         if judge is not None:
             judge.candidate(manifest.id, verdict.passed, verdict.reasons, verdict.numbers)
         return manifest.id

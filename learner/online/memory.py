@@ -98,4 +98,5 @@ def _item(raw: dict[str, Any]) -> Item:
         versions=tuple(raw["versions"]),
         behaviour_logps=None if logps is None else tuple(logps),
         target=raw["target"],
+        accepted_at=raw.get("accepted_at", 0.0),  # absent in checkpoints written before it was recorded
     )

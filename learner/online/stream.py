@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
+from opentelemetry.context import Context
 
 from trimtab.config import KafkaConfig
 from trimtab.errors import TrimtabError
@@ -26,6 +27,7 @@ class Consumed:
     partition: int
     offset: int
     event: events_pb2.FeedbackEvent
+    context: Context  # the producer's trace context (the feedback service's Submit span)
 
 
 class FeedbackStream:
@@ -61,13 +63,13 @@ class FeedbackStream:
             for record in records:
                 self.positions[tp.partition] = record.offset + 1
                 try:
-                    event = receive(record).event
+                    received = receive(record)
                 except EventDecodeError as exc:
                     self.undecodable += 1
                     log.error("skipping %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
                     continue
-                if isinstance(event, events_pb2.FeedbackEvent):
-                    consumed.append(Consumed(tp.partition, record.offset, event))
+                if isinstance(received.event, events_pb2.FeedbackEvent):
+                    consumed.append(Consumed(tp.partition, record.offset, received.event, received.context))
         return consumed
 
     def commit(self, positions: Mapping[int, int]) -> None:

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from feedback.metrics import FeedbackMetrics
 from feedback.server import FeedbackServer
+from tests.metrics import Series, metric_points
 from trimtab.config import TrimtabConfig
 from trimtab.events import ReceivedEvent, receive
 from trimtab.ids import new_id
@@ -153,19 +154,8 @@ class InProcessServer:
     def post(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
         return post_json(f"{self.url}/v1/feedback", body, headers)
 
-    def metric_points(self, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
-        """Current value of each series of a counter (attributes -> sum), or of a histogram (-> count)."""
-        data = self.metric_reader.get_metrics_data()
-        points: dict[tuple[tuple[str, Any], ...], float] = {}
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        for point in metric.data.data_points:
-                            value = getattr(point, "value", None)  # counters; histograms have a count
-                            series = tuple(sorted((point.attributes or {}).items()))
-                            points[series] = value if value is not None else getattr(point, "count", 0)
-        return points
+    def metric_points(self, name: str) -> dict[Series, float]:
+        return metric_points(self.metric_reader, name)
 
     def close(self) -> None:
         self.channel.close()

@@ -15,21 +15,9 @@ from guardrails.metrics import GuardrailMetrics
 from guardrails.runtime import Guardrails
 from guardrails.semantic import Embedder
 from guardrails.service import LiveGuardrails
+from tests.metrics import metric_points, series
 from trimtab.config import GuardrailsConfig
 from trimtab.world import World
-
-
-def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, object]], float]:
-    found: dict[frozenset[tuple[str, object]], float] = {}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        found[frozenset(point.attributes.items())] = value if value is not None else point.count
-    return found
 
 
 def test_checks_are_counted_timed_and_traced(rails: Guardrails, embedder: Embedder, world: World) -> None:
@@ -45,17 +33,15 @@ def test_checks_are_counted_timed_and_traced(rails: Guardrails, embedder: Embedd
         await live.check(Stage.OUTPUT, "What a stupid question.", "Hi.")
 
     asyncio.run(scenario())
-    decisions = points(reader, "trimtab.guardrails.decisions")
-    assert (
-        decisions[frozenset({"rail": "pii", "stage": "input", "action": "modify", "reason": "pii.email"}.items())] == 1
-    )
-    assert decisions[frozenset({"rail": "pii", "stage": "input", "action": "allow", "reason": ""}.items())] == 1
-    blocked = {"rail": "blocklist", "stage": "output", "action": "block", "reason": "blocklist.term"}
-    assert decisions[frozenset(blocked.items())] == 1
-    checks = points(reader, "trimtab.guardrails.checks")
-    assert checks[frozenset({"stage": "input", "action": "allow"}.items())] == 1
-    assert checks[frozenset({"stage": "output", "action": "block"}.items())] == 1
-    assert points(reader, "trimtab.guardrails.check_latency")[frozenset({"stage": "input"}.items())] == 2
+    decisions = metric_points(reader, "trimtab.guardrails.decisions")
+    assert decisions[series(rail="pii", stage="input", action="modify", reason="pii.email")] == 1
+    assert decisions[series(rail="pii", stage="input", action="allow", reason="")] == 1
+    blocked = series(rail="blocklist", stage="output", action="block", reason="blocklist.term")
+    assert decisions[blocked] == 1
+    checks = metric_points(reader, "trimtab.guardrails.checks")
+    assert checks[series(stage="input", action="allow")] == 1
+    assert checks[series(stage="output", action="block")] == 1
+    assert metric_points(reader, "trimtab.guardrails.check_latency")[series(stage="input")] == 2
 
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["guardrails.input", "guardrails.input", "guardrails.output"]

@@ -17,46 +17,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from learner.online.items import Item, ItemFactory, Skipped
 from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
+from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import importance_weights
+from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
+from tests.metrics import metric_points, series
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import FeedbackMix
 from trimtab.events import event_producer, send_event
 from trimtab.registry import Registry
 from trimtab.stack.topics import ensure_topics
-from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, inference_pb2
+from trimtab.v1 import common_pb2, events_pb2, feedback_pb2
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def served(n: int = 2, version: str = "ver_a", logps: bool = True, text: str = "Hi") -> events_pb2.ResponseLogged:
-    record = events_pb2.ResponseLogged(request_id="req_1", user_id="u1")
-    record.prompt.chat.messages.append(common_pb2.ChatMessage(role="user", content=text))
-    for i in range(n):
-        candidate = events_pb2.CandidateRecord(
-            reply=inference_pb2.Candidate(index=i, response_id=f"res_{i}", text=f"answer {i}", model_version=version)
-        )
-        if logps:
-            candidate.token_logprobs.extend([-0.5, -0.25])
-        record.candidates.append(candidate)
-    return record
-
-
-def feedback(
-    label: feedback_pb2.FeedbackLabel, response_id: str = "res_0", **abuse: object
-) -> events_pb2.FeedbackEvent:
-    event = events_pb2.FeedbackEvent(event_id="fbk_1", feedback_id=f"fid-{uuid.uuid4().hex[:6]}", user_id="u1")
-    event.response_id = response_id
-    event.label.CopyFrom(label)
-    event.served.CopyFrom(served())
-    for key, value in abuse.items():
-        setattr(event.abuse, key, value)
-    return event
 
 
 def test_each_kind_of_feedback_becomes_the_configured_algorithms_item() -> None:
@@ -246,23 +226,11 @@ def killed_after_a_new_checkpoint(process: subprocess.Popen[bytes], checkpoints:
 
 @pytest.mark.integration
 def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: TrimtabConfig, tmp_path: Path) -> None:
-    topic = f"test.feedback.{uuid.uuid4().hex[:6]}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
-        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
-        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": topic,
-        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": "2",
-        "TRIMTAB_REDIS__URL": stack.redis.url,
-        "TRIMTAB_REDIS__KEY_PREFIX": stack.redis.key_prefix + "online:",
-        "TRIMTAB_REGISTRY__ROOT": str(tmp_path / "registry"),
-        "TRIMTAB_LEARNER__ONLINE__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")}
+    env |= small_learner_env(stack, tmp_path, partitions=2) | {
         "TRIMTAB_LEARNER__ONLINE__ROUND__EXAMPLES": "6",
         "TRIMTAB_LEARNER__ONLINE__ROUND__MAX_EXAMPLES": "6",  # several rounds, so several places to be killed
-        "TRIMTAB_LEARNER__ONLINE__ROUND__ANCHOR_EXAMPLES": "2",
-        "TRIMTAB_LEARNER__ONLINE__BATCH_SIZE": "4",
         "TRIMTAB_LEARNER__ONLINE__STOP_WHEN_IDLE_S": "4",
-        "TRIMTAB_LEARNER__ONLINE__GATES__ENABLED": "false",
-        "TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED": "false",
-        "TRIMTAB_LEARNER__TRAIN__MICRO_BATCH_SIZE": "4",
         "OMP_NUM_THREADS": "1",
     }
     config = load_config(path=None, environ=env)
@@ -328,7 +296,8 @@ def test_the_canary_is_rolled_back_when_worse_and_promoted_when_not(
     config = judge_config(stack, tmp_path)
     with_pointers(config, lambda p: p.promote("ver_current"))
     with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
-    judge = CanaryJudge(config)
+    reader = InMemoryMetricReader()
+    judge = CanaryJudge(config, LearnerTelemetry(MeterProvider(metric_readers=[reader]).get_meter("test")))
     for event in thumbs("ver_current", 30, 10) + thumbs("ver_canary", canary_ups, 40 - canary_ups)[:39]:
         judge.observe(event)
     judge.decide()  # 39 canary thumbs: below min_feedback, no decision yet
@@ -340,6 +309,8 @@ def test_the_canary_is_rolled_back_when_worse_and_promoted_when_not(
         assert (after.current, after.canary) == ("ver_current", None)
     else:  # 29/40 vs 30/40: within the 0.05 margin
         assert (after.current, after.canary) == ("ver_canary", None)
+    counted = "ROLLED_BACK" if decision == "rolled back" else "PROMOTED"
+    assert metric_points(reader, "trimtab.learner.version_events") == {series(type=counted): 1}
 
 
 def adapter_version(registry: Registry, base: str, tmp_path: Path, name: str) -> str:

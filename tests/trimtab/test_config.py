@@ -46,6 +46,17 @@ def test_environment_values_keep_strings_that_look_like_yaml() -> None:
     assert config.learner.optim.betas == (0.8, 0.9)
 
 
+def test_off_in_a_file_or_a_variable_is_the_word_not_false(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "t.yaml", "telemetry:\n  traces: off\nlearner:\n  online:\n    canary:\n      enabled: false\n"
+    )
+    config = load_config(
+        path, environ={"TRIMTAB_TELEMETRY__METRICS": "off", "TRIMTAB_LEARNER__ONLINE__ADAPTER": "true"}
+    )
+    assert (config.telemetry.traces, config.telemetry.metrics) == ("off", "off")  # YAML 1.1 would say False
+    assert config.learner.online.canary.enabled is False and config.learner.online.adapter is True
+
+
 def test_config_file_may_come_from_the_environment(tmp_path: Path) -> None:
     path = write(tmp_path / "t.yaml", {"telemetry": {"traces": "console"}})
     assert load_config(environ={"TRIMTAB_CONFIG": str(path)}).telemetry.traces == "console"

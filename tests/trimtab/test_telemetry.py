@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import urllib.request
 from concurrent import futures
 
 import grpc
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.conftest import REPO, free_port
 from trimtab.config import TelemetryConfig
+from trimtab.errors import TrimtabError
 from trimtab.telemetry import build_telemetry, context_from_grpc, context_from_kafka, grpc_metadata, kafka_headers
 
 tracer = TracerProvider().get_tracer("test")
@@ -48,6 +51,15 @@ def test_prometheus_endpoint_serves_recorded_metrics() -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'feedback_accepted_total{kind="thumb"' in body and "3.0" in body
     telemetry.shutdown()
+
+
+def test_a_taken_prometheus_port_is_an_error_naming_the_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TrimtabError, match=f"telemetry.prometheus_port: .*:{port} .*PROMETHEUS_PORT"):
+            build_telemetry(TelemetryConfig(metrics="prometheus", prometheus_port=port), "learner")
 
 
 def test_kafka_headers_carry_the_current_span() -> None:

@@ -4,11 +4,15 @@ Environment values are read as YAML numbers, booleans, null or flow collections 
 else as plain strings: `TRIMTAB_STACK__START_TIMEOUT_S=5` is a number, `TRIMTAB_REDIS__KEY_PREFIX=app:`
 a string. Nested fields take one `__` per level:
 `TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS=8`.
+
+Files and variables alike read only `true` / `false` as booleans (YAML 1.2), not YAML 1.1's on / off /
+yes / no: `metrics: off` is the string our settings mean, never False.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +33,22 @@ class ConfigError(TrimtabError):
     """The config cannot be used; the message names the key, where it came from and why."""
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans (see the module docstring)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+
+
 def resolve_config_path(path: Path | None, environ: Mapping[str, str]) -> Path | None:
     """The file to read: the explicit one, else $TRIMTAB_CONFIG, else ./trimtab.yaml if present."""
     if path is not None:
@@ -44,7 +64,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = _yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -72,7 +92,7 @@ def parse_env_value(raw: str) -> Any:
     else verbatim, so a value like `trimtab:` stays a string instead of becoming a mapping."""
     text = raw.strip()
     try:
-        value = yaml.safe_load(text) if text else raw
+        value = _yaml(text) if text else raw
     except yaml.YAMLError:
         return raw
     if text[:1] in "[{" or value is None or isinstance(value, bool | int | float):
