@@ -325,13 +325,13 @@ class OnlineLearner:
                     # The learner's newest reward model: it scored the gate once it was ready.
                     config={"reward_model": memory.reward_version},
                 )
-        outcome = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
-        outcome += "".join(f"; {note}" for note in verdict.notes)
-        if not self.online.gates.enabled:
-            outcome = "gates off"
-        self.console.print(f"round {memory.rounds}: {len(new)} new items -> {manifest.id} ({outcome})")
-        label = "gates_off" if not self.online.gates.enabled else "passed" if verdict.passed else "refused"
-        self.telemetry.round_done(manifest.id, label, [item.accepted_at for item in new])
+        outcome = "gates_off" if not self.online.gates.enabled else "passed" if verdict.passed else "refused"
+        said = "passed the gates" if verdict.passed else "refused: " + "; ".join(verdict.reasons)
+        said += "".join(f"; {note}" for note in verdict.notes)
+        if outcome == "gates_off":
+            said = "gates off"
+        self.console.print(f"round {memory.rounds}: {len(new)} new items -> {manifest.id} ({said})")
+        self.telemetry.round_done(manifest.id, outcome, [item.accepted_at for item in new])
         if judge is not None:
             judge.candidate(manifest.id, verdict.passed, verdict.reasons, verdict.numbers)
         return manifest.id

@@ -22,6 +22,7 @@ the API's no-ops.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -107,7 +108,7 @@ class LearnerTelemetry:
             self._trained.add(n, {"head": head, "algorithm": algorithm})
         for name, value in metrics.items():
             algorithm, _, metric = name.partition("/")
-            if metric == "loss" and value == value:
+            if metric == "loss" and not math.isnan(value):
                 self._loss.set(value, {"head": head, "algorithm": algorithm})
 
     def round_done(self, version: str, outcome: str, accepted_at: Sequence[float]) -> None:
