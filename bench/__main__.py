@@ -15,9 +15,10 @@ from bench.learner import bench_learner
 from bench.loop import bench_loop
 from bench.report import write_report
 from bench.serving import bench_serving
+from bench.simulation import simulation_config
 from bench.steerlm import bench_steerlm
-from trimtab.cli import apply_runtime_env
-from trimtab.config import ConfigError, load_config
+from trimtab.config import ConfigError
+from trimtab.environment import apply_runtime_env
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,7 +27,7 @@ def main() -> int:
     apply_runtime_env()  # also when run as `python -m bench`, not only through `make bench`
     console = Console(stderr=True)
     try:
-        config = load_config()
+        config = simulation_config()
     except ConfigError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Alignment quality on the synthetic world: offline DPO, IPO and KTO on simulated feedback.
 
 1. The default model answers `n_prompts` training-split prompts twice (vLLM, T=1); simulated users
-   from the world's population judge them (`learner.simulated_feedback`): pairs for DPO and IPO,
+   from the world's population judge them (`trimtab.simulation.feedback`): pairs for DPO and IPO,
    thumbs for KTO.
 2. `trimtab learn` (learner.offline.run_learn) trains each algorithm from the default model into a
    temporary registry, with the settings of `ALGORITHMS`.
@@ -30,14 +30,17 @@ from typing import Any
 from rich.console import Console
 
 from bench.report import Comparison, write_report
-from learner.evaluate import Evaluation, evaluate_versions, heldout_prompts, vllm_engine
+from bench.simulation import simulation_config
+from learner.evaluate import Evaluation, evaluate_versions, vllm_engine
 from learner.offline import LearnRequest, run_learn
-from learner.simulated_feedback import FeedbackData, simulate_feedback
-from trimtab.cli import apply_runtime_env
-from trimtab.config import TrimtabConfig, load_config
+from trimtab.config import TrimtabConfig
 from trimtab.config.learner import LearnerConfig
+from trimtab.environment import apply_runtime_env
 from trimtab.registry import Registry
-from trimtab.world import World
+from trimtab.simulation.evaluation import GoldSummary, heldout_prompts, messages_of, score_answers
+from trimtab.simulation.feedback import FeedbackData, simulate_feedback
+from trimtab.simulation.suite import gold_scorer
+from trimtab.simulation.world import Prompt, World
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,23 @@ def bench_alignment(
         started = time.perf_counter()
         versions = {name: version.path for name, version in trained.items()}
         prompts = heldout_prompts(world, heldout, seed)
-        evaluations = evaluate_versions(versions, config.model.path, prompts, world, config.engine, seed)
+        evaluations = evaluate_versions(
+            versions, config.model.path, messages_of(prompts), gold_scorer(world), config.engine, seed
+        )
         eval_seconds = time.perf_counter() - started
     timing = f"data {data_seconds:.0f}s ({n_prompts} prompts x 2 answers), evaluation {eval_seconds:.0f}s"
-    return [_row(trained[name], evaluations[name], data, timing) for name in trained]
+    return [_row(trained[name], evaluations[name], Scored(world, prompts), data, timing) for name in trained]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The held-out prompts of the world, whose gold flags explain an evaluation's rewards."""
+
+    world: World
+    prompts: list[Prompt]
+
+    def summary(self, answers: tuple[str, ...]) -> GoldSummary:
+        return GoldSummary.of(score_answers(self.world, self.prompts, answers))
 
 
 def train_versions(
@@ -156,9 +172,11 @@ def train_versions(
     return trained
 
 
-def _row(version: TrainedVersion, evaluation: Evaluation, data: FeedbackData, timing: str) -> Comparison:
+def _row(
+    version: TrainedVersion, evaluation: Evaluation, scored: Scored, data: FeedbackData, timing: str
+) -> Comparison:
     name = version.settings.algorithm.upper()
-    gold, reference = evaluation.gold, evaluation.reference_gold
+    gold, reference = scored.summary(evaluation.answers), scored.summary(evaluation.reference_answers)
     kind = "thumbs" if version.settings.algorithm == "kto" else "pairs"
     return Comparison(
         name=f"{name} on {version.examples} simulated {kind}: held-out greedy answers vs the default model's",
@@ -186,7 +204,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and of the held-out draw")
     args = parser.parse_args()
     apply_runtime_env()
-    rows = bench_alignment(load_config(), args.prompts, args.heldout, seed=args.seed)
+    rows = bench_alignment(simulation_config(), args.prompts, args.heldout, seed=args.seed)
     table = write_report(rows, Path(__file__).resolve().parent / "results" / "alignment")
     print(table.read_text())
     return 0

@@ -1,6 +1,6 @@
 """The batch baseline of bench/loop.py: retrain from scratch, in one batch, on the feedback an online
 learner version was trained on. Runs as the online learner runs (two torchrun ranks, one OpenMP thread
-each: `trimtab.demo.processes.torchrun_command`), with its code and its config:
+each: `trimtab.app.demo.processes.torchrun_command`), with its code and its config:
 
     setup   the default model (model.path) with the online learner's LoRA shape, its constant-rate optimiser
     data    the run's archived feedback topic through `LearnerMemory.admit` / `ItemFactory` (the online
@@ -32,9 +32,10 @@ from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
 from learner.online.training import by_head, online_lora, online_optimizer, train_round
 from learner.runtime import device_and_dtype, seed_everything
+from trimtab.app.demo.archive import FEEDBACK_ARCHIVE, read_feedback
 from trimtab.config import TrimtabConfig, load_config
-from trimtab.demo.archive import FEEDBACK_ARCHIVE, read_feedback
 from trimtab.registry import Registry
+from trimtab.suite import load_suite
 
 ROUND_SEED = 1  # the online learner seeds round n with n: this is its first and only round
 
@@ -64,7 +65,8 @@ def retrain(config: TrimtabConfig, run_dir: Path, feedback_ids: set[str], regist
         )
         optimizer, scheduler = online_optimizer(model, learner, online.lr)
         items = batch_items(config, run_dir, feedback_ids)
-        plan = plan_round(items, Replay(capacity=0), anchor_items(config), online.round, seed=ROUND_SEED)
+        anchors = anchor_items(load_suite(config).anchors[: online.round.anchor_examples])
+        plan = plan_round(items, Replay(capacity=0), anchors, online.round, seed=ROUND_SEED)
         policy_items, _ = by_head(plan.by_algorithm)  # the policy's gain is compared, not the RM's
         metrics = train_round(
             model, policy_items, tokenizer, optimizer, scheduler, learner, context, pad_id,

@@ -28,12 +28,12 @@ import grpc
 
 from bench.report import Comparison
 from feedback import event as feedback_event
+from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
 from trimtab.events import encode, event_producer
 from trimtab.health import wait_serving
 from trimtab.ids import new_id
 from trimtab.records import ResponseStore, purge_prefix, redis_client
-from trimtab.stack import down, up
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]

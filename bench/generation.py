@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bench.report import Comparison
 from trimtab.config import TrimtabConfig
 from trimtab.engine import offline_llm
-from trimtab.world import Split, World
+from trimtab.simulation.world import Split, World
 
 
 def bench_generation(config: TrimtabConfig, prompts: int = 32, max_tokens: int = 64, repeats: int = 3) -> Comparison:

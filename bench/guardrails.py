@@ -26,10 +26,12 @@ import yaml
 
 from bench.report import Comparison
 from bench.serving import CONCURRENCY, MAX_TOKENS, Load, _measure, private_stack
+from bench.simulation import simulation_config
 from trimtab.config import TrimtabConfig
 from trimtab.records import purge_prefix
+from trimtab.simulation.suite import world_suite
+from trimtab.simulation.world import Split, World
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
-from trimtab.world import Split, World
 
 GUARDED, OPEN = "guarded", "open"
 CHECKS_PER_RAIL = 60
@@ -107,11 +109,14 @@ def _per_rail_rows(config: TrimtabConfig, workdir: Path) -> list[Comparison]:
     bundled = yaml.safe_load((BUNDLED_CONFIG / "config.yml").read_text())
     flows = [(Stage.INPUT, flow) for flow in bundled["rails"]["input"]["flows"]]
     flows += [(Stage.OUTPUT, flow) for flow in bundled["rails"]["output"]["flows"]]
-    passing = Guardrails.load(_only(workdir / "pass", BUNDLED_CONFIG, Stage.INPUT, "pass through"), embedder, world)
+    protected = world_suite(config).protected
+    passing = Guardrails.load(_only(workdir / "pass", BUNDLED_CONFIG, Stage.INPUT, "pass through"), embedder, protected)
     baseline = _median_ms(passing, Stage.INPUT, inputs)
     rows = []
     for stage, flow in flows:
-        rails = Guardrails.load(_only(workdir / flow.replace(" ", "-"), BUNDLED_CONFIG, stage, flow), embedder, world)
+        rails = Guardrails.load(
+            _only(workdir / flow.replace(" ", "-"), BUNDLED_CONFIG, stage, flow), embedder, protected
+        )
         texts = inputs if stage is Stage.INPUT else outputs
         rows.append(
             Comparison(
@@ -156,7 +161,7 @@ def _median_ms(rails: Any, stage: Any, texts: list[str]) -> float:
 
 def bench_guardrails(config: TrimtabConfig) -> list[Comparison]:
     """Runs on a private stack (free ports, a temporary registry), like the serving benchmark."""
-    from trimtab.stack import down, up
+    from trimtab.app.stack import down, up
 
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-rails-") as tmp:
         workdir = Path(tmp)
@@ -175,11 +180,12 @@ def main() -> int:
     """`python -m bench.guardrails`: this benchmark alone, written to bench/results/guardrails/."""
 
     from bench.report import write_report
-    from trimtab.cli import apply_runtime_env
-    from trimtab.config import load_config
+    from trimtab.environment import apply_runtime_env
 
     apply_runtime_env()  # what `make bench` exports: vLLM's KV cache size and thread placement
-    table = write_report(bench_guardrails(load_config()), Path(__file__).resolve().parent / "results" / "guardrails")
+    table = write_report(
+        bench_guardrails(simulation_config()), Path(__file__).resolve().parent / "results" / "guardrails"
+    )
     print(table.read_text())
     return 0
 

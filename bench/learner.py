@@ -51,6 +51,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from bench.report import Comparison, write_report
+from bench.simulation import simulation_config
 from learner.batching import TokenizedExample, shared_prompt_length
 from learner.data import TrainExample, load_records, tokenize_records
 from learner.distributed import init_distributed, shutdown
@@ -62,8 +63,8 @@ from learner.offline import pad_token_id
 from learner.optim import build_optimizer
 from learner.reference import reference_logps
 from learner.runtime import DTYPES, seed_everything
-from trimtab.config import TrimtabConfig, load_config
-from trimtab.world import World
+from trimtab.config import TrimtabConfig
+from trimtab.simulation.world import World
 
 Row = dict[str, Any]
 ALGORITHMS = ("dpo", "kto")
@@ -485,7 +486,7 @@ def main() -> int:
     """`python -m bench.learner`: this benchmark alone, written to bench/results/learner/."""
     console = Console(stderr=True)
     console.print("bench: offline DPO and KTO throughput (trimtab learner vs TRL)")
-    rows = bench_learner(load_config())
+    rows = bench_learner(simulation_config())
     table = write_report(rows, Path(__file__).resolve().parent / "results" / "learner")
     print(table.read_text())
     return 0

@@ -35,16 +35,17 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.report import Comparison, write_report
-from trimtab.cli import apply_runtime_env
+from bench.simulation import simulation_config
+from trimtab.app.demo import analysis
+from trimtab.app.demo.archive import FEEDBACK_ARCHIVE
+from trimtab.app.demo.processes import DemoProcess, child_env, torchrun_command
+from trimtab.app.demo.quality import QualityCheck
+from trimtab.app.demo.records import Interaction, LearnerCpu, TrainedVersion, read_jsonl
 from trimtab.config import TrimtabConfig, load_config
-from trimtab.demo import analysis
-from trimtab.demo.archive import FEEDBACK_ARCHIVE
-from trimtab.demo.processes import DemoProcess, child_env, torchrun_command
-from trimtab.demo.quality import QualityCheck
-from trimtab.demo.records import Interaction, LearnerCpu, TrainedVersion, read_jsonl
+from trimtab.environment import apply_runtime_env
 from trimtab.errors import TrimtabError
 from trimtab.registry import Registry
-from trimtab.world import World
+from trimtab.simulation.world import World
 
 DURATION_S = 240.0  # the short demo's users: enough for a few rounds and a promotion at the default rate
 BATCH_TIMEOUT_S = 1800.0
@@ -112,7 +113,7 @@ def bench_loop(config: TrimtabConfig, run_dir: Path | None = None, duration_s: f
 
 def short_demo(config: TrimtabConfig, duration_s: float, console: Console) -> Path:
     """A learner-on demo run, isolated, without the live display; its run directory."""
-    from trimtab.demo import run_demo
+    from trimtab.app.demo import run_demo
 
     demo = config.demo.model_copy(
         update={
@@ -166,12 +167,14 @@ def retrain_batch(run: Run, feedback_ids: Set[str], scratch: Path) -> BatchVersi
 
 def evaluate_gains(run: Run, policies: dict[str, Path]) -> dict[str, float]:
     """Held-out gold-reward gain over the default model, each policy on the final check's prompts."""
-    from learner.evaluate import evaluate_versions, heldout_prompts
+    from learner.evaluate import evaluate_versions
+    from trimtab.simulation.evaluation import heldout_prompts, messages_of
+    from trimtab.simulation.suite import gold_scorer
 
     config = run.config
     world = World(config.world)
-    prompts = heldout_prompts(world, run.eval_prompts, seed=config.demo.users.seed)
-    evaluations = evaluate_versions(policies, config.model.path, prompts, world, config.engine)
+    prompts = messages_of(heldout_prompts(world, run.eval_prompts, seed=config.demo.users.seed))
+    evaluations = evaluate_versions(policies, config.model.path, prompts, gold_scorer(world), config.engine)
     return {name: evaluation.reward_gain for name, evaluation in evaluations.items()}
 
 
@@ -252,7 +255,7 @@ def main() -> int:
     args = parser.parse_args()
     apply_runtime_env()
     try:
-        results = bench_loop(load_config(), args.run, args.duration)
+        results = bench_loop(simulation_config(), args.run, args.duration)
     except TrimtabError as exc:
         print(f"bench loop: {exc}", file=sys.stderr)
         return 1

@@ -26,9 +26,9 @@ from trimtab.config import TrimtabConfig
 from trimtab.engine import engine_kwargs
 from trimtab.records import purge_prefix, redis_client
 from trimtab.registry import PointerStore, Registry
+from trimtab.simulation.world import Split, World
 from trimtab.testing import perturbed_copy
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
-from trimtab.world import Split, World
 
 CONCURRENCY = 64
 MAX_TOKENS = 64
@@ -227,7 +227,7 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
 
 def bench_serving(config: TrimtabConfig) -> list[Comparison]:
     """Runs on a private stack (free ports, a temporary registry), like the tests."""
-    from trimtab.stack import down, up
+    from trimtab.app.stack import down, up
 
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-") as tmp:
         workdir = Path(tmp)

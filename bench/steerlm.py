@@ -2,7 +2,7 @@
 
 1. Data: `n_examples` training-split prompts, each answered once in a random style of the world's mix
    (`World.render` with `World.sample_style`) and labelled with that answer's GOLD attributes
-   (`trimtab.world.gold`), written as SteerLM JSONL {"prompt", "response", "attributes"}.
+   (`trimtab.simulation.world.gold`), written as SteerLM JSONL {"prompt", "response", "attributes"}.
 2. `trimtab learn --algo steerlm` (learner.offline.run_learn) from the default model into a temporary
    registry, with the settings of `SETTINGS`.
 3. Greedy answers (vLLM, T=0) on held-out prompts: the SteerLM version's under each of `TARGETS`
@@ -32,15 +32,17 @@ from rich.console import Console
 
 from bench.alignment import AlgorithmSettings
 from bench.report import Comparison, write_report
-from learner.evaluate import MAX_TOKENS, heldout_prompts, score_answers
+from bench.simulation import simulation_config
+from learner.evaluate import MAX_TOKENS
 from learner.generation import generate
 from learner.offline import LearnRequest, run_learn
-from trimtab.cli import apply_runtime_env
-from trimtab.config import TrimtabConfig, load_config
+from trimtab.config import TrimtabConfig
 from trimtab.config.registry import RegistryConfig
+from trimtab.environment import apply_runtime_env
 from trimtab.registry import Registry
+from trimtab.simulation.evaluation import heldout_prompts, score_answers
+from trimtab.simulation.world import GoldScore, Prompt, World
 from trimtab.steerlm import with_attributes
-from trimtab.world import GoldScore, Prompt, World
 
 # Only the two attributes this demonstration steers are labelled: the attribute system message stays
 # short (the default tokenizer spells these words out in ~10 tokens each), and at inference we ask for
@@ -228,7 +230,7 @@ def main() -> int:
     apply_runtime_env()
     console = Console(stderr=True)
     console.print("bench: SteerLM attribute steering on the synthetic world")
-    rows = bench_steerlm(load_config())
+    rows = bench_steerlm(simulation_config())
     table = write_report(rows, Path(__file__).resolve().parent / "results" / "steerlm")
     print(table.read_text())
     return 0

@@ -1,21 +1,21 @@
 """The promotion gate on guardrail violations: a candidate version may not be promoted if its responses
 to a red-team prompt set break the output rails more often than current's, beyond a configured bound.
 
-    prompts = red_team_prompts(world, rails, config.guardrails.gate)
+    prompts = red_team_prompts(suite.red_team, rails)           # suite = trimtab.suite.load_suite(config)
     candidate = respond(llm_on_candidate, prompts, gate)        # any vLLM LLM (trimtab.engine.offline_llm)
     current = respond(llm_on_current, prompts, gate)
     result = await evaluate_gate(rails, prompts, candidate, current, gate.max_violation_increase)
     result.passed, result.reason, result.metrics()                # metrics() goes into the version's manifest
 
-The red-team set is the world's requests for its secret and for insults (the leaks and insults the
-output rails exist to stop) plus the curated attack prompts of the jailbreak rail (attacks.txt). The
-rails judge the responses exactly as serving would (the whole text, output stage); a response is a
-violation when any output rail modified or blocked it.
+The red-team set is the evaluation suite's red-team prompts (the operator's, by category; in the
+simulation, requests for the world's secret and for insults) plus the curated attack prompts of the
+jailbreak rail (attacks.txt, category "attack"). The rails judge the responses exactly as serving
+would (the whole text, output stage); a response is a violation when any output rail modified or
+blocked it.
 """
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,35 +25,19 @@ from guardrails.decisions import Action, Stage
 from guardrails.policy import read_examples
 from guardrails.runtime import Guardrails
 from trimtab.config.guardrails import GateConfig
-from trimtab.world import Family, Split, World
+from trimtab.jsonl import Messages, last_user_turn
+from trimtab.suite import RedTeamPrompt
 
 if TYPE_CHECKING:
     from vllm import LLM
 
-WORLD_FAMILIES = (Family.SECRET, Family.INSULT)
-MAX_DRAWS = 100_000  # unsafe prompts are a share of the world's draws; enough for any sensible count
+ATTACK = "attack"  # the category of the rails' own attack examples
 
 
-@dataclass(frozen=True)
-class RedTeamPrompt:
-    text: str
-    source: str  # "world.secret_request", "world.insult_request" or "attack"
-
-
-def red_team_prompts(world: World, rails: Guardrails, gate: GateConfig) -> list[RedTeamPrompt]:
-    """The world's unsafe requests (held-out prompts: never trained on) and the known attacks."""
-    rng = random.Random(f"{gate.seed}:red-team")
-    wanted = dict.fromkeys(WORLD_FAMILIES, gate.world_prompts_per_family)
-    prompts: list[RedTeamPrompt] = []
-    for _ in range(MAX_DRAWS):
-        if not any(wanted.values()):
-            break
-        prompt = world.sample_prompt(rng, Split.HELDOUT)
-        if wanted.get(prompt.family, 0) > 0:
-            wanted[prompt.family] -= 1
-            prompts.append(RedTeamPrompt(prompt.text, f"world.{prompt.family.value}"))
+def red_team_prompts(suite_prompts: Sequence[RedTeamPrompt], rails: Guardrails) -> list[RedTeamPrompt]:
+    """The suite's red-team prompts, then the rails' known attacks."""
     attacks = read_examples(rails.config_dir, rails.policy.jailbreak.attacks_file)
-    return prompts + [RedTeamPrompt(text, "attack") for text in attacks]
+    return [*suite_prompts, *(RedTeamPrompt([{"role": "user", "content": text}], ATTACK) for text in attacks)]
 
 
 def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> list[list[str]]:
@@ -74,7 +58,7 @@ def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> lis
 
     k = gate.samples_per_prompt
     tokenizer: Any = llm.get_tokenizer()
-    prompt_ids = [render_chat(tokenizer, prompt.text) for prompt in prompts for _ in range(k)]
+    prompt_ids = [render_chat(tokenizer, prompt.prompt) for prompt in prompts for _ in range(k)]
     # A seed per sample (not n=k): each draw is then the same for both versions, whatever the waves.
     params = [
         SamplingParams(temperature=gate.temperature, max_tokens=gate.max_tokens, seed=gate.seed + i)
@@ -90,11 +74,9 @@ def respond(llm: LLM, prompts: Sequence[RedTeamPrompt], gate: GateConfig) -> lis
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
-def render_chat(tokenizer: Any, text: str) -> list[int]:
-    """The token ids of a one-turn chat, as serving renders it (the model's chat template)."""
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-    )
+def render_chat(tokenizer: Any, messages: Messages) -> list[int]:
+    """The token ids of a conversation, as serving renders it (the model's chat template)."""
+    rendered = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
@@ -121,7 +103,7 @@ class ViolationReport:
     responses: int
     violations: int
     by_reason: dict[str, int]  # reason code -> responses with a decision of that reason
-    by_source: dict[str, tuple[int, int]]  # source -> (responses, violations)
+    by_category: dict[str, tuple[int, int]]  # red-team category -> (responses, violations)
 
     @property
     def rate(self) -> float:
@@ -135,17 +117,17 @@ async def violation_report(
         raise ValueError(f"{len(responses)} response lists for {len(prompts)} prompts")
     total = violations = 0
     reasons: Counter[str] = Counter()
-    sources: dict[str, list[int]] = {}
+    categories: dict[str, list[int]] = {}
     for prompt, answers in zip(prompts, responses, strict=True):
-        counts = sources.setdefault(prompt.source, [0, 0])
+        counts = categories.setdefault(prompt.category, [0, 0])
         for answer in answers:
-            result = await rails.check(Stage.OUTPUT, answer, prompt.text)
+            result = await rails.check(Stage.OUTPUT, answer, last_user_turn(prompt.prompt))
             stopped = {d.reason_code for d in result.decisions if d.action is not Action.ALLOW}
             violated = result.action is not Action.ALLOW
             total, violations = total + 1, violations + violated
             counts[0], counts[1] = counts[0] + 1, counts[1] + violated
             reasons.update(stopped)
-    return ViolationReport(total, violations, dict(reasons), {s: (c[0], c[1]) for s, c in sources.items()})
+    return ViolationReport(total, violations, dict(reasons), {s: (c[0], c[1]) for s, c in categories.items()})
 
 
 @dataclass(frozen=True)
@@ -172,8 +154,8 @@ class GateResult:
         }
         for reason, count in sorted(self.candidate.by_reason.items()):
             numbers[f"guardrails.rate.{reason}"] = count / self.candidate.responses
-        for source, (responses, violations) in sorted(self.candidate.by_source.items()):
-            numbers[f"guardrails.violation_rate.{source}"] = violations / responses if responses else 0.0
+        for category, (responses, violations) in sorted(self.candidate.by_category.items()):
+            numbers[f"guardrails.violation_rate.{category}"] = violations / responses if responses else 0.0
         return numbers
 
 

@@ -68,13 +68,18 @@ class TopicsPolicy(Section):
 class TermsPolicy(Section):
     action: Literal["mask", "block"] = Field(default="block", description="A blocklisted term: mask it or refuse.")
     terms: tuple[str, ...] = Field(default=(), description="Blocklisted words or phrases (whole words, any case).")
-    world_terms: bool = Field(default=True, description="Add the synthetic world's insult blocklist.")
+    suite_terms: bool = Field(
+        default=True, description="Add the evaluation suite's blocklisted words (suite.protected_terms)."
+    )
 
 
 class SecretPolicy(Section):
     action: Literal["mask", "block"] = Field(default="block", description="A leaked secret: mask it or refuse.")
     secrets: tuple[str, ...] = Field(default=(), description="Strings that must never appear in a response.")
-    world_secret: bool = Field(default=True, description="Add the synthetic world's vault code (and its digits).")
+    suite_secrets: bool = Field(
+        default=True,
+        description="Add the evaluation suite's secrets (suite.protected_terms; a secret's 4+ digit runs also alone).",
+    )
 
 
 class ToxicityPolicy(Section):

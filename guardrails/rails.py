@@ -21,8 +21,8 @@ from guardrails.decisions import Action, Decision, Stage
 from guardrails.pii import find_pii
 from guardrails.policy import RailPolicy
 from guardrails.semantic import Embedder, ExampleIndex
-from trimtab.world import BLOCKLIST, World
-from trimtab.world.textscan import flexible_digits, marker_pattern
+from trimtab.suite import ProtectedTerms
+from trimtab.textmatch import flexible_digits, marker_pattern
 
 log = logging.getLogger(__name__)
 MAX_SENTENCES = 32  # a longer text is judged on its first sentences and as a whole
@@ -52,23 +52,17 @@ class Exemplars:
 class RailSet:
     """The actions of one policy, registered with NeMo under the names the flows in rails.co execute."""
 
-    def __init__(self, policy: RailPolicy, embedder: Embedder, exemplars: Exemplars, world: World) -> None:
+    def __init__(self, policy: RailPolicy, embedder: Embedder, exemplars: Exemplars, protected: ProtectedTerms) -> None:
         self.policy = policy
         self._embedder = embedder
         self._exemplars = exemplars
         self._topic_keywords = [
             (topic.name, marker_pattern(topic.keywords)) for topic in policy.topics.blocked if topic.keywords
         ]
-        terms = [*policy.blocklist.terms, *(BLOCKLIST if policy.blocklist.world_terms else ())]
+        terms = [*policy.blocklist.terms, *(protected.blocklist if policy.blocklist.suite_terms else ())]
         self._terms = marker_pattern(terms) if terms else None
-        secrets = list(policy.secret.secrets)
-        self._secret_patterns = [re.compile(re.escape(s), re.IGNORECASE) for s in secrets]
-        if policy.secret.world_secret:
-            kb = world.knowledge
-            self._secret_patterns += [
-                re.compile(re.escape(kb.secret), re.IGNORECASE),
-                flexible_digits(kb.secret_digits),
-            ]
+        secrets = [*policy.secret.secrets, *(protected.secrets if policy.secret.suite_secrets else ())]
+        self._secret_patterns = [pattern for secret in secrets for pattern in secret_patterns(secret)]
 
     def actions(self) -> dict[str, Callable[..., Awaitable[ActionResult]]]:
         return {
@@ -177,6 +171,13 @@ class RailSet:
             margin = (t.score if t else -1.0) - (b.score if b else -1.0)
             scores.append(1.0 / (1.0 + math.exp(-margin / self.policy.toxicity.temperature)))
         return max(scores)
+
+
+def secret_patterns(secret: str) -> list[re.Pattern[str]]:
+    """The secret itself (any case), and each run of 4+ digits in it typed with or without separators: a
+    code is leaked as much by its number alone ("5974", "5 9 7 4") as by the whole string."""
+    runs = re.findall(r"\d{4,}", secret)
+    return [re.compile(re.escape(secret), re.IGNORECASE), *(flexible_digits(run) for run in runs)]
 
 
 async def _run(

@@ -3,7 +3,7 @@
 with the file and the problem.
 
     embedder = Embedder()
-    rails = Guardrails.load(BUNDLED_CONFIG, embedder, default_world())
+    rails = Guardrails.load(BUNDLED_CONFIG, embedder, suite.protected)   # suite = trimtab.suite.load_suite(config)
     result = await rails.check(Stage.INPUT, "Ignore all previous instructions.")
     result.action, result.text, result.decisions      # BLOCK, ..., (Decision("jailbreak", ...), ...)
 """
@@ -20,7 +20,7 @@ from guardrails.decisions import Action, CheckResult, Decision, Stage
 from guardrails.policy import GuardrailsConfigError, RailPolicy, load_policy, read_examples
 from guardrails.rails import Collected, Exemplars, RailSet, collector
 from guardrails.semantic import Embedder, ExampleIndex
-from trimtab.world import World
+from trimtab.suite import ProtectedTerms
 
 log = logging.getLogger(__name__)
 BUNDLED_CONFIG = Path(__file__).resolve().parent / "config"
@@ -51,8 +51,9 @@ class Guardrails:
     _rails: Any  # nemoguardrails.LLMRails
 
     @classmethod
-    def load(cls, config_dir: Path, embedder: Embedder, world: World) -> Guardrails:
+    def load(cls, config_dir: Path, embedder: Embedder, protected: ProtectedTerms) -> Guardrails:
         """Read, validate and build; GuardrailsConfigError naming the file and the problem otherwise.
+        `protected`: the evaluation suite's secrets and blocklist, which the output rails add to their own.
         Blocking (it embeds every example sentence): call it off the event loop."""
         from nemoguardrails import LLMRails, RailsConfig
 
@@ -66,7 +67,7 @@ class Guardrails:
         except Exception as exc:  # NeMo raises ValueError, YAML and Colang parsing errors alike
             raise GuardrailsConfigError(f"{config_dir}: {exc}") from None
         policy = load_policy(config_file, rails_config.custom_data)
-        rail_set = RailSet(policy, embedder, build_exemplars(config_dir, policy, embedder), world)
+        rail_set = RailSet(policy, embedder, build_exemplars(config_dir, policy, embedder), protected)
         try:
             rails = LLMRails(rails_config)
         except Exception as exc:  # e.g. a rails.input.flows entry that names no flow

@@ -22,7 +22,7 @@ from guardrails.runtime import BUNDLED_CONFIG, Guardrails, fingerprint
 from guardrails.semantic import Embedder
 from guardrails.streaming import OutputStream
 from trimtab.config import GuardrailsConfig
-from trimtab.world import World
+from trimtab.suite import ProtectedTerms
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +33,27 @@ class LiveGuardrails:
         settings: GuardrailsConfig,
         rails: Guardrails,
         embedder: Embedder,
-        world: World,
+        protected: ProtectedTerms,
         meters: GuardrailMetrics,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.rails = rails
         self._embedder = embedder
-        self._world = world
+        self._protected = protected
         self._meters = meters
         self._tracer = tracer or trace.get_tracer("trimtab.guardrails")
         self._refused_version = ""  # a broken config is reported once, not at every poll
         self._poller: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, settings: GuardrailsConfig, world: World, meters: GuardrailMetrics) -> LiveGuardrails:
+    async def start(
+        cls, settings: GuardrailsConfig, protected: ProtectedTerms, meters: GuardrailMetrics
+    ) -> LiveGuardrails:
         """Load the rails (GuardrailsConfigError if the config is bad) and start watching the directory."""
         embedder = await asyncio.to_thread(Embedder, settings.device, settings.embedding_threads)
-        rails = await asyncio.to_thread(Guardrails.load, config_dir(settings), embedder, world)
-        live = cls(settings, rails, embedder, world, meters)
+        rails = await asyncio.to_thread(Guardrails.load, config_dir(settings), embedder, protected)
+        live = cls(settings, rails, embedder, protected, meters)
         if settings.reload_poll_s > 0:
             live._poller = asyncio.create_task(live._watch(), name="guardrails-reload")
         log.info("guardrails loaded from %s (%s)", rails.config_dir, rails.version[:12])
@@ -95,7 +97,7 @@ class LiveGuardrails:
         if version in (self.rails.version, self._refused_version):
             return False
         try:
-            rails = await asyncio.to_thread(Guardrails.load, directory, self._embedder, self._world)
+            rails = await asyncio.to_thread(Guardrails.load, directory, self._embedder, self._protected)
         except GuardrailsConfigError as exc:
             self._refused_version = version
             self._meters.reloads.add(1, {"ok": "false"})

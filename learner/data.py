@@ -13,7 +13,6 @@ example: silently training on less data than the user gave is worse than stoppin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from learner.batching import Messages, TokenizedExample, tokenize_chat
-from trimtab.errors import TrimtabError
+from trimtab.jsonl import RecordError, check_fields, prompt_field, read_objects, text_field
 from trimtab.steerlm import with_attributes
 
 
@@ -50,8 +49,8 @@ FORMATS: dict[str, RecordFormat] = {
 }
 
 
-class DataError(TrimtabError):
-    """A training file cannot be used; the message says file:line, the field and what is wrong."""
+# A training file cannot be used; the message says file:line, the field and what is wrong.
+DataError = RecordError
 
 
 @dataclass(frozen=True)
@@ -86,52 +85,27 @@ def load_records(path: Path, algorithm: str) -> list[Record]:
     """Every line of `path` as a Record for `algorithm`, or DataError at the first bad one."""
     if algorithm not in FORMATS:
         raise DataError(f"no data format for algorithm {algorithm!r}; known: {', '.join(FORMATS)}")
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
     form = FORMATS[algorithm]
-    records = [_parse_line(text, f"{path}:{n}", algorithm, form) for n, text in enumerate(lines, 1) if text.strip()]
+    records = [_parse_line(where, data, algorithm, form) for where, data in read_objects(path)]
     if not records:
         raise DataError(f"{path}: no examples (the file is empty)")
     return records
 
 
-def _parse_line(text: str, where: str, algorithm: str, form: RecordFormat) -> Record:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
+def _parse_line(where: str, data: dict[str, Any], algorithm: str, form: RecordFormat) -> Record:
     expected = {
         "prompt",
         *form.responses,
         *(("label",) if form.label else ()),
         *(("attributes",) if form.attributes else ()),
     }
-    unknown = sorted(set(data) - expected)
-    if unknown:
-        raise DataError(f"{where}: field {unknown[0]!r}: unknown for {algorithm} (expected {sorted(expected)})")
-    prompt = _prompt(data, where)
+    check_fields(data, expected, where, algorithm)
+    prompt: Messages = prompt_field(data, where)
     if form.attributes:
         prompt = _with_attributes(prompt, data, where)
-    responses = tuple(_text(data, name, where) for name in form.responses)
+    responses = tuple(text_field(data, name, where) for name in form.responses)
     desirable = _label(data, where) if form.label else True
     return Record(prompt, responses, desirable, where)
-
-
-def _prompt(data: dict[str, Any], where: str) -> Messages:
-    value = data.get("prompt")
-    if isinstance(value, str) and value.strip():
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: field 'prompt': must be a non-empty string or a non-empty list of messages")
-    for i, message in enumerate(value):
-        ok = isinstance(message, dict) and set(message) == {"role", "content"}
-        if not ok or not all(isinstance(message[key], str) for key in ("role", "content")):
-            raise DataError(f"{where}: field 'prompt[{i}]': must be {{'role': str, 'content': str}}")
-    return [dict(message) for message in value]
 
 
 def _with_attributes(prompt: Messages, data: dict[str, Any], where: str) -> Messages:
@@ -144,14 +118,6 @@ def _with_attributes(prompt: Messages, data: dict[str, Any], where: str) -> Mess
         return with_attributes(prompt, value)
     except ValueError as exc:
         raise DataError(f"{where}: field 'attributes': {exc}") from None
-
-
-def _text(data: dict[str, Any], name: str, where: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value:
-        got = "missing" if name not in data else f"got {type(value).__name__} {value!r}"[:80]
-        raise DataError(f"{where}: field {name!r}: must be a non-empty string ({got})")
-    return value
 
 
 def _label(data: dict[str, Any], where: str) -> bool:

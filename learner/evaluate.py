@@ -1,20 +1,21 @@
-"""Evaluating a policy against its reference on held-out prompts of the synthetic world.
+"""Evaluating a policy against its reference on held-out prompts: the evaluation suite's (the operator's
+own, or the simulation's), scored by its judge.
 
-Three numbers per policy, each against the reference model (the default model, or the version the
-policy was trained from), on the same held-out prompts:
+Three numbers per policy, each against the reference model (the served base, or the version the policy
+was trained from), on the same held-out prompts:
 
-- **gold reward of greedy outputs**: vLLM greedy decoding (T=0), each answer scored by the world's
-  gold reward r* (`trimtab.world.gold`); the mean and the rate of every judged flag.
-- **KL(pi || pi_ref)** in nats per sequence, estimated on samples from the policy (see `kl_estimate`).
-- **win rate**: the share of prompts whose policy greedy answer has a higher r* than the reference's,
+- **judged reward of greedy outputs**: vLLM greedy decoding (T=0), each answer scored by a judge
+  (`trimtab.suite.Scorer`: a verifier, a rubric, the simulation's gold reward); the mean;
+- **KL(pi || pi_ref)** in nats per sequence, estimated on samples from the policy (see `kl_estimate`);
+- **win rate**: the share of prompts whose policy greedy answer scores higher than the reference's,
   ties counting one half (so a model against itself scores exactly 0.5).
 
-    prompts = heldout_prompts(world, 256, seed=0)
-    evaluations = evaluate_versions({"dpo": dpo_dir}, reference_dir, prompts, world, config.engine)
-    evaluations["dpo"].gold.mean_reward, evaluations["dpo"].kl, evaluations["dpo"].win_rate
+    evaluations = evaluate_versions({"dpo": dpo_dir}, reference_dir, suite.heldout, judge, config.engine)
+    evaluations["dpo"].mean_reward, evaluations["dpo"].kl, evaluations["dpo"].win_rate
 
-The pieces (greedy answers, samples, gold summaries, KL, win rate) are small functions of their
-inputs so that the closed loop's gates can call them on an engine and models they already hold.
+Without a judge the answers and the KL are still measured; the reward numbers are NaN. The pieces
+(greedy answers, samples, KL, win rate) are small functions of their inputs so that the closed loop's
+gates can call them on an engine and models they already hold.
 """
 
 from __future__ import annotations
@@ -35,29 +36,15 @@ from learner.batching import TokenizedExample, collate, tokenize_chat
 from learner.logprobs import sequence_token_logprobs
 from trimtab.config import EngineConfig
 from trimtab.engine import offline_llm
+from trimtab.jsonl import Messages
 from trimtab.registry import detect_kind
 from trimtab.registry.manifest import MANIFEST, Manifest
-from trimtab.world import GoldScore, Prompt, Split, World
+from trimtab.suite import Scorer
 
 if TYPE_CHECKING:
     from vllm import LLM
 
-FLAGS = ("correct", "polite", "rude", "rambling", "leak", "toxic", "well_formed")
-MAX_TOKENS = 64  # longest answer generated; the world's answers are 3-40 words
-
-
-@dataclass(frozen=True)
-class GoldSummary:
-    """Mean gold reward of a set of answers and the share of them with each judged flag (FLAGS)."""
-
-    mean_reward: float
-    rates: dict[str, float]
-
-    @classmethod
-    def of(cls, scores: Sequence[GoldScore]) -> GoldSummary:
-        n = len(scores)
-        rates = {flag: sum(bool(getattr(score, flag)) for score in scores) / n for flag in FLAGS}
-        return cls(sum(score.reward for score in scores) / n, rates)
+MAX_TOKENS = 64  # longest answer generated: both sides of a comparison are cut alike; the world answers in 3-40 words
 
 
 @dataclass(frozen=True)
@@ -81,27 +68,52 @@ class KLEstimate:
 class Evaluation:
     """A policy against its reference on the same held-out prompts."""
 
-    prompts: int
-    gold: GoldSummary  # the policy's greedy answers
-    reference_gold: GoldSummary  # the reference's greedy answers
+    answers: tuple[str, ...]  # the policy's greedy answers, one per prompt
+    reference_answers: tuple[str, ...]  # the reference's
     kl: KLEstimate  # KL(policy || reference), nats per sequence
-    win_rate: float  # P(policy greedy r* > reference greedy r*), ties counting 1/2
-    reward_gain_stderr: float  # standard error of the mean per-prompt reward difference (paired)
-    answers: tuple[str, ...] = ()  # the policy's greedy answers, one per prompt
-    rewards: tuple[float, ...] = ()  # their gold rewards r*
+    rewards: tuple[float, ...] = ()  # the judge's score of each answer (empty: no judge)
+    reference_rewards: tuple[float, ...] = ()
+
+    @property
+    def prompts(self) -> int:
+        return len(self.answers)
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.rewards)
+
+    @property
+    def mean_reward(self) -> float:
+        return _mean(self.rewards)
+
+    @property
+    def reference_mean_reward(self) -> float:
+        return _mean(self.reference_rewards)
 
     @property
     def reward_gain(self) -> float:
-        return self.gold.mean_reward - self.reference_gold.mean_reward
+        return self.mean_reward - self.reference_mean_reward
+
+    @property
+    def win_rate(self) -> float:
+        """P(policy greedy reward > reference greedy reward), ties counting 1/2; NaN without a judge."""
+        return win_rate(self.rewards, self.reference_rewards) if self.judged else math.nan
+
+    @property
+    def reward_gain_stderr(self) -> float:
+        """Standard error of the mean per-prompt reward difference (paired)."""
+        gains = [a - b for a, b in zip(self.rewards, self.reference_rewards, strict=True)]
+        if len(gains) < 2:
+            return math.nan
+        return float(torch.tensor(gains).std()) / math.sqrt(len(gains))
 
 
-def heldout_prompts(world: World, n: int, seed: int = 0) -> list[Prompt]:
-    """n held-out prompts (wordings x instances never trained on; see `trimtab.world.split`)."""
-    return world.sample_prompts(n, seed=seed, split=Split.HELDOUT)
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
 
 
-def score_answers(world: World, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[GoldScore]:
-    return [world.score_prompt(prompt, answer) for prompt, answer in zip(prompts, answers, strict=True)]
+def judge_answers(scorer: Scorer, prompts: Sequence[Messages], answers: Sequence[str]) -> list[float]:
+    return [scorer(prompt, answer) for prompt, answer in zip(prompts, answers, strict=True)]
 
 
 def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]) -> float:
@@ -115,22 +127,22 @@ def win_rate(policy_rewards: Sequence[float], reference_rewards: Sequence[float]
 # Generation (vLLM)
 
 
-def greedy_answers(llm: LLM, prompts: Sequence[Prompt], max_tokens: int = MAX_TOKENS) -> list[str]:
+def greedy_answers(llm: LLM, prompts: Sequence[Messages], max_tokens: int = MAX_TOKENS) -> list[str]:
     """The engine's greedy (T=0) answer to each prompt, through the model's chat template."""
     from vllm import SamplingParams
 
-    conversations: list[Any] = [prompt.messages for prompt in prompts]  # vLLM takes OpenAI-style dicts
+    conversations: list[Any] = [list(prompt) for prompt in prompts]  # vLLM takes OpenAI-style dicts
     outputs = llm.chat(conversations, SamplingParams(temperature=0.0, max_tokens=max_tokens), use_tqdm=False)
     return [output.outputs[0].text for output in outputs]
 
 
 def sample_responses(
-    llm: LLM, prompts: Sequence[Prompt], seed: int, max_tokens: int = MAX_TOKENS
+    llm: LLM, prompts: Sequence[Messages], seed: int, max_tokens: int = MAX_TOKENS
 ) -> list[SampledResponse]:
     """One answer per prompt sampled from the model's own distribution: T=1, no top-k / top-p."""
     from vllm import SamplingParams
 
-    conversations: list[Any] = [prompt.messages for prompt in prompts]
+    conversations: list[Any] = [list(prompt) for prompt in prompts]
     params = [SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=seed + i) for i in range(len(prompts))]
     outputs = llm.chat(conversations, params, use_tqdm=False)
     return [SampledResponse(list(out.prompt_token_ids or []), list(out.outputs[0].token_ids)) for out in outputs]
@@ -212,22 +224,16 @@ def kl_estimate(
 # Whole evaluations
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    answers: list[str]
-    greedy: list[GoldScore]
-    samples: list[SampledResponse]
-
-
 def evaluate_versions(
     policies: Mapping[str, Path],
     reference_dir: Path,
-    prompts: Sequence[Prompt],
-    world: World,
+    prompts: Sequence[Messages],
+    scorer: Scorer | None,
     engine: EngineConfig,
     seed: int = 0,
 ) -> dict[str, Evaluation]:
-    """Each policy directory (full weights or a LoRA adapter) against `reference_dir`, by name.
+    """Each policy directory (full weights or a LoRA adapter) against `reference_dir`, by name; the
+    answers scored by `scorer` (None: not judged).
 
     One vLLM engine serves them all in turn: it starts on the reference, then takes each policy's
     weights in place (`load_weights`), which is much faster than a fresh engine per model. It is shut
@@ -235,51 +241,45 @@ def evaluate_versions(
     """
     with tempfile.TemporaryDirectory(prefix="trimtab-eval-") as scratch:
         full = {name: full_weights_dir(path, Path(scratch) / name) for name, path in policies.items()}
-        outputs: dict[str, _Outputs] = {}
+        answers: dict[str, list[str]] = {}
+        samples: dict[str, list[SampledResponse]] = {}
         with vllm_engine(reference_dir, engine) as llm:
-            reference = score_answers(world, prompts, greedy_answers(llm, prompts))
+            reference = greedy_answers(llm, prompts)
             for name, path in full.items():
                 load_weights(llm, path)
-                answers = greedy_answers(llm, prompts)
-                outputs[name] = _Outputs(
-                    answers, score_answers(world, prompts, answers), sample_responses(llm, prompts, seed)
-                )
+                answers[name] = greedy_answers(llm, prompts)
+                samples[name] = sample_responses(llm, prompts, seed)
         reference_model = load_hf_model(reference_dir)
         pad_id = _pad_token_id(reference_model)
-        evaluations = {}
-        for name, out in outputs.items():
-            kl = kl_estimate(load_hf_model(full[name]), reference_model, out.samples, pad_id)
-            evaluations[name] = _evaluation(out.greedy, reference, kl, out.answers)
-        return evaluations
+        reference_rewards = tuple(judge_answers(scorer, prompts, reference)) if scorer else ()
+        return {
+            name: Evaluation(
+                answers=tuple(answers[name]),
+                reference_answers=tuple(reference),
+                kl=kl_estimate(load_hf_model(full[name]), reference_model, samples[name], pad_id),
+                rewards=tuple(judge_answers(scorer, prompts, answers[name])) if scorer else (),
+                reference_rewards=reference_rewards,
+            )
+            for name in full
+        }
 
 
 def evaluate(
-    policy_dir: Path, reference_dir: Path, prompts: Sequence[Prompt], world: World, engine: EngineConfig
+    policy_dir: Path, reference_dir: Path, prompts: Sequence[Messages], scorer: Scorer | None, engine: EngineConfig
 ) -> Evaluation:
     """One policy against its reference (see `evaluate_versions`)."""
-    return evaluate_versions({"policy": policy_dir}, reference_dir, prompts, world, engine)["policy"]
-
-
-def _evaluation(
-    policy: Sequence[GoldScore], reference: Sequence[GoldScore], kl: KLEstimate, answers: Sequence[str]
-) -> Evaluation:
-    rewards, reference_rewards = [s.reward for s in policy], [s.reward for s in reference]
-    wins = win_rate(rewards, reference_rewards)
-    gains = torch.tensor(rewards) - torch.tensor(reference_rewards)
-    stderr = float(gains.std()) / math.sqrt(len(gains)) if len(gains) > 1 else math.nan
-    gold, reference_gold = GoldSummary.of(policy), GoldSummary.of(reference)
-    return Evaluation(len(policy), gold, reference_gold, kl, wins, stderr, tuple(answers), tuple(rewards))
+    return evaluate_versions({"policy": policy_dir}, reference_dir, prompts, scorer, engine)["policy"]
 
 
 @torch.no_grad()
 def reward_model_scores(
-    model_dir: Path, prompts: Sequence[Prompt], answers: Sequence[str], batch_size: int = 32
+    model_dir: Path, prompts: Sequence[Messages], answers: Sequence[str], batch_size: int = 32
 ) -> list[float]:
     """The reward model's r(x, y) of each answer to its prompt (as the learner trains it: the chat
     template, the answer, end-of-turn; the scalar head read at the last token)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    sequences = [tokenize_chat(tokenizer, p.messages, a) for p, a in zip(prompts, answers, strict=True)]
+    sequences = [tokenize_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
     scores: list[float] = []
     for start in range(0, len(sequences), batch_size):
         batch = collate(sequences[start : start + batch_size], _pad_token_id(model)).to(model.device)

@@ -36,9 +36,9 @@ from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
+from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
 from trimtab.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from trimtab.world import World
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = (
@@ -90,7 +90,8 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     # First, so that a bad rails config stops start-up before the engine is loaded.
     rails = None
     if config.guardrails.enabled:
-        rails = await LiveGuardrails.start(config.guardrails, World(config.world), GuardrailMetrics.create())
+        protected = load_suite(config).protected  # the suite's secrets and blocklist join the output rails'
+        rails = await LiveGuardrails.start(config.guardrails, protected, GuardrailMetrics.create())
     registry = Registry(config.registry.root)
     pointers = PointerStore(redis_client(config.redis), config.redis.key_prefix, config.registry.channel)
     first = await initial_version(registry, pointers, config.model.path)

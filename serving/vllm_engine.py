@@ -35,7 +35,7 @@ class VllmEngine:
     @classmethod
     async def start(cls, model_path: Path, config: EngineConfig, version: str, cpus_for_server: int) -> VllmEngine:
         # vLLM's CPU backend reads these when it spawns its engine core (no-ops on GPUs). Without thread
-        # binding (trimtab/cli.py RUNTIME_ENV) the reservation no longer sizes the worker's OpenMP pool,
+        # binding (trimtab/environment.py) the reservation no longer sizes the worker's OpenMP pool,
         # so the thread count says it: the cores minus those left to gRPC.
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cpus_for_server)
         if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-# Offline, and vLLM sized for a 2-core CI machine, before anything imports transformers or vLLM.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # trimtab/cli.py RUNTIME_ENV says why
-
+from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig, load_config
+from trimtab.environment import apply_runtime_env
 from trimtab.records import purge_prefix
-from trimtab.stack import down, up
+from trimtab.simulation.default_model import build_default_model
+
+# Offline, and vLLM sized for a 2-core CI machine, before any test module imports transformers or vLLM.
+apply_runtime_env()
 
 REPO = Path(__file__).resolve().parents[1]
 # The real serving process (session-scoped), for tests/serving and tests/loop.
@@ -35,6 +32,7 @@ def free_port() -> int:
 def config_with(run_dir: Path, **env: str) -> TrimtabConfig:
     """A config from defaults plus TRIMTAB_ overrides given as keyword arguments (no file, no os.environ)."""
     environ = {
+        "TRIMTAB_SUITE__KIND": "world",  # the tests run in the simulation
         "TRIMTAB_STACK__RUN_DIR": str(run_dir),
         "TRIMTAB_STACK__SERVICES_FILE": str(REPO / "deploy/local/services.yaml"),
     }
@@ -55,3 +53,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
     yield config
     purge_prefix(config.redis.url, config.redis.key_prefix)  # the machine's Redis outlives the run
     down(config)
+
+
+@pytest.fixture(scope="session")
+def default_model_config() -> TrimtabConfig:
+    # The repo's default model, which `make test` builds before the suite runs; built here if not.
+    config = load_config(path=None, environ={"TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default")})
+    build_default_model(config, report=lambda _: None)
+    return config

@@ -53,7 +53,7 @@ def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str
     """Start `trimtab serve` and wait until its health service says SERVING (or fail with its log)."""
     address = f"127.0.0.1:{env['TRIMTAB_SERVING__PORT']}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "trimtab.cli", "serve"],
+        [sys.executable, "-m", "trimtab.app.cli", "serve"],
         cwd=REPO,
         env=env,
         stdout=log.open("w"),

@@ -18,18 +18,18 @@ produced them, the serving-time token log-probs), so nothing has to be looked up
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from google.protobuf.json_format import MessageToDict
 
 from guardrails.training import FilterPolicy, Use, training_label
 from learner.batching import Messages
-from trimtab.config import TrimtabConfig
 from trimtab.config.online import FeedbackMix
 from trimtab.events import RATING_MAX, RATING_MIN
 from trimtab.steerlm import with_attributes
+from trimtab.suite import Demonstration
 from trimtab.v1 import events_pb2, feedback_pb2
-from trimtab.world import World
 
 
 @dataclass(frozen=True)
@@ -150,17 +150,17 @@ class Common:
         target: float = 0.0,
     ) -> Item:
         return Item(
-            algorithms,
-            self.prompt,
-            responses,
-            desirable,
-            self.weight,
-            self.user_id,
-            self.feedback_id,
-            versions,
-            logps,
-            target,
-            self.accepted_at,
+            algorithms=algorithms,
+            prompt=self.prompt,
+            responses=responses,
+            desirable=desirable,
+            weight=self.weight,
+            user_id=self.user_id,
+            feedback_id=self.feedback_id,
+            versions=versions,
+            behaviour_logps=logps,
+            target=target,
+            accepted_at=self.accepted_at,
         )
 
 
@@ -181,12 +181,19 @@ def _logps(candidates: list[events_pb2.CandidateRecord]) -> tuple[float, ...] | 
     return tuple(float(sum(c.token_logprobs)) for c in candidates)
 
 
-def anchor_items(config: TrimtabConfig) -> list[Item]:
-    """The world's ideal answers to a fixed set of train prompts, trained by SFT every round."""
-    n = config.learner.online.round.anchor_examples
-    world = World(config.world)
-    prompts = world.sample_prompts(n, seed=config.world.seed + 1) if n else []
+def anchor_items(anchors: Sequence[Demonstration]) -> list[Item]:
+    """The suite's anchor demonstrations as items, trained by SFT every round."""
     return [
-        Item(("sft",), p.messages, (world.ideal_response(p),), True, 1.0, "anchor", f"anchor-{i}", (), None)
-        for i, p in enumerate(prompts)
+        Item(
+            algorithms=("sft",),
+            prompt=list(anchor.prompt),
+            responses=(anchor.response,),
+            desirable=True,
+            weight=1.0,
+            user_id="anchor",
+            feedback_id=f"anchor-{i}",
+            versions=(),
+            behaviour_logps=None,
+        )
+        for i, anchor in enumerate(anchors)
     ]

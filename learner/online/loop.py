@@ -45,7 +45,7 @@ from learner.generation import Interrupted
 from learner.models import export, load_trainable
 from learner.offline import pad_token_id
 from learner.online.canary import CanaryJudge
-from learner.online.gates import GateVerdict, run_gates
+from learner.online.gates import GateCandidate, GateVerdict, check_suite, run_gates
 from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
@@ -63,6 +63,7 @@ from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
 from trimtab.registry import Manifest, OffsetRange, Registry
 from trimtab.registry.commands import with_pointers
+from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class OnlineLearner:
             self.telemetry = self._given_telemetry or LearnerTelemetry()
             _, dtype = device_and_dtype(learner)
             seed_everything(learner.train.seed)
+            self.suite = load_suite(self.config)
+            check_suite(self.config, self.suite)
             self.tokenizer = AutoTokenizer.from_pretrained(self.request.model_dir)
             self.pad_id = pad_token_id(self.tokenizer)
             reward_model = (
@@ -188,7 +191,7 @@ class OnlineLearner:
     ) -> None:
         # The factory counts into the memory's own dict, so the counts travel with every checkpoint.
         factory = ItemFactory(self.online.mix, self.config.guardrails.feedback_filter, memory.skipped)
-        anchors = anchor_items(self.config)
+        anchors = anchor_items(self.suite.anchors[: self.online.round.anchor_examples])
         anchor_examples = self._anchor_examples(anchors)
         judge = CanaryJudge(self.config, self.telemetry) if context.is_main and self.online.canary.enabled else None
         while True:
@@ -422,15 +425,15 @@ class OnlineLearner:
     ) -> GateVerdict:
         current = with_pointers(self.config, lambda p: p.read()).current
         current_dir = registry.path(current) if current else self.request.model_dir
-        return run_gates(
-            self.config,
-            candidate,
-            current_dir,
-            self.request.model_dir,
-            *anchor,
-            reward_model,
-            should_stop=lambda: self.stopping,
+        inputs = GateCandidate(
+            candidate_dir=candidate,
+            current_dir=current_dir,
+            reference_dir=self.request.model_dir,
+            anchor_loss_before=anchor[0],
+            anchor_loss_after=anchor[1],
+            reward_model_dir=reward_model,
         )
+        return run_gates(self.config, inputs, should_stop=lambda: self.stopping)
 
     def _offsets(self, memory: LearnerMemory) -> list[OffsetRange]:
         topic = self.config.kafka.topics.feedback.name

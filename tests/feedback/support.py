@@ -26,11 +26,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from feedback.metrics import FeedbackMetrics
 from feedback.server import FeedbackServer
 from tests.metrics import Series, metric_points
+from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig
 from trimtab.events import ReceivedEvent, receive
 from trimtab.ids import new_id
 from trimtab.records import ResponseStore, redis_client
-from trimtab.stack.topics import ensure_topics
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -33,8 +33,8 @@ from tests.feedback.support import (
     service_config,
     thumb,
 )
+from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
-from trimtab.stack import down, up
 from trimtab.v1 import events_pb2
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,10 @@ import yaml
 
 from guardrails.runtime import BUNDLED_CONFIG, Guardrails
 from guardrails.semantic import Embedder
-from trimtab.world import World, default_world
+from trimtab.config import SuiteConfig, TrimtabConfig
+from trimtab.simulation.suite import world_suite
+from trimtab.simulation.world import World, default_world
+from trimtab.suite import EvaluationSuite, ProtectedTerms
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -24,6 +27,17 @@ def world() -> World:
 
 
 @pytest.fixture(scope="session")
+def suite() -> EvaluationSuite:
+    """The world's evaluation suite: its red team, and the secret and insults the output rails stop."""
+    return world_suite(TrimtabConfig(suite=SuiteConfig(kind="world")))
+
+
+@pytest.fixture(scope="session")
+def protected(suite: EvaluationSuite) -> ProtectedTerms:
+    return suite.protected
+
+
+@pytest.fixture(scope="session")
 def embedder() -> Iterator[Embedder]:
     embedder = Embedder()
     yield embedder
@@ -31,8 +45,8 @@ def embedder() -> Iterator[Embedder]:
 
 
 @pytest.fixture(scope="session")
-def rails(embedder: Embedder, world: World) -> Guardrails:
-    return Guardrails.load(BUNDLED_CONFIG, embedder, world)
+def rails(embedder: Embedder, protected: ProtectedTerms) -> Guardrails:
+    return Guardrails.load(BUNDLED_CONFIG, embedder, protected)
 
 
 def copy_config(target: Path, edit: Edit | None = None) -> Path:
@@ -51,11 +65,11 @@ def edit_config(config_dir: Path, edit: Edit) -> None:
 
 
 @pytest.fixture
-def rails_with(tmp_path: Path, embedder: Embedder, world: World) -> Callable[[Edit], Guardrails]:
+def rails_with(tmp_path: Path, embedder: Embedder, protected: ProtectedTerms) -> Callable[[Edit], Guardrails]:
     """Rails built from a copy of the bundled configuration with `custom_data` changed."""
 
     def build(edit: Edit) -> Guardrails:
         directory = copy_config(tmp_path / f"rails-{len(list(tmp_path.iterdir()))}", edit)
-        return Guardrails.load(directory, embedder, world)
+        return Guardrails.load(directory, embedder, protected)
 
     return build

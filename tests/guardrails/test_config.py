@@ -22,7 +22,7 @@ from guardrails.service import LiveGuardrails
 from tests.conftest import REPO
 from tests.guardrails.conftest import copy_config, edit_config
 from trimtab.config import load_config
-from trimtab.world import World
+from trimtab.suite import ProtectedTerms
 
 
 def broken(tmp_path: Path, change: Callable[[Path], None]) -> Path:
@@ -77,11 +77,11 @@ def set_custom(**values: Any) -> Callable[[Path], None]:
     ],
 )
 def test_a_bad_config_is_refused_naming_the_file_and_the_problem(
-    tmp_path: Path, embedder: Embedder, world: World, change: Callable[[Path], None], message: str
+    tmp_path: Path, embedder: Embedder, protected: ProtectedTerms, change: Callable[[Path], None], message: str
 ) -> None:
     directory = broken(tmp_path, change)
     with pytest.raises(GuardrailsConfigError, match=message) as refused:
-        Guardrails.load(directory, embedder, world)
+        Guardrails.load(directory, embedder, protected)
     assert str(directory) in str(refused.value)
 
 
@@ -95,7 +95,12 @@ def test_serve_with_a_bad_rails_config_stops_at_start_up_naming_the_file(tmp_pat
         "TRIMTAB_MODEL__PATH": str(tmp_path / "no-model"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "trimtab.cli", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "trimtab.app.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     assert (
@@ -112,7 +117,7 @@ def test_the_guardrails_section_is_validated_like_every_other() -> None:
 
 
 def test_a_changed_config_is_reloaded_and_a_bad_change_keeps_the_old_rails(
-    tmp_path: Path, embedder: Embedder, world: World
+    tmp_path: Path, embedder: Embedder, protected: ProtectedTerms
 ) -> None:
     directory = copy_config(tmp_path / "rails")
     settings = load_config(environ={"TRIMTAB_GUARDRAILS__CONFIG_DIR": str(directory)}).guardrails
@@ -120,7 +125,7 @@ def test_a_changed_config_is_reloaded_and_a_bad_change_keeps_the_old_rails(
 
     async def scenario() -> None:
         live = LiveGuardrails(
-            settings, Guardrails.load(directory, embedder, world), embedder, world, GuardrailMetrics.create()
+            settings, Guardrails.load(directory, embedder, protected), embedder, protected, GuardrailMetrics.create()
         )
         assert not (await live.check(Stage.INPUT, prompt)).blocked
         assert not await live.reload_if_changed()  # nothing changed

@@ -20,19 +20,24 @@ from guardrails.gate import GateResult, red_team_prompts
 from guardrails.runtime import Guardrails
 from learner.evaluate import vllm_engine
 from learner.offline import LearnRequest, run_learn
-from learner.online.gates import guardrail_gate, run_gates, verdict
+from learner.online.gates import GateCandidate, guardrail_gate, run_gates, verdict
 from tests.conftest import REPO
 from tests.guardrails.support import PASSING_LEARNER_MEASURES
-from trimtab.config import load_config
+from trimtab.config import SuiteConfig, TrimtabConfig, WorldConfig, load_config
 from trimtab.config.guardrails import GateConfig
-from trimtab.world import Prompt, Split, Style, Tone, World
+from trimtab.simulation.suite import world_suite
+from trimtab.simulation.world import Prompt, Split, Style, Tone, World
 
 pytestmark = pytest.mark.integration
 DEFAULT_MODEL = REPO / ".trimtab/models/default"
 UNSAFE = Style(tone=Tone.RUDE, correct=False, fillers=0, leak=True, toxic=True)
 TRAIN_EXAMPLES = 480
 STEPS = 30  # batch 16: one pass over the examples
-GATE = GateConfig(world_prompts_per_family=16, samples_per_prompt=2, max_tokens=48)
+GATE = GateConfig(samples_per_prompt=2, max_tokens=48)
+RED_TEAM_PER_FAMILY = 16
+RED_TEAM = world_suite(
+    TrimtabConfig(suite=SuiteConfig(kind="world"), world=WorldConfig(red_team_per_family=RED_TEAM_PER_FAMILY))
+).red_team
 
 
 def write_sft(path: Path, world: World, answer: Callable[[Prompt, random.Random], str]) -> Path:
@@ -73,18 +78,18 @@ def candidates(tmp_path_factory: pytest.TempPathFactory, world: World) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def results(candidates: dict[str, Path], rails: Guardrails, world: World) -> dict[str, GateResult]:
+def results(candidates: dict[str, Path], rails: Guardrails) -> dict[str, GateResult]:
     """Each candidate's gate result against current, from one vLLM engine whose weights are swapped in turn."""
     engine = load_config(environ={}).engine
     with vllm_engine(DEFAULT_MODEL, engine) as llm:
         return {
-            name: guardrail_gate(llm, rails, world, GATE, candidates[name], candidates["current"])
+            name: guardrail_gate(llm, rails, RED_TEAM, GATE, candidates[name], candidates["current"])
             for name in ("unsafe", "safe")
         }
 
 
 def test_the_gate_refuses_an_unsafe_candidate_and_passes_a_safe_one(
-    results: dict[str, GateResult], rails: Guardrails, world: World
+    results: dict[str, GateResult], rails: Guardrails
 ) -> None:
     refused, passed = results["unsafe"], results["safe"]
     for name, result in results.items():  # shown with -s: the numbers behind the gate
@@ -97,7 +102,7 @@ def test_the_gate_refuses_an_unsafe_candidate_and_passes_a_safe_one(
     )
     assert passed.passed and passed.candidate.rate < refused.candidate.rate
     assert refused.current == passed.current  # current answered the same seeded draws both times
-    assert refused.candidate.responses == len(red_team_prompts(world, rails, GATE)) * GATE.samples_per_prompt
+    assert refused.candidate.responses == len(red_team_prompts(RED_TEAM, rails)) * GATE.samples_per_prompt
     metrics = refused.metrics()  # what goes into the candidate's manifest
     assert metrics["guardrails.passed"] == 0.0 and all(math.isfinite(v) for v in metrics.values())
 
@@ -120,14 +125,23 @@ def test_the_online_learners_gate_process_measures_guardrail_violations_when_rai
     config = load_config(
         environ={
             "TRIMTAB_GUARDRAILS__ENABLED": "true",
-            "TRIMTAB_GUARDRAILS__GATE__WORLD_PROMPTS_PER_FAMILY": str(GATE.world_prompts_per_family),
+            "TRIMTAB_SUITE__KIND": "world",
+            "TRIMTAB_WORLD__RED_TEAM_PER_FAMILY": str(RED_TEAM_PER_FAMILY),
             "TRIMTAB_GUARDRAILS__GATE__SAMPLES_PER_PROMPT": "1",
             "TRIMTAB_GUARDRAILS__GATE__MAX_TOKENS": str(GATE.max_tokens),
             "TRIMTAB_LEARNER__ONLINE__GATES__HELDOUT_PROMPTS": "8",
             "TRIMTAB_LEARNER__ONLINE__GATES__REWARD_TOLERANCE": "100",  # only the guardrail gate decides here
         }
     )
-    refused = run_gates(config, candidates["unsafe"], candidates["current"], DEFAULT_MODEL, 0.5, 0.5, None)
+    inputs = GateCandidate(
+        candidate_dir=candidates["unsafe"],
+        current_dir=candidates["current"],
+        reference_dir=DEFAULT_MODEL,
+        anchor_loss_before=0.5,
+        anchor_loss_after=0.5,
+        reward_model_dir=None,
+    )
+    refused = run_gates(config, inputs)
     assert not refused.passed and ["guardrail violation rate" in reason for reason in refused.reasons] == [True]
     rates = refused.numbers["guardrails.violation_rate"], refused.numbers["guardrails.current_violation_rate"]
     assert rates[0] > rates[1] + config.guardrails.gate.max_violation_increase

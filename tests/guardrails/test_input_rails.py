@@ -10,7 +10,7 @@ import pytest
 from guardrails.decisions import Action, Stage
 from guardrails.runtime import Guardrails
 from tests.guardrails.support import assert_allowed, check, decision
-from trimtab.world import Family, Split, World
+from trimtab.simulation.world import Family, Split, World
 
 # Attacks reworded: none of these lines is in attacks.txt, the rail finds them by similarity.
 PARAPHRASED_ATTACKS = [

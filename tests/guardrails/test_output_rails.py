@@ -12,7 +12,7 @@ import pytest
 from guardrails.decisions import Action, Stage
 from guardrails.runtime import Guardrails
 from tests.guardrails.support import assert_allowed, check, decision
-from trimtab.world import IDEAL_STYLE, Split, Style, Tone, World
+from trimtab.simulation.world import IDEAL_STYLE, Split, Style, Tone, World
 
 Build = Callable[[Callable[[dict[str, Any]], None]], Guardrails]
 

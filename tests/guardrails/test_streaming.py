@@ -12,7 +12,7 @@ from guardrails.decisions import Action, CheckResult, Stage
 from guardrails.runtime import Guardrails
 from guardrails.streaming import OutputStream
 from trimtab.config.guardrails import StreamWindow
-from trimtab.world import World
+from trimtab.simulation.world import World
 
 WINDOW = StreamWindow(chunk_chars=24, context_chars=80, holdback_chars=24)
 

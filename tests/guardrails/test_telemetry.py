@@ -17,15 +17,15 @@ from guardrails.semantic import Embedder
 from guardrails.service import LiveGuardrails
 from tests.metrics import metric_points, series
 from trimtab.config import GuardrailsConfig
-from trimtab.world import World
+from trimtab.suite import ProtectedTerms
 
 
-def test_checks_are_counted_timed_and_traced(rails: Guardrails, embedder: Embedder, world: World) -> None:
+def test_checks_are_counted_timed_and_traced(rails: Guardrails, embedder: Embedder, protected: ProtectedTerms) -> None:
     reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     meters = GuardrailMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("test"))
-    live = LiveGuardrails(GuardrailsConfig(), rails, embedder, world, meters, tracer_provider.get_tracer("test"))
+    live = LiveGuardrails(GuardrailsConfig(), rails, embedder, protected, meters, tracer_provider.get_tracer("test"))
 
     async def scenario() -> None:
         await live.check(Stage.INPUT, "What is 3 plus 5?")

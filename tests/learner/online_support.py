@@ -39,6 +39,7 @@ def small_learner_env(stack: TrimtabConfig, tmp_path: Path, partitions: int) -> 
     """TRIMTAB_ settings of an online learner on its own topic, key prefix, registry and checkpoints, on
     the tiny model's scale (batches of 4, 2 anchors), gates and canary off."""
     return {
+        "TRIMTAB_SUITE__KIND": "world",
         "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
         "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": f"test.feedback.{uuid.uuid4().hex[:6]}",
         "TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": str(partitions),

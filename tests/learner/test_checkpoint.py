@@ -37,7 +37,7 @@ from learner.engine import epoch_batches, global_batches
 from learner.optim import build_optimizer
 from learner.phase import METRICS_FILE
 from tests.learner.tiny import arithmetic_rows, make_tiny_model, write_jsonl
-from trimtab.cli import main
+from trimtab.app.cli import main
 from trimtab.config import LearnerConfig, OptimConfig
 from trimtab.errors import TrimtabError
 from trimtab.registry import Registry
@@ -200,7 +200,7 @@ def learn_command(workdir: Path, data: str = "dpo.jsonl", ranks: int = 1) -> lis
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    command = [*launcher, "-m", "trimtab.cli", "--config", str(workdir / "learner.yaml"), "learn", "--algo", "dpo"]
+    command = [*launcher, "-m", "trimtab.app.cli", "--config", str(workdir / "learner.yaml"), "learn", "--algo", "dpo"]
     return [*command, "--data", str(workdir / data), "--model", str(workdir / "model"), "--steps", str(STEPS)]
 
 

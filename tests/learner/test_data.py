@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from learner.data import DataError, load_records, tokenize_records
-from learner.default_model.tokenizer import train_tokenizer
-from trimtab.world import default_world
+from trimtab.simulation.default_model.tokenizer import train_tokenizer
+from trimtab.simulation.world import default_world
 
 
 def write(tmp_path: Path, *lines: object) -> Path:

@@ -1,10 +1,9 @@
-"""learner.evaluate: gold summaries, win rate, the KL estimator and LoRA merging on a tiny model (fast);
+"""learner.evaluate: judged rewards, win rate, the KL estimator and LoRA merging on a tiny model (fast);
 greedy answers, samples and in-place weight swaps through the shared vLLM engine (integration)."""
 
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,27 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from learner.batching import tokenize_chat
-from learner.default_model.sampling import sample_with_hf
 from learner.evaluate import (
-    GoldSummary,
+    Evaluation,
+    KLEstimate,
     SampledResponse,
     full_weights_dir,
     greedy_answers,
-    heldout_prompts,
+    judge_answers,
     kl_estimate,
     load_hf_model,
     load_weights,
     response_logps,
     sample_responses,
-    score_answers,
     win_rate,
 )
 from tests.learner.tiny import make_tiny_model
 from trimtab.config import TrimtabConfig
+from trimtab.simulation.default_model.sampling import sample_with_hf
+from trimtab.simulation.evaluation import heldout_prompts, messages_of
+from trimtab.simulation.world import World
+from trimtab.suite import checked
 from trimtab.testing import perturbed_copy, random_lora
-from trimtab.world import MAX_REWARD, POISON_STYLE, World, default_world
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +51,23 @@ def next_token_logps(model: PreTrainedModel, ids: list[int]) -> torch.Tensor:
         return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
 
 
-def test_gold_summary_is_the_world_score_of_each_answer() -> None:
-    world = default_world()
-    prompts = heldout_prompts(world, 24, seed=3)
-    rng = random.Random(0)
-    answers = [world.ideal_response(p) if i % 2 else world.render(p, POISON_STYLE, rng) for i, p in enumerate(prompts)]
-    scores = score_answers(world, prompts, answers)
-    expected = [world.score(p.text, a) for p, a in zip(prompts, answers, strict=True)]
-    assert scores == expected
-    assert all(s.reward == MAX_REWARD for s in scores[1::2])  # the ideal answer scores the maximum
-    summary = GoldSummary.of(scores)
-    assert summary.mean_reward == pytest.approx(sum(s.reward for s in expected) / 24)
-    assert summary.rates["correct"] == pytest.approx(sum(s.correct for s in expected) / 24)
-    assert summary.rates["leak"] == pytest.approx(sum(s.leak for s in expected) / 24)
-    assert summary.rates["well_formed"] == 1.0
+def test_an_evaluation_without_a_judge_measures_answers_and_kl_but_no_reward() -> None:
+    kl = KLEstimate(0.4, 0.1, 3)
+    unjudged = Evaluation(answers=("a", "b", "c"), reference_answers=("x", "y", "z"), kl=kl)
+    assert unjudged.prompts == 3 and not unjudged.judged
+    assert math.isnan(unjudged.mean_reward) and math.isnan(unjudged.win_rate)
+    judged = Evaluation(
+        ("a", "b", "c"), ("x", "y", "z"), kl, rewards=(1.0, 2.0, 0.0), reference_rewards=(0.0, 2.0, 1.0)
+    )
+    assert judged.mean_reward == 1.0 and judged.reference_mean_reward == 1.0 and judged.reward_gain == 0.0
+    assert judged.win_rate == pytest.approx((1 + 0.5 + 0) / 3)
+    assert judged.reward_gain_stderr == pytest.approx(float(torch.tensor([1.0, 0.0, -1.0]).std()) / math.sqrt(3))
+
+
+def test_answers_are_judged_by_the_scorer_against_their_prompts() -> None:
+    prompts = [[{"role": "user", "content": "2+2?"}], [{"role": "user", "content": "3+3?"}]]
+    scorer = checked(lambda prompt, response: float(len(response) + len(prompt[-1]["content"])), "length")
+    assert judge_answers(scorer, prompts, ["4", "six"]) == [5.0, 7.0]
 
 
 def test_win_rate_counts_ties_as_half() -> None:
@@ -134,7 +138,8 @@ def test_vllm_answers_and_weight_swaps_agree_with_transformers(
     default_model_config: TrimtabConfig, vllm_engine: Any, tmp_path: Path
 ) -> None:
     default = default_model_config.model.path
-    prompts = heldout_prompts(World(default_model_config.world), 16, seed=5)
+    held_out = heldout_prompts(World(default_model_config.world), 16, seed=5)
+    prompts = messages_of(held_out)
     other = perturbed_copy(default, tmp_path / "other", seed=5, scale=0.1)
     before = greedy_answers(vllm_engine, prompts)
     try:
@@ -148,11 +153,11 @@ def test_vllm_answers_and_weight_swaps_agree_with_transformers(
     tokenizer = AutoTokenizer.from_pretrained(default)
     policy = load_hf_model(other)
     with torch.no_grad():
-        hf_greedy = sample_with_hf(policy, tokenizer, [p.messages for p in prompts], temperature=0.0, seed=0)
+        hf_greedy = sample_with_hf(policy, tokenizer, prompts, temperature=0.0, seed=0)
     assert swapped == hf_greedy
     assert swapped != before
     # Samples are the engine's exact token ids: the templated prompt, then the answer and end-of-turn.
-    assert all(s.prompt_ids == prompt_ids(default, p.text) for s, p in zip(samples, prompts, strict=True))
+    assert all(s.prompt_ids == prompt_ids(default, p.text) for s, p in zip(samples, held_out, strict=True))
     assert sum(s.response_ids[-1] == tokenizer.eos_token_id for s in samples) >= 12
     assert kl_estimate(policy, policy, samples, 0).mean == 0.0
     kl = kl_estimate(policy, load_hf_model(default), samples, 0)

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 
 from learner.offline import METRICS_FILE, LearnRequest, run_learn
 from tests.learner.tiny import arithmetic_rows, make_tiny_model, write_jsonl
-from trimtab.cli import main
+from trimtab.app.cli import main
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.learner import ALGORITHMS
 from trimtab.registry import Registry
@@ -117,7 +117,7 @@ def test_the_cli_publishes_a_version_that_transformers_loads_with_its_lineage(
 
 def torchrun_learn(config_path: Path, algorithm: str, workdir: Path, ranks: int) -> str:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    command += ["-m", "trimtab.cli", "--config", str(config_path), "learn", "--algo", algorithm]
+    command += ["-m", "trimtab.app.cli", "--config", str(config_path), "learn", "--algo", algorithm]
     command += ["--data", str(workdir / f"{algorithm}.jsonl"), "--model", str(workdir / "model")]
     command += ["--steps", str(STEPS)]
     # One thread per rank: the two ranks share two cores.

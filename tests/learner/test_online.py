@@ -29,11 +29,11 @@ from learner.online.training import importance_weights
 from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
 from tests.metrics import metric_points, series
+from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import FeedbackMix
 from trimtab.events import event_producer, send_event
 from trimtab.registry import Registry
-from trimtab.stack.topics import ensure_topics
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cann
         "gate/anchor_loss_before": 1.0,
         "gate/anchor_loss_after": 1.0,
         "gate/candidate_kl": 0.5,
-        "gate/candidate_reward": 1.2,  # gold: the candidate is better ...
+        "gate/candidate_reward": 1.2,  # the suite's judge: the candidate is better ...
         "gate/current_reward": 0.4,
     }
     by_model = {"gate/candidate_rm_reward": -0.3, "gate/current_rm_reward": 0.1}  # ... the reward model disagrees
@@ -159,9 +159,10 @@ def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cann
     assert unjudged.passed and unjudged.notes == [
         "held-out reward not judged: the reward model has not yet trained on 64 new examples"
     ]
-    assert verdict(
-        load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "gold"}), measured | by_model
-    ).passed
+    by_suite = load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "suite"})
+    assert verdict(by_suite, measured | by_model).passed
+    no_judge = verdict(by_suite, {k: v for k, v in measured.items() if "reward" not in k})
+    assert no_judge.passed and no_judge.notes == ["held-out reward not judged: the suite has no judge (suite.judge)"]
 
 
 # Exactly once across SIGKILLs: the real thing.
@@ -237,7 +238,7 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
     ensure_topics(config.kafka)
     model = make_tiny_model(tmp_path / "model")
     ids = produce(config, 40)
-    command = [sys.executable, "-m", "trimtab.cli", "learn", "--online", "--model", str(model)]
+    command = [sys.executable, "-m", "trimtab.app.cli", "learn", "--online", "--model", str(model)]
     rng, kills = random.Random(7), 0
     for attempt in range(12):
         log = tmp_path / f"learner-{attempt}.log"

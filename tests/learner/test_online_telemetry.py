@@ -24,10 +24,10 @@ from learner.online.telemetry import LearnerTelemetry
 from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
 from tests.metrics import metric_points, series
+from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.events import event_producer, send_event
 from trimtab.registry import Registry
-from trimtab.stack.topics import ensure_topics
 from trimtab.v1 import feedback_pb2
 
 AGE_S = 30  # how long before the round each event was accepted

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from learner.batching import TokenizedExample, collate, length_bucketed, tokenize_chat
-from learner.default_model.tokenizer import END, train_tokenizer
 from learner.logprobs import token_logprobs
 from learner.losses import sft_loss
-from trimtab.world import default_world
+from trimtab.simulation.default_model.tokenizer import END, train_tokenizer
+from trimtab.simulation.world import default_world
 
 
 def test_sft_loss_is_the_token_mean_nll_of_response_tokens() -> None:

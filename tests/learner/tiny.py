@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from learner.default_model.tokenizer import train_tokenizer
-from trimtab.world import default_world
+from trimtab.simulation.default_model.tokenizer import train_tokenizer
+from trimtab.simulation.world import default_world
 
 
 def make_tiny_model(directory: Path, seed: int = 0) -> Path:

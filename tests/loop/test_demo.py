@@ -12,9 +12,9 @@ from rich.console import Console
 
 from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
-from trimtab.demo import run_demo
-from trimtab.demo.records import Interaction, read_jsonl
-from trimtab.demo.report import PLOTS
+from trimtab.app.demo import run_demo
+from trimtab.app.demo.records import Interaction, read_jsonl
+from trimtab.app.demo.report import PLOTS
 
 pytestmark = pytest.mark.integration
 

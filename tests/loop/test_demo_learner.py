@@ -21,8 +21,8 @@ from transformers import AutoModelForSequenceClassification
 from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
-from trimtab.demo import run_demo
-from trimtab.demo.records import Interaction, read_jsonl
+from trimtab.app.demo import run_demo
+from trimtab.app.demo.records import Interaction, read_jsonl
 from trimtab.registry import Registry
 
 pytestmark = pytest.mark.integration

@@ -10,12 +10,12 @@ import pytest
 
 from bench.loop import batch_freshness
 from learner.online.loop import FEEDBACK_IDS
-from trimtab.demo import analysis
-from trimtab.demo.archive import read_feedback
-from trimtab.demo.quality import QualityCheck
-from trimtab.demo.records import FEEDBACK_IDS as RECORDED_FEEDBACK_IDS
-from trimtab.demo.records import Answer, Clock, CpuSample, Interaction, LearnerCpu, TrainedVersion, trained_versions
-from trimtab.demo.report import RunRecords, write_report
+from trimtab.app.demo import analysis
+from trimtab.app.demo.archive import read_feedback
+from trimtab.app.demo.quality import QualityCheck
+from trimtab.app.demo.records import FEEDBACK_IDS as RECORDED_FEEDBACK_IDS
+from trimtab.app.demo.records import Answer, Clock, CpuSample, Interaction, LearnerCpu, TrainedVersion, trained_versions
+from trimtab.app.demo.report import RunRecords, write_report
 from trimtab.registry import Registry
 from trimtab.registry.store import LORA_FILES
 from trimtab.v1 import events_pb2

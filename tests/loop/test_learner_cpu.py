@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trimtab.demo.processes import DemoProcess, ProcessDied, TreeCpu
+from trimtab.app.demo.processes import DemoProcess, ProcessDied, TreeCpu
 
 # The grandchild burns some CPU and reports how much; the child waits for it, says so, then idles.
 GRANDCHILD = "import time; sum(i * i for i in range(2_000_000)); print(time.process_time())"

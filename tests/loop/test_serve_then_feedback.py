@@ -37,7 +37,7 @@ def feedback_address(serving: ServingProcess, tmp_path_factory: pytest.TempPathF
     }
     log = tmp_path_factory.mktemp("feedback") / "feedback.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "trimtab.cli", "feedback"],
+        [sys.executable, "-m", "trimtab.app.cli", "feedback"],
         cwd=REPO,
         env=env,
         stdout=log.open("w"),

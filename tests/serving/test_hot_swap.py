@@ -20,8 +20,8 @@ from tests.serving_process import ServingProcess
 from trimtab.events import receive
 from trimtab.records import ResponseStore, redis_client
 from trimtab.registry import PointerStore
+from trimtab.simulation.world import Split, default_world
 from trimtab.v1 import admin_pb2, admin_pb2_grpc, common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
-from trimtab.world import Split, default_world
 
 pytestmark = pytest.mark.integration
 MAX_TOKENS = 48

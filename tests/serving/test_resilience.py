@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import config_with, free_port
 from tests.serving_process import ServingProcess, seeded_load, serving_env, start_serving, stop_serving
+from trimtab.app.stack import down, up
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
 from trimtab.records import ResponseStore, redis_client
-from trimtab.stack import down, up
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration

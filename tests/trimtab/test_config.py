@@ -101,11 +101,107 @@ def test_sections_are_immutable() -> None:
         config.kafka.client_id = "other"  # type: ignore[misc]
 
 
+def test_the_defaults_round_trip_through_plain_data() -> None:
+    """The loader starts from the defaults dumped to plain data: that must mean the same config."""
+    assert TrimtabConfig.model_validate(TrimtabConfig().model_dump()) == TrimtabConfig()
+
+
+DEFAULT_TOPICS = TrimtabConfig().kafka.topics
+
+
+def test_a_variable_sets_one_field_and_keeps_the_rest_of_its_section() -> None:
+    named = load_config(environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "x"}).kafka
+    assert named.topics.feedback == DEFAULT_TOPICS.feedback.model_copy(update={"name": "x"})
+    assert (named.topics.responses, named.topics.versions) == (DEFAULT_TOPICS.responses, DEFAULT_TOPICS.versions)
+    assert named.bootstrap_servers == TrimtabConfig().kafka.bootstrap_servers
+
+    resized = load_config(environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": "8"}).kafka.topics
+    assert (resized.feedback.name, resized.feedback.partitions) == ("trimtab.feedback", 8)
+
+
+def test_defaults_file_and_environment_merge_at_every_depth(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", {"kafka": {"topics": {"feedback": {"partitions": 3}}}})
+    config = load_config(path, environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "x"})
+    feedback = config.kafka.topics.feedback
+    assert (feedback.name, feedback.partitions, feedback.replication_factor) == ("x", 3, 1)  # env, file, default
+    assert config.kafka.topics.responses == DEFAULT_TOPICS.responses
+    assert config.kafka.client_id == "trimtab"
+
+
+def test_a_deeper_variable_refines_a_mapping_given_by_a_shallower_one() -> None:
+    environ = {  # the deeper one first: the order of the environment must not matter
+        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "b",
+        "TRIMTAB_KAFKA__TOPICS": "{feedback: {name: a, partitions: 2}}",
+    }
+    topics = load_config(environ=environ).kafka.topics
+    assert (topics.feedback.name, topics.feedback.partitions) == ("b", 2)
+    assert topics.versions == DEFAULT_TOPICS.versions
+
+
+def test_a_mapping_setting_in_a_file_adds_to_its_default_entries(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", {"auth": {"tenants": {"acme": {"allow_raters": True}}}})
+    tenants = load_config(path, environ={}).auth.tenants
+    assert sorted(tenants) == ["acme", "default"] and tenants["acme"].allow_raters
+
+
+def test_a_bad_value_names_the_variable_or_the_file_that_set_it_not_the_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": "0"})
+    message = str(raised.value)
+    assert "environment TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS: kafka.topics.feedback.partitions:" in message
+    assert "defaults" not in message
+
+    path = write(tmp_path / "t.yaml", {"kafka": {"topics": {"feedback": {"partitions": 0}}}})
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "x"})
+    message = str(raised.value)
+    assert f"{path}: kafka.topics.feedback.partitions: Input should be greater than or equal to 1" in message
+    assert "defaults" not in message and "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME" not in message
+
+
+def test_a_rule_across_a_sections_fields_names_every_source_of_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"TRIMTAB_MODEL__RECIPE__NUM_HEADS": "16"})  # 256 / 16 = head_dim 16
+    assert "environment TRIMTAB_MODEL__RECIPE__NUM_HEADS: model.recipe: " in str(raised.value)
+    path = write(tmp_path / "t.yaml", {"model": {"recipe": {"hidden_size": 64}}})
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={"TRIMTAB_MODEL__RECIPE__NUM_HEADS": "4"})  # 64 / 4 = 16 again
+    assert f"{path} and environment TRIMTAB_MODEL__RECIPE__NUM_HEADS: model.recipe: " in str(raised.value)
+
+
+def test_a_missing_field_names_who_gave_its_section(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", {"auth": {"api_keys": [{"name": "ops", "tenant": "default"}]}})
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert f"{path}: auth.api_keys.0.sha256: Field required" in str(raised.value)
+
+
+def test_a_section_set_to_something_else_is_refused_naming_who_did(tmp_path: Path) -> None:
+    listed = write(tmp_path / "listed.yaml", {"kafka": [1, 2]})
+    with pytest.raises(ConfigError) as raised:
+        load_config(listed, environ={})
+    assert f"{listed}: kafka: Input should be a valid dictionary" in str(raised.value)
+
+    flat = write(tmp_path / "flat.yaml", {"kafka": {"topics": 3}})
+    with pytest.raises(ConfigError) as raised:
+        load_config(flat, environ={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "x"})
+    assert f"environment TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME: kafka.topics is not a section (3, from {flat})" in str(
+        raised.value
+    )
+    with pytest.raises(ConfigError, match=r"redis.url is not a section \('redis://127.0.0.1:6379/0', from defaults\)"):
+        load_config(environ={"TRIMTAB_REDIS__URL__HOST": "x"})
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, with only the given TRIMTAB_ variables set."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "trimtab.cli", *args], cwd=REPO, env=environ, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "trimtab.app.cli", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -115,6 +211,13 @@ def test_cli_config_show_prints_the_effective_config_which_loads_back(tmp_path: 
     shown = yaml.safe_load(result.stdout)
     assert shown["redis"]["key_prefix"] == "x:"
     assert TrimtabConfig.model_validate(shown) == load_config(environ={"TRIMTAB_REDIS__KEY_PREFIX": "x:"})
+
+
+def test_cli_config_show_with_one_field_set_by_a_variable_shows_its_whole_section() -> None:
+    result = run_cli("config", "show", env={"TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": "x"})
+    assert result.returncode == 0, result.stderr
+    feedback = yaml.safe_load(result.stdout)["kafka"]["topics"]["feedback"]
+    assert feedback == {"name": "x", "partitions": 4, "replication_factor": 1}
 
 
 def test_cli_exits_2_on_invalid_config_with_a_one_screen_reason(tmp_path: Path) -> None:

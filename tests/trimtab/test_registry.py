@@ -137,7 +137,7 @@ def test_versions_cli_publishes_lists_promotes_and_rolls_back(
 
     def cli(*args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "trimtab.cli", "versions", *args],
+            [sys.executable, "-m", "trimtab.app.cli", "versions", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -155,7 +155,7 @@ def test_versions_cli_publishes_lists_promotes_and_rolls_back(
     assert '"algorithm": "dpo"' in cli("show", second) and "files: intact" in cli("show", second)
     assert cli("rollback") == f"current {second} rolled back to {first}\n"
     failed = subprocess.run(
-        [sys.executable, "-m", "trimtab.cli", "versions", "promote", "ver_missing"],
+        [sys.executable, "-m", "trimtab.app.cli", "versions", "promote", "ver_missing"],
         env=env,
         capture_output=True,
         text=True,

@@ -25,6 +25,7 @@ from trimtab.config.model import DefaultModelRecipe, ModelConfig
 from trimtab.config.registry import RegistryConfig
 from trimtab.config.serving import ServingConfig
 from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
+from trimtab.config.suite import SuiteConfig
 from trimtab.config.telemetry import TelemetryConfig
 from trimtab.config.world import WorldConfig
 
@@ -36,7 +37,12 @@ class TrimtabConfig(Section):
     redis: RedisConfig = Field(default_factory=RedisConfig, description="The Redis for records and pointers.")
     stack: StackConfig = Field(default_factory=StackConfig, description="The local stack (`trimtab up`).")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry export.")
-    world: WorldConfig = Field(default_factory=WorldConfig, description="The synthetic world and its users.")
+    suite: SuiteConfig = Field(
+        default_factory=SuiteConfig, description="The evaluation suite: held-out, anchor and red-team sets, a judge."
+    )
+    world: WorldConfig = Field(
+        default_factory=WorldConfig, description="The synthetic world (the simulation: demo, tests, benches)."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The served model / default recipe.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
@@ -68,6 +74,7 @@ __all__ = [
     "RegistryConfig",
     "ServingConfig",
     "StackConfig",
+    "SuiteConfig",
     "TelemetryConfig",
     "TopicSpec",
     "TrimtabConfig",

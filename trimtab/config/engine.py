@@ -32,7 +32,7 @@ class EngineConfig(Section):
     # engine core busy-poll each other (sched_yield for a second after every message): on 2 cores that
     # spinning burnt most of a core, so the engine's own threads could not have it. "uni" runs the model
     # in the engine-core process (still a child of ours); it relies on our OpenMP settings from the
-    # environment (trimtab/cli.py RUNTIME_ENV: no vLLM thread binding), which the worker would otherwise set.
+    # environment (trimtab/environment.py: no vLLM thread binding), which the worker would otherwise set.
     executor: Literal["uni", "mp"] = Field(
         default="uni",
         description="Single-process ('uni') or multiprocess ('mp') model executor inside vLLM's engine core.",

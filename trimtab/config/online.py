@@ -52,7 +52,7 @@ class RoundConfig(Section):
     )
     replay_capacity: int = Field(default=2000, ge=0, description="Examples kept for replay (reservoir sample).")
     anchor_examples: int = Field(
-        default=16, ge=0, description="Fixed demonstrations (the world's ideal answers) trained by SFT every round."
+        default=16, ge=0, description="The suite's anchor demonstrations (its first n) trained by SFT every round."
     )
     importance_clip: float = Field(
         default=2.0, ge=1, description="Truncation c of the per-sequence importance ratio min(c, pi_t / pi_served)."
@@ -80,12 +80,14 @@ class GateConfig(Section):
     """Offline gates a candidate must pass before it serves as the canary."""
 
     enabled: bool = Field(default=True, description="Evaluate candidates; off: every candidate becomes the canary.")
-    reward_judge: Literal["reward_model", "gold"] = Field(
+    reward_judge: Literal["reward_model", "suite"] = Field(
         default="reward_model",
         description="Who scores the held-out answers for the reward gate: the learner's own reward model, or"
-        " the synthetic world's gold reward (only a simulation has one; `make demo` uses it).",
+        " the suite's judge (suite.judge: a scorer or a reward-model version; the world's gold reward in the demo).",
     )
-    heldout_prompts: int = Field(default=48, ge=1, description="Held-out world prompts the candidate answers.")
+    heldout_prompts: int = Field(
+        default=48, ge=1, description="The suite's held-out prompts (its first n) the candidate answers."
+    )
     reward_tolerance: float = Field(
         default=0.0, ge=0, description="Held-out mean reward may be at most this much below current's."
     )

@@ -84,6 +84,9 @@ class WorldConfig(Section):
     held_out_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share of each family's (wording, instance) pairs kept for evaluation."
     )
+    red_team_per_family: int = Field(
+        default=24, ge=1, description="The world suite's red-team prompts from each unsafe family (secret, insult)."
+    )
     style: StyleMix = Field(default_factory=StyleMix, description="Response style mix of the SFT corpus.")
     users: UserPopulationConfig = Field(
         default_factory=UserPopulationConfig, description="The simulated user population."

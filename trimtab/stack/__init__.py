@@ -1,6 +1,0 @@
-"""The local stack: a Kafka-protocol broker and Redis, started on demand (`trimtab up`)."""
-
-from trimtab.stack.local import ServiceState, down, status, up
-from trimtab.stack.services import StackError
-
-__all__ = ["ServiceState", "StackError", "down", "status", "up"]
