@@ -1,5 +1,6 @@
 """One real serving process per test run (`trimtab serve` with the real vLLM engine, broker and Redis),
-shared by tests/serving and tests/loop; registered as a plugin by tests/conftest.py."""
+shared by tests/serving and tests/loop; registered as a plugin by tests/conftest.py. Also the helpers
+that start a `trimtab feedback` beside a serving process and submit to it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from guardrails.runtime import BUNDLED_CONFIG
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.health import wait_serving
-from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 START_TIMEOUT_S = 180
 GUARDED_TENANT = "guarded"
@@ -37,6 +39,7 @@ class ServingProcess:
 def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")}
     env |= {
+        "TRIMTAB_SUITE__KIND": "world",  # the tests run in the simulation (its secret and insults)
         "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
         "TRIMTAB_REDIS__URL": stack.redis.url,
         "TRIMTAB_REDIS__KEY_PREFIX": stack.redis.key_prefix,
@@ -85,6 +88,58 @@ async def seeded_load(address: str, requests: int = 256) -> list[str]:
             return "ok"
 
         return list(await asyncio.gather(*(one(seed) for seed in range(requests))))
+
+
+@dataclass(frozen=True)
+class FeedbackProcess:
+    address: str  # the gRPC FeedbackService
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_feedback(serving: TrimtabConfig, log: Path) -> FeedbackProcess:
+    """`trimtab feedback` against the same broker and Redis (and key prefix) as a serving process."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
+        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": serving.kafka.bootstrap_servers,
+        "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": serving.kafka.topics.feedback.name,
+        "TRIMTAB_REDIS__URL": serving.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": serving.redis.key_prefix,
+        "TRIMTAB_FEEDBACK__GRPC_PORT": str(port),
+        "TRIMTAB_FEEDBACK__HTTP_PORT": str(free_port()),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trimtab.app.cli", "feedback"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    address = f"127.0.0.1:{port}"
+    if not wait_serving(address, process, timeout_s=60):
+        process.kill()
+        pytest.fail(f"trimtab feedback not SERVING:\n{log.read_text()[-2000:]}")
+    return FeedbackProcess(address, process, log)
+
+
+def stop_feedback(feedback: FeedbackProcess) -> None:
+    feedback.process.terminate()
+    assert feedback.process.wait(timeout=30) == 0, feedback.log.read_text()[-2000:]
+
+
+def submit(address: str, message: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
+    """Submit, retrying while the judged response's record is not yet written (it is written just after
+    the reply, off the reply path)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+        for _ in range(50):
+            try:
+                return stub.Submit(message, timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                time.sleep(0.1)
+        return stub.Submit(message, timeout=30)
 
 
 def stop_serving(serving: ServingProcess) -> int:

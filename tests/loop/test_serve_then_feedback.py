@@ -4,9 +4,6 @@ at the versions, tokens and logprobs that produced them, in the order the user g
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,40 +12,18 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import REPO, free_port
-from tests.serving_process import ServingProcess
+from tests.serving_process import ServingProcess, start_feedback, stop_feedback, submit
 from trimtab.events import receive
-from trimtab.health import wait_serving
-from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def feedback_address(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`trimtab feedback` against the same broker and Redis (and key prefix) as the serving process."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
-        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": serving.config.kafka.bootstrap_servers,
-        "TRIMTAB_REDIS__URL": serving.config.redis.url,
-        "TRIMTAB_REDIS__KEY_PREFIX": serving.config.redis.key_prefix,
-        "TRIMTAB_FEEDBACK__GRPC_PORT": str(port),
-        "TRIMTAB_FEEDBACK__HTTP_PORT": str(free_port()),
-    }
-    log = tmp_path_factory.mktemp("feedback") / "feedback.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trimtab.app.cli", "feedback"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    address = f"127.0.0.1:{port}"
-    if not wait_serving(address, process, timeout_s=60):
-        pytest.fail(f"trimtab feedback not SERVING:\n{log.read_text()[-2000:]}")
-    yield address
-    process.terminate()
-    assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    feedback = start_feedback(serving.config, tmp_path_factory.mktemp("feedback") / "feedback.log")
+    yield feedback.address
+    stop_feedback(feedback)
 
 
 def test_feedback_on_served_answers_becomes_self_contained_training_events(
@@ -64,7 +39,6 @@ def test_feedback_on_served_answers_becomes_self_contained_training_events(
     )
     first, second = served.candidates
 
-    submit = feedback_pb2_grpc.FeedbackServiceStub(grpc.insecure_channel(feedback_address)).Submit
     labels = [
         feedback_pb2.FeedbackLabel(
             pairwise=feedback_pb2.Pairwise(
@@ -80,14 +54,7 @@ def test_feedback_on_served_answers_becomes_self_contained_training_events(
         message = feedback_pb2.SubmitRequest(
             feedback_id=f"{user}-{i}", user_id=user, response_id=response_id, label=label
         )
-        for _ in range(50):  # the response record is written off the reply path: it may lag a moment
-            try:
-                acks.append(submit(message, timeout=30))
-                break
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                time.sleep(0.1)
+        acks.append(submit(feedback_address, message))
     assert len(acks) == 3 and not any(ack.replayed for ack in acks)
     assert len({(ack.partition) for ack in acks}) == 1  # keyed by request: one partition, in order
     assert [a.offset for a in acks] == sorted(a.offset for a in acks)

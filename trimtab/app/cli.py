@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(config, args))
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # found once a command reads what the config names (a suite file, a judge)
+        print(f"trimtab: {exc}", file=sys.stderr)
+        return 2
     except TrimtabError as exc:
         print(f"trimtab: {exc}", file=sys.stderr)
         return 1
