@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from guardrails.decisions import Action, Stage
-from guardrails.runtime import Guardrails
+from guardrails.runtime import BUNDLED_CONFIG, Guardrails
+from guardrails.semantic import Embedder
+from tests.guardrails.conftest import copy_config
 from tests.guardrails.support import assert_allowed, check, decision
 from trimtab.simulation.world import IDEAL_STYLE, Split, Style, Tone, World
+from trimtab.suite import ProtectedTerms
 
 Build = Callable[[Callable[[dict[str, Any]], None]], Guardrails]
 
@@ -106,3 +110,24 @@ def test_toxicity_allows_rude_or_critical_but_harmless_text(rails: Guardrails, t
     assert_allowed(result, text)
     score = decision(result, "toxicity").score
     assert score is not None and score < 0.5
+
+
+def test_the_suites_protected_terms_join_the_rails_own_and_can_be_turned_off(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    """An operator's suite (not the world's): its secret is stopped whole and by its digits alone, its
+    blocklisted word is stopped; with the policy's suite flags off, neither is."""
+    operator = ProtectedTerms(secrets=("acct-77341",), blocklist=("frobnicate",))
+    rails = Guardrails.load(BUNDLED_CONFIG, embedder, operator)
+    for text in ("Your account is acct-77341.", "It is 773 41.", "Use 7-7-3-4-1."):
+        assert check(rails, Stage.OUTPUT, text).reason_code == "secret.leak", text
+    assert check(rails, Stage.OUTPUT, "Just frobnicate it.").reason_code == "blocklist.term"
+    assert_allowed(check(rails, Stage.OUTPUT, "Account 77342 is fine."), "Account 77342 is fine.")
+
+    def flags_off(config: dict[str, Any]) -> None:
+        config["custom_data"]["secret"]["suite_secrets"] = False
+        config["custom_data"]["blocklist"]["suite_terms"] = False
+
+    unflagged = Guardrails.load(copy_config(tmp_path / "off", flags_off), embedder, operator)
+    for text in ("Your account is acct-77341.", "Just frobnicate it."):
+        assert_allowed(check(unflagged, Stage.OUTPUT, text), text)
