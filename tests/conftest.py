@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +62,12 @@ def default_model_config() -> TrimtabConfig:
     config = load_config(path=None, environ={"TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default")})
     build_default_model(config, report=lambda _: None)
     return config
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(default_model_config: TrimtabConfig) -> Iterator[Any]:
+    """vLLM's offline engine on the default model. A test that swaps its weights puts them back."""
+    from learner.evaluate import vllm_engine as start_engine
+
+    with start_engine(default_model_config.model.path, default_model_config.engine) as llm:
+        yield llm

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from trimtab.config.model import VLLM_CPU_HEAD_SIZES
-from trimtab.durable import fsync_dir
+from trimtab.durable import replaced_atomically
 from trimtab.errors import TrimtabError
 
 IMPORT_FILE = "trimtab_import.json"
@@ -92,14 +90,13 @@ def import_model(source: Path, target: Path, *, force: bool = False, report: Rep
             f"{target} exists and was not written by `trimtab model import`; move it or choose another --output"
         )
     started = time.monotonic()
-    with _staging_beside(target) as staging:
+    with replaced_atomically(target, "importing") as staging:
         write = _import_gguf if kind == "gguf" else _copy_hf_directory
         details = write(source, staging, report)
         _warn_if_vllm_cpu_cannot_run(details["head_dim"], source, report)
         seconds = time.monotonic() - started
         record = {"source": str(source.resolve()), "kind": kind, **asdict(key), **details, "seconds": round(seconds)}
         (staging / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        _replace_atomically(staging, target)
     report(f"imported {source.name} into {target}: {_megabytes(target)}, {time.monotonic() - started:.0f}s")
     return target
 
@@ -251,36 +248,6 @@ def _hash_file(path: Path, digest: Any) -> None:
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-
-
-@contextmanager
-def _staging_beside(target: Path) -> Iterator[Path]:
-    """A fresh directory beside `target` (same file system, so a rename moves it), gone on the way out."""
-    staging = target.parent / f".{target.name}.importing-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_atomically(staging: Path, target: Path) -> None:
-    """Every file on disk first, then renames only: a reader finds the old model or the new one, never half
-    of one (between the two renames, for a moment, none). Files the old model's readers hold open stay
-    readable until they close them."""
-    for path in _all_files(staging):
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    for directory in {path.parent for path in _all_files(staging)}:
-        fsync_dir(directory)
-    retired = target.parent / f".{target.name}.retired-{os.getpid()}"
-    shutil.rmtree(retired, ignore_errors=True)
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    fsync_dir(target.parent)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _all_files(directory: Path) -> Iterator[Path]:

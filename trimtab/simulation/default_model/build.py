@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from learner.batching import tokenize_chat
 from learner.runtime import device_and_dtype, seed_everything
 from learner.sft import SFTSettings, train_sft
 from trimtab.config import TrimtabConfig
+from trimtab.durable import replaced_atomically
 from trimtab.errors import TrimtabError
 from trimtab.simulation.default_model.architecture import generation_config, new_model
 from trimtab.simulation.default_model.sampling import StyleStats, sample_with_hf, style_stats
@@ -78,14 +77,8 @@ def build_default_model(config: TrimtabConfig, force: bool = False, report: Repo
         return target
     if target.exists() and info is None:
         raise ModelBuildError(f"{target} exists and was not built by trimtab; move it or set model.path")
-    staging = target.parent / f".{target.name}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with replaced_atomically(target, "building") as staging:  # readers never see half a model
         _build_into(staging, config, wanted, report)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)  # readers see the old model or the new one, never half of one
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     report(f"default model written to {target}")
     return target
 
@@ -109,7 +102,6 @@ def _build_into(out: Path, config: TrimtabConfig, wanted_hash: str, report: Repo
     too_long = [ex for ex in examples if len(ex) > recipe.max_positions]
     if too_long:
         raise ModelBuildError(f"{len(too_long)} SFT examples exceed max_positions={recipe.max_positions}")
-    out.mkdir(parents=True)
     settings = SFTSettings(recipe.batch_size, recipe.epochs, recipe.lr, recipe.seed, config.learner.log_every_steps)
     result = train_sft(
         model,
