@@ -21,7 +21,8 @@ from trimtab.config.learner import ALGORITHMS
 from trimtab.environment import apply_runtime_env
 from trimtab.errors import TrimtabError
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: a progress line stays one line in a log file or a pipe (rich wraps at 80 columns there).
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_up(config: TrimtabConfig, args: argparse.Namespace) -> int:
