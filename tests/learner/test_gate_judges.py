@@ -1,0 +1,78 @@
+"""The gates' judges outside the simulation: the suite's scorer or a reward-model version of the registry,
+checked when the learner starts (a missing or wrong version is named), and scoring each side's answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from learner.evaluate import Evaluation, KLEstimate, reward_model_scores
+from learner.online.gates import _judged, check_suite
+from tests.learner.tiny import make_tiny_model
+from trimtab.config import RegistryConfig, TrimtabConfig, load_config
+from trimtab.registry import Registry
+from trimtab.suite import EvaluationSuite, Judge, SuiteError, checked
+
+PROMPTS = [[{"role": "user", "content": "What is 2 plus 3?"}], [{"role": "user", "content": "Hello!"}]]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry with a tiny causal LM (full) and a reward model made from it (a scalar head)."""
+    work = tmp_path_factory.mktemp("judges")
+    policy = make_tiny_model(work / "policy")
+    torch.manual_seed(0)
+    reward = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+    reward.config.pad_token_id = reward.config.eos_token_id
+    reward.save_pretrained(work / "reward")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (policy / name).is_file():
+            (work / "reward" / name).write_bytes((policy / name).read_bytes())
+    registry = Registry(work / "registry")
+    registry.publish(policy, parent=None, algorithm="import")
+    registry.publish(work / "reward", parent=None, algorithm="rm")
+    return registry
+
+
+def config_on(registry: Registry) -> TrimtabConfig:
+    return TrimtabConfig(registry=RegistryConfig(root=registry.root))
+
+
+def by_algorithm(registry: Registry, algorithm: str) -> str:
+    return next(m.id for m in registry.versions() if m.algorithm == algorithm)
+
+
+def test_the_learner_refuses_a_judge_version_that_is_missing_or_not_a_reward_model(registry: Registry) -> None:
+    config = config_on(registry)
+    heldout = tuple(PROMPTS)
+    with pytest.raises(SuiteError, match=r"suite\.judge_reward_version ver_nope: no such version in"):
+        check_suite(config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version="ver_nope")))
+    policy = by_algorithm(registry, "import")
+    with pytest.raises(SuiteError, match=f"{policy}: a full version, not a reward model"):
+        check_suite(config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version=policy)))
+    check_suite(
+        config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version=by_algorithm(registry, "rm")))
+    )
+
+
+def test_the_learner_refuses_gates_without_held_out_prompts_but_not_without_gates(registry: Registry) -> None:
+    with pytest.raises(SuiteError, match="needs held-out prompts: the files suite has none"):
+        check_suite(config_on(registry), EvaluationSuite("files"))
+    ungated = load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__ENABLED": "false"})
+    check_suite(ungated, EvaluationSuite("files"))
+
+
+def test_each_judge_scores_the_candidates_the_currents_and_the_references_answers(registry: Registry) -> None:
+    sides = Evaluation(("5", "Hi there"), ("6", "Hello!"), KLEstimate(0.0, 0.0, 2))
+    current = Evaluation(("five", "Hey"), ("6", "Hello!"), KLEstimate(0.0, 0.0, 2))
+    length = Judge("length", scorer=checked(lambda prompt, response: float(len(response)), "length"))
+    assert _judged(config_on(registry), length, PROMPTS, sides, current) == ([1.0, 8.0], [4.0, 3.0], [1.0, 6.0])
+    version = by_algorithm(registry, "rm")
+    ours, theirs, reference = _judged(config_on(registry), Judge("rm", reward_version=version), PROMPTS, sides, current)
+    model_dir = registry.path(version)
+    assert ours == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["5", "Hi there"]))
+    assert theirs == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["five", "Hey"]))
+    assert reference == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["6", "Hello!"]))
+    assert len(set(ours + theirs)) > 1  # a real head: different answers, different scores
+    assert _judged(config_on(registry), None, PROMPTS, sides, current) is None
