@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from learner.checkpoint import TrainingState
 from learner.data import Record, TrainExample, tokenize_records
 from learner.distributed import DistContext
 from learner.engine import LoopSettings, OnStep, train
@@ -105,8 +106,9 @@ def train_round(
         ]
         steps = online.round.epochs * (len(examples) // batch)
         settings = LoopSettings(batch, min(learner.train.micro_batch_size, batch), steps, seed, learner.optim.grad_clip)
+        state = TrainingState(model, optimizer, scheduler)
         last = train(
-            model, examples, reference, objective, optimizer, scheduler, settings, context, pad_token_id, on_step
+            state, examples, reference, objective, settings, context=context, pad_token_id=pad_token_id, on_step=on_step
         )
         metrics |= {f"{algorithm}/{name}": value for name, value in last.items()}
         if weights:
