@@ -20,8 +20,8 @@ import torch
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from learner.online.heads import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.items import Item, ItemFactory, Skipped
-from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
 from learner.online.telemetry import LearnerTelemetry
