@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from learner.distributed import full_state_dict, init_distributed, shutdown
-from learner.models import export, load_trainable
+from learner.checkpoint import TrainingState
+from learner.distributed import init_distributed, shutdown
+from learner.models import load_trainable
 from learner.offline import pad_token_id
+from learner.online.heads import FEEDBACK_IDS
 from learner.online.items import Item, ItemFactory, anchor_items
-from learner.online.loop import FEEDBACK_IDS
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
 from learner.online.training import by_head, online_lora, online_optimizer, train_round
+from learner.publish import Contents, VersionRecord, exported, publish
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.app.demo.archive import FEEDBACK_ARCHIVE, read_feedback
 from trimtab.config import TrimtabConfig, load_config
@@ -63,37 +64,38 @@ def retrain(config: TrimtabConfig, run_dir: Path, feedback_ids: set[str], regist
         model = load_trainable(
             config.model.path, reward_model=False, lora=lora, context=context, dtype=dtype, pad_token_id=pad_id
         )
-        optimizer, scheduler = online_optimizer(model, learner, online.lr)
+        state = TrainingState(model, *online_optimizer(model, learner, online.lr))
         items = batch_items(config, run_dir, feedback_ids)
         anchors = anchor_items(load_suite(config).anchors[: online.round.anchor_examples])
         plan = plan_round(items, Replay(capacity=0), anchors, online.round, seed=ROUND_SEED)
         policy_items, _ = by_head(plan.by_algorithm)  # the policy's gain is compared, not the RM's
         metrics = train_round(
-            model, policy_items, tokenizer, optimizer, scheduler, learner, context, pad_id,
-            lambda step, examples, metrics: None, seed=ROUND_SEED,
-        )  # fmt: skip
-        weights = full_state_dict(model)  # every rank takes part in the gather
-        if not context.is_main:
-            return {}
-        registry = Registry(registry_root)
-        default = registry.import_once(config.model.path).id
-        with tempfile.TemporaryDirectory(prefix="trimtab-batch-") as scratch:
-            out = Path(scratch) / "candidate"
-            out.mkdir()
-            export(weights, model.config, out, reward_model=False, lora=lora)
-            tokenizer.save_pretrained(out)
-            (out / FEEDBACK_IDS).write_text(json.dumps(sorted(item.feedback_id for item in items)))
-            manifest = registry.publish(
-                out,
+            state,
+            policy_items,
+            tokenizer=tokenizer,
+            learner=learner,
+            context=context,
+            pad_token_id=pad_id,
+            on_step=lambda step, examples, metrics: None,
+            seed=ROUND_SEED,
+        )
+        ids = json.dumps(sorted(item.feedback_id for item in items))
+        with exported(model, Contents(tokenizer, lora, reward_model=False, files={FEEDBACK_IDS: ids}), context) as out:
+            if out is None:
+                return {}
+            registry = Registry(registry_root)
+            default = registry.import_once(config.model.path).id
+            record = VersionRecord(
                 parent=default,
                 base=default if lora.enabled else None,
                 algorithm="batch",
                 config={"learner": learner.model_dump(mode="json")},
                 data_source=str(run_dir / FEEDBACK_ARCHIVE),
                 event_counts={name: len(group) for name, group in plan.by_algorithm.items()},
-                metrics={k: v for k, v in metrics.items() if v == v},
+                metrics=metrics,
             )
-        return {"version": manifest.id, "items": len(items), "examples": plan.size}
+            version = publish(registry, out, record)
+        return {"version": version, "items": len(items), "examples": plan.size}
     finally:
         shutdown(context)
 

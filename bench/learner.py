@@ -53,6 +53,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Traine
 from bench.report import Comparison, write_report
 from bench.simulation import simulation_config
 from learner.batching import TokenizedExample, shared_prompt_length
+from learner.checkpoint import TrainingState
 from learner.data import TrainExample, load_records, tokenize_records
 from learner.distributed import init_distributed, shutdown
 from learner.engine import LoopSettings, train
@@ -266,7 +267,7 @@ def trimtab_throughput(config: TrimtabConfig, path: Path, algorithm: str, warmup
             activation_checkpointing=learner.train.activation_checkpointing,
         )
         steps = warmup + timed
-        optimizer, scheduler = build_optimizer(model, learner.optim, steps)
+        state = TrainingState(model, *build_optimizer(model, learner.optim, steps))
         started = time.perf_counter()
         reference = reference_logps(model, examples, learner.train.micro_batch_size, context, pad_id)
         reference_s = time.perf_counter() - started
@@ -274,7 +275,9 @@ def trimtab_throughput(config: TrimtabConfig, path: Path, algorithm: str, warmup
         settings = LoopSettings(
             learner.train.batch_size, learner.train.micro_batch_size, steps, learner.train.seed, learner.optim.grad_clip
         )
-        train(model, examples, reference, objective, optimizer, scheduler, settings, context, pad_id, clock.on_step)
+        train(
+            state, examples, reference, objective, settings, context=context, pad_token_id=pad_id, on_step=clock.on_step
+        )
     finally:
         shutdown(context)
     return Throughput(clock.rate(warmup, learner.train.batch_size), reference_s, len(examples))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,8 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from trimtab.config import LearnerConfig
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,10 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
     return {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def broadcast(value: T) -> T:
+    """Rank 0's `value` (any picklable object) on every rank. Every rank must call it."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

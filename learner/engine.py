@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from learner.batching import BUCKET_WINDOW_BATCHES
+from learner.checkpoint import TrainingState
 from learner.data import TrainExample
 from learner.distributed import DistContext, all_reduce_sum, clip_grad_norm, reshard
 from learner.objectives import GlobalStats, MicroBatch, Objective, kto_kl_sum
@@ -78,19 +79,20 @@ def rank_share(batch: list[int], context: DistContext) -> list[int]:
 
 
 def train(
-    model: nn.Module,
+    state: TrainingState,
     examples: Sequence[TrainExample],
     reference: torch.Tensor,
     objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     settings: LoopSettings,
+    *,
     context: DistContext,
     pad_token_id: int,
     on_step: OnStep,
     on_checkpoint: OnCheckpoint | None = None,
 ) -> dict[str, float]:
-    """Run optimiser steps `settings.start_step + 1` to `settings.steps`; returns the last step's metrics."""
+    """Run optimiser steps `settings.start_step + 1` to `settings.steps` on `state`'s model with its optimiser
+    and scheduler (not its companion's); returns the last step's metrics."""
+    model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
     model.train()
     metrics: dict[str, float] = {}
     batches = global_batches(examples, settings.batch_size, settings.seed, settings.start_step)

@@ -7,7 +7,6 @@ result and publishes it to the registry.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from learner.data import load_records, tokenize_records
-from learner.distributed import full_state_dict, init_distributed, shutdown
-from learner.models import export, load_trainable
+from learner.distributed import init_distributed, shutdown
+from learner.models import load_trainable
 from learner.objectives import OBJECTIVES, Objective
 from learner.phase import METRICS_FILE, PhaseResult, PhaseSetup, train_phase
+from learner.publish import Contents, VersionRecord, exported, publish
 from learner.resume import phase_checkpoints
 from learner.runtime import device_and_dtype, seed_everything
 from learner.spin import run_spin
@@ -90,35 +90,34 @@ def save_and_publish(
     setup: PhaseSetup,
     result: PhaseResult,
 ) -> str | None:
-    """Gather the full weights (every rank), then on rank 0 save an HF directory and publish it.
+    """Gather the full weights (every rank), then on rank 0 save an HF directory (beside the run's metrics
+    log) and publish it; its id on rank 0, None elsewhere.
 
     A LoRA policy is published as an adapter on the registry version of `request.model_dir` (imported
     into the registry first when it is a plain directory): the base serving must run it on."""
-    state = full_state_dict(model)
-    if not setup.context.is_main:
-        return None
     lora = config.learner.lora
-    export(state, model.config, setup.out, reward_model=objective.reward_model, lora=lora)
-    tokenizer.save_pretrained(setup.out)
-    registry = Registry(config.registry.root)
-    parent = registry.version_of(request.model_dir)
-    base = None
-    if lora.enabled and not objective.reward_model:
-        parent = base = registry.import_once(request.model_dir).id
-    manifest = registry.publish(
-        setup.out,
-        parent=parent,
-        base=base,
-        algorithm=request.algorithm,
-        config={
-            "learner": config.learner.model_dump(mode="json"),
-            "steps": result.steps,
-            "world_size": setup.context.world_size,
-        },
-        data_source=str(request.data.resolve()),
-        metrics={name: value for name, value in result.metrics.items() if math.isfinite(value)},
-    )
-    return manifest.id
+    contents = Contents(tokenizer, lora, reward_model=objective.reward_model)
+    with exported(model, contents, setup.context, directory=setup.out) as out:
+        if out is None:
+            return None
+        registry = Registry(config.registry.root)
+        parent = registry.version_of(request.model_dir)
+        base = None
+        if lora.enabled and not objective.reward_model:
+            parent = base = registry.import_once(request.model_dir).id
+        record = VersionRecord(
+            parent=parent,
+            base=base,
+            algorithm=request.algorithm,
+            config={
+                "learner": config.learner.model_dump(mode="json"),
+                "steps": result.steps,
+                "world_size": setup.context.world_size,
+            },
+            data_source=str(request.data.resolve()),
+            metrics=result.metrics,
+        )
+        return publish(registry, out, record)
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -60,12 +60,12 @@ def train_phase(
     learner, context = setup.learner, setup.context
     steps = steps or learner.train.epochs * (len(examples) // learner.train.batch_size)
     # Built before any forward pass, so that it holds the sharded parameters (see distributed.reshard).
-    optimizer, scheduler = build_optimizer(model, learner.optim, steps)
+    state = TrainingState(model, *build_optimizer(model, learner.optim, steps))
     reference = torch.zeros(len(examples), 0)
     if objective.needs_reference:
         reference = reference_logps(model, examples, learner.train.micro_batch_size, context, setup.pad_token_id)
     # After the reference pass, which must score the initial weights, not the checkpoint's.
-    begin = start_phase(setup.checkpoints, TrainingState(model, optimizer, scheduler), steps, setup.out / METRICS_FILE)
+    begin = start_phase(setup.checkpoints, state, steps, setup.out / METRICS_FILE)
     train_settings = learner.train
     settings = LoopSettings(
         train_settings.batch_size,
@@ -78,17 +78,15 @@ def train_phase(
     )
     with _progress(setup, f"{description} x{context.world_size}", steps, begin.step, extra_metrics or {}) as on_step:
         metrics = train(
-            model,
+            state,
             examples,
             reference,
             objective,
-            optimizer,
-            scheduler,
             settings,
-            context,
-            setup.pad_token_id,
-            on_step,
-            begin.on_checkpoint,
+            context=context,
+            pad_token_id=setup.pad_token_id,
+            on_step=on_step,
+            on_checkpoint=begin.on_checkpoint,
         )
     return PhaseResult(steps, metrics)
 

@@ -139,9 +139,14 @@ class CanaryJudge:
         share: float = 0.0,
     ) -> None:
         event = events_pb2.VersionEvent(
-            event_id=new_id("vev_"), type=kind, version_id=version_id, reason=reason, actor="learner",
-            metrics=numbers, canary_share=share,
-        )  # fmt: skip
+            event_id=new_id("vev_"),
+            type=kind,
+            version_id=version_id,
+            reason=reason,
+            actor="learner",
+            metrics=numbers,
+            canary_share=share,
+        )
         event.occurred_at.FromDatetime(datetime.now(UTC))
         send_event(self._producer, self.config.kafka.topics.versions.name, version_id, event).get(timeout=10)
         name = events_pb2.VersionEventType.Name(kind).removeprefix("VERSION_EVENT_TYPE_")

@@ -32,9 +32,9 @@ from trimtab.suite import Demonstration
 from trimtab.v1 import events_pb2, feedback_pb2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Item:
-    """One trainable piece of feedback."""
+    """One trainable piece of feedback (built by keyword: ten fields, several of one type)."""
 
     algorithms: tuple[str, ...]  # what trains on it: "dpo", "ipo", "kto", "sft", "steerlm"; "rm", "rm_rating"
     prompt: Messages

@@ -13,6 +13,7 @@ from typing import Any
 
 from learner.online.items import Item, ItemFactory
 from learner.online.rounds import Pending, Replay
+from trimtab.registry import OffsetRange
 from trimtab.v1 import events_pb2
 
 
@@ -46,6 +47,13 @@ class LearnerMemory:
         item = factory.build(event)
         if isinstance(item, Item):
             self.pending.items.append(item)
+
+    def offsets(self, topic: str) -> list[OffsetRange]:
+        """What a version published now consumed of `topic`: from the last published round's positions on."""
+        return [
+            OffsetRange(topic=topic, partition=p, start=self.range_start.get(p, 0), end=end)
+            for p, end in sorted(self.positions.items())
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from learner.checkpoint import TrainingState
 from learner.data import Record, TrainExample, tokenize_records
 from learner.distributed import DistContext
 from learner.engine import LoopSettings, OnStep, train
@@ -73,11 +74,10 @@ def importance_weights(items: Sequence[Item], reference: torch.Tensor, clip: flo
 
 
 def train_round(
-    model: nn.Module,
+    state: TrainingState,
     by_algorithm: dict[str, list[Item]],
+    *,
     tokenizer: PreTrainedTokenizerBase,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     learner: LearnerConfig,
     context: DistContext,
     pad_token_id: int,
@@ -97,16 +97,21 @@ def train_round(
             continue  # fewer examples than ranks: they wait in replay for a later round
         reference = torch.zeros(len(examples), 0)
         if objective.needs_reference:
-            reference = reference_logps(model, examples, learner.train.micro_batch_size, context, pad_token_id)
+            reference = reference_logps(state.model, examples, learner.train.micro_batch_size, context, pad_token_id)
         weights = importance_weights(items, reference, online.round.importance_clip) if reference.numel() else None
         examples = [
             replace(example, weight=item.weight * (weights[i] if weights else 1.0))
             for i, (example, item) in enumerate(zip(examples, items, strict=True))
         ]
-        steps = online.round.epochs * (len(examples) // batch)
-        settings = LoopSettings(batch, min(learner.train.micro_batch_size, batch), steps, seed, learner.optim.grad_clip)
+        settings = LoopSettings(
+            batch_size=batch,
+            micro_batch_size=min(learner.train.micro_batch_size, batch),
+            steps=online.round.epochs * (len(examples) // batch),
+            seed=seed,
+            grad_clip=learner.optim.grad_clip,
+        )
         last = train(
-            model, examples, reference, objective, optimizer, scheduler, settings, context, pad_token_id, on_step
+            state, examples, reference, objective, settings, context=context, pad_token_id=pad_token_id, on_step=on_step
         )
         metrics |= {f"{algorithm}/{name}": value for name, value in last.items()}
         if weights:

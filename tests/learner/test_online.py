@@ -20,8 +20,8 @@ import torch
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from learner.online.heads import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.items import Item, ItemFactory, Skipped
-from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
 from learner.online.telemetry import LearnerTelemetry
@@ -106,7 +106,17 @@ def test_the_latest_vote_wins_whichever_arrives_first() -> None:
 
 
 def item(user: str, n: int = 0) -> Item:
-    return Item(("kto",), [{"role": "user", "content": "q"}], (f"a{n}",), True, 1.0, user, f"{user}-{n}", ("v",), None)
+    return Item(
+        algorithms=("kto",),
+        prompt=[{"role": "user", "content": "q"}],
+        responses=(f"a{n}",),
+        desirable=True,
+        weight=1.0,
+        user_id=user,
+        feedback_id=f"{user}-{n}",
+        versions=("v",),
+        behaviour_logps=None,
+    )
 
 
 def test_no_user_exceeds_the_round_share_and_the_excess_waits_for_a_later_round() -> None:
@@ -130,11 +140,20 @@ def test_replay_keeps_a_bounded_uniform_sample_and_memory_survives_json() -> Non
 
 
 def test_importance_weight_is_the_truncated_sequence_ratio() -> None:
-    items = [
-        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f1", ("v", "v"), (-2.0, -3.0)),
-        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f2", ("v", "v"), (-9.0, -9.0)),
-        Item(("dpo",), [], ("a", "b"), True, 1.0, "u", "f3", ("v", "v"), None),
-    ]
+    def pair(feedback_id: str, logps: tuple[float, float] | None) -> Item:
+        return Item(
+            algorithms=("dpo",),
+            prompt=[],
+            responses=("a", "b"),
+            desirable=True,
+            weight=1.0,
+            user_id="u",
+            feedback_id=feedback_id,
+            versions=("v", "v"),
+            behaviour_logps=logps,
+        )
+
+    items = [pair("f1", (-2.0, -3.0)), pair("f2", (-9.0, -9.0)), pair("f3", None)]
     reference = torch.tensor([[-2.5, -3.0], [-1.0, -1.0], [0.0, 0.0]])
     assert importance_weights(items, reference, clip=2.0) == pytest.approx([math.exp(-0.5), 2.0, 1.0])
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext
 from rich.console import Console
 
-from learner.online.loop import OnlineLearner, OnlineRequest
+from learner.online.loop import OnlineRequest, run_online
 from learner.online.telemetry import LearnerTelemetry
 from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
@@ -72,7 +72,7 @@ def test_a_round_is_traced_to_the_feedback_it_read_and_counted(stack: TrimtabCon
     model = make_tiny_model(tmp_path / "model")
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
-        memory = OnlineLearner(config, OnlineRequest(model), Console(quiet=True), telemetry).run()
+        memory = run_online(config, OnlineRequest(model), Console(quiet=True), telemetry)
     finally:  # the learner stops on SIGTERM/SIGINT; give pytest its handlers back
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])

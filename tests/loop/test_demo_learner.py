@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 from transformers import AutoModelForSequenceClassification
 
-from learner.online.loop import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
+from learner.online.heads import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
 from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
 from trimtab.app.demo import run_demo

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.loop import batch_freshness
-from learner.online.loop import FEEDBACK_IDS
+from learner.online.heads import FEEDBACK_IDS
 from trimtab.app.demo import analysis
 from trimtab.app.demo.archive import read_feedback
 from trimtab.app.demo.quality import QualityCheck

@@ -107,9 +107,9 @@ def cmd_learn(config: TrimtabConfig, args: argparse.Namespace) -> int:
 def _learn_online(config: TrimtabConfig, args: argparse.Namespace) -> int:
     if args.algo or args.data:
         raise TrimtabError("--online trains on the feedback topic with learner.online.mix: drop --algo and --data")
-    from learner.online.loop import OnlineLearner, OnlineRequest
+    from learner.online.loop import OnlineRequest, run_online
 
-    memory = OnlineLearner(config, OnlineRequest(args.model or config.model.path), console).run()
+    memory = run_online(config, OnlineRequest(args.model or config.model.path), console)
     console.print(f"online learner stopped after {memory.rounds} rounds, {memory.trained} feedback items trained")
     return 0
 

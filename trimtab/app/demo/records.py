@@ -15,7 +15,7 @@ from typing import Any
 from trimtab.registry import Registry
 
 # Each version the online learner publishes lists the feedback ids its round trained on in this file
-# (learner.online.loop.FEEDBACK_IDS; the demo reads the registry, it does not import the learner).
+# (learner.online.heads.FEEDBACK_IDS; the demo reads the registry, it does not import the learner).
 FEEDBACK_IDS = "feedback_ids.json"
 
 
