@@ -14,6 +14,34 @@ import torch
 from learner.losses.common import Metrics, masked_mean
 
 
+def clipped_surrogate(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, *, clip_ratio: float
+) -> torch.Tensor:
+    """PPO's per-token clipped surrogate, negated: -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t), (B, T).
+
+    rho_t = exp(log pi_theta - log pi_old); `old_logps` and `advantages` are detached here. `advantages`
+    is (B, T), or (B, 1) for one advantage per sequence (GRPO, RLOO). Unmasked: the caller aggregates.
+    """
+    ratio = torch.exp(logps - old_logps.detach())
+    advantages = advantages.detach()
+    return -torch.min(ratio * advantages, ratio.clamp(1 - clip_ratio, 1 + clip_ratio) * advantages)
+
+
+@torch.no_grad()
+def surrogate_metrics(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *, clip_ratio: float
+) -> Metrics:
+    """clip_fraction, the share of tokens whose gradient the clip removes; approx_kl, the token mean of
+    (rho - 1) - log rho, the k3 estimate of KL(pi_old || pi_theta)."""
+    log_ratio = logps - old_logps
+    ratio = torch.exp(log_ratio)
+    clipped = ((ratio < 1 - clip_ratio) & (advantages < 0)) | ((ratio > 1 + clip_ratio) & (advantages > 0))
+    return {
+        "clip_fraction": masked_mean(clipped.float(), mask).item(),
+        "approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item(),
+    }
+
+
 def ppo_policy_loss(
     logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *, clip_ratio: float
 ) -> tuple[torch.Tensor, Metrics]:
@@ -26,23 +54,12 @@ def ppo_policy_loss(
     that sampled the tokens, `advantages` A_t (e.g. from `gae`); both of the latter are detached here.
     eps = `clip_ratio`. A token mean over the batch (TRL GRPOTrainer's loss_type="bnpo"), not a mean of
     per-sequence means. No KL or entropy term here: RLHF-PPO puts `per_token_kl` into the rewards
-    (`kl_penalised_rewards`); GRPO-style training adds it to this loss.
-    Metrics: clip_fraction, the share of tokens whose gradient the clip removes; approx_kl, the mean of
-    (rho - 1) - log rho, the k3 estimate of KL(pi_old || pi_theta).
+    (`kl_penalised_rewards`); GRPO adds it to the loss (`grpo.grpo_loss`).
+    Metrics: loss, and `surrogate_metrics`' clip_fraction and approx_kl.
     """
-    log_ratio = logps - old_logps.detach()
-    ratio = torch.exp(log_ratio)
-    advantages = advantages.detach()
-    clipped_ratio = ratio.clamp(1 - clip_ratio, 1 + clip_ratio)
-    loss = masked_mean(-torch.min(ratio * advantages, clipped_ratio * advantages), mask)
-    with torch.no_grad():
-        clipped = ((ratio < 1 - clip_ratio) & (advantages < 0)) | ((ratio > 1 + clip_ratio) & (advantages > 0))
-        metrics = {
-            "loss": loss.item(),
-            "clip_fraction": masked_mean(clipped.float(), mask).item(),
-            "approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item(),
-        }
-    return loss, metrics
+    loss = masked_mean(clipped_surrogate(logps, old_logps, advantages, clip_ratio=clip_ratio), mask)
+    metrics = surrogate_metrics(logps, old_logps, advantages, mask, clip_ratio=clip_ratio)
+    return loss, {"loss": loss.item()} | metrics
 
 
 def ppo_value_loss(

@@ -31,6 +31,8 @@ from learner.losses import (
     PairLogps,
     dpo_loss,
     gae,
+    grpo_advantages,
+    grpo_loss,
     ipo_loss,
     kl_penalised_rewards,
     kto_loss,
@@ -309,12 +311,15 @@ def trl_grpo(
     reference_logps: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
+    loss_type: str = "bnpo",
+    max_completion_length: int = WIDTH,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     trainer = stand_in(
         GRPOTrainer,
         model=SimpleNamespace(training=False),  # evaluation mode: no gradient-accumulation scaling
         beta=beta,
-        loss_type="bnpo",
+        loss_type=loss_type,
+        max_completion_length=max_completion_length,
         epsilon_low=0.2,
         epsilon_high=0.2,
         importance_sampling_level="token",
@@ -365,6 +370,29 @@ def test_k3_kl_matches_trl_grpo_kl_term(seed: int) -> None:
     theirs, trl_metrics = trl_grpo(0.04, logps, old_logps, reference_logps, advantages, mask)
     assert max_abs_difference(surrogate + 0.04 * masked_mean(kl, mask), theirs) <= TOLERANCE
     assert metrics["kl_per_token"] == pytest.approx(trl_metrics["kl"], abs=TOLERANCE)
+
+
+# GRPO's loss: GRPOTrainer._compute_loss with one group-relative advantage per completion, each aggregation
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    ("aggregation", "loss_type"), [("sequence_mean", "grpo"), ("token_mean", "bnpo"), ("fixed_length", "dr_grpo")]
+)
+def test_grpo_loss_and_its_gradient_match_trl_grpo_trainer(seed: int, aggregation: str, loss_type: str) -> None:
+    logps, old_logps, reference_logps, _, mask = random_rollout(seed)
+    advantages = grpo_advantages(torch.randn(PAIRS, generator=torch.Generator().manual_seed(seed)), group_size=4)
+    logps.requires_grad_()
+    hyper_parameters = {"clip_ratio": 0.2, "kl_coef": 0.04, "aggregation": aggregation, "max_length": WIDTH + 4}
+    ours, metrics = grpo_loss(logps, old_logps, reference_logps, advantages, mask, **hyper_parameters)
+    theirs, trl_metrics = trl_grpo(
+        0.04, logps, old_logps, reference_logps, advantages, mask, loss_type=loss_type, max_completion_length=WIDTH + 4
+    )
+    assert max_abs_difference(ours, theirs) <= TOLERANCE
+    (our_gradient,), (their_gradient,) = torch.autograd.grad(ours, logps), torch.autograd.grad(theirs, logps)
+    assert max_abs_difference(our_gradient, their_gradient) <= TOLERANCE
+    assert 0 < metrics["clip_fraction"] == pytest.approx(trl_metrics["clip_ratio/region_mean"], abs=TOLERANCE)
+    assert metrics["kl"] == pytest.approx(trl_metrics["kl"], abs=TOLERANCE)
 
 
 # No TRL counterpart (TRL 1.16 has no PPOTrainer): plain element-by-element references
