@@ -86,6 +86,9 @@ def _gate_and_publish(
         if out is None:
             return None
         registry = Registry(run.config.registry.root)
+        if run.online.gates.enabled:  # minutes on a CPU: say what the wait is
+            prompts = min(run.online.gates.heldout_prompts, len(run.suite.heldout))
+            run.console.print(f"round {memory.rounds}: gating the candidate on {prompts} held-out prompts")
         with run.telemetry.phase("gate"):
             verdict = _gate(run, registry, out, trained, memory)
         record = head.record(run, memory, trained, parent=memory.last_version)
