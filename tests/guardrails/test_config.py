@@ -102,7 +102,7 @@ def test_serve_with_a_bad_rails_config_stops_at_start_up_naming_the_file(tmp_pat
         text=True,
         timeout=120,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2  # a configuration error, like any other
     assert (
         f"{directory}/config.yml: custom_data.jailbreak.threshold: Input should be less than or equal to 1"
         in done.stderr
