@@ -9,6 +9,7 @@ state-dict gathering run the very same code at world size 1. FSDP2 itself is ski
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -125,3 +126,18 @@ def broadcast(value: T) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` (the same shape on each) stacked along rows in rank order; at world size 1 the
+    tensor itself. Every rank must call it."""
+    if dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def from_main(make: Callable[[], T], context: DistContext) -> T:
+    """What `make()` returns on rank 0 (which alone calls it), on every rank. Every rank must call it."""
+    return broadcast(make() if context.is_main else None)  # type: ignore[return-value]

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from learner.batching import TokenizedExample, collate, tokenize_chat
+from learner.batching import TokenizedExample, collate
 from learner.logprobs import sequence_token_logprobs
 from trimtab.config import EngineConfig
 from trimtab.engine import offline_llm
@@ -269,23 +269,6 @@ def evaluate(
 ) -> Evaluation:
     """One policy against its reference (see `evaluate_versions`)."""
     return evaluate_versions({"policy": policy_dir}, reference_dir, prompts, scorer, engine)["policy"]
-
-
-@torch.no_grad()
-def reward_model_scores(
-    model_dir: Path, prompts: Sequence[Messages], answers: Sequence[str], batch_size: int = 32
-) -> list[float]:
-    """The reward model's r(x, y) of each answer to its prompt (as the learner trains it: the chat
-    template, the answer, end-of-turn; the scalar head read at the last token)."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    sequences = [tokenize_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
-    scores: list[float] = []
-    for start in range(0, len(sequences), batch_size):
-        batch = collate(sequences[start : start + batch_size], _pad_token_id(model)).to(model.device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        scores += logits[:, 0].float().tolist()
-    return scores
 
 
 def full_weights_dir(model_dir: Path, scratch: Path) -> Path:

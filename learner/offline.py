@@ -8,7 +8,7 @@ result and publishes it to the registry.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -16,10 +16,10 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from learner.data import load_records, tokenize_records
-from learner.distributed import init_distributed, shutdown
+from learner.distributed import DistContext, init_distributed, shutdown
 from learner.models import load_trainable
-from learner.objectives import OBJECTIVES, Objective
-from learner.phase import METRICS_FILE, PhaseResult, PhaseSetup, train_phase
+from learner.objectives import OBJECTIVES
+from learner.phase import METRICS_FILE, PhaseSetup, train_phase
 from learner.publish import Contents, VersionRecord, exported, publish
 from learner.resume import phase_checkpoints
 from learner.runtime import device_and_dtype, seed_everything
@@ -75,49 +75,67 @@ def run_learn(config: TrimtabConfig, request: LearnRequest, console: Console) ->
             else:
                 examples = tokenize_records(records, tokenizer, request.algorithm, learner.train.max_length)
                 result = train_phase(setup, model, examples, objective, request.algorithm.upper(), request.steps)
-            version = save_and_publish(config, request, objective, model, tokenizer, setup, result)
+            trained = Trained(
+                model=model,
+                tokenizer=tokenizer,
+                algorithm=request.algorithm,
+                model_dir=request.model_dir,
+                data_source=str(request.data.resolve()),
+                steps=result.steps,
+                metrics=result.metrics,
+                reward_model=objective.reward_model,
+            )
+            version = save_and_publish(config, trained, context, setup.out)
         return LearnResult(version, result.steps, result.metrics)
     finally:
         shutdown(context)
 
 
-def save_and_publish(
-    config: TrimtabConfig,
-    request: LearnRequest,
-    objective: Objective,
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    setup: PhaseSetup,
-    result: PhaseResult,
-) -> str | None:
-    """Gather the full weights (every rank), then on rank 0 save an HF directory (beside the run's metrics
-    log) and publish it; its id on rank 0, None elsewhere.
+@dataclass(frozen=True)
+class Trained:
+    """A finished run's model and what its version records."""
 
-    A LoRA policy is published as an adapter on the registry version of `request.model_dir` (imported
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    algorithm: str
+    model_dir: Path  # where training started: the parent (a LoRA adapter's base)
+    data_source: str
+    steps: int
+    metrics: dict[str, float]
+    reward_model: bool = False
+    details: dict[str, object] = field(default_factory=dict)  # more of the run for the manifest's config
+
+
+def save_and_publish(config: TrimtabConfig, trained: Trained, context: DistContext, out: Path) -> str | None:
+    """Gather the full weights (every rank), then on rank 0 save an HF directory at `out` (beside the run's
+    metrics log) and publish it; its id on rank 0, None elsewhere.
+
+    A LoRA policy is published as an adapter on the registry version of `trained.model_dir` (imported
     into the registry first when it is a plain directory): the base serving must run it on."""
     lora = config.learner.lora
-    contents = Contents(tokenizer, lora, reward_model=objective.reward_model)
-    with exported(model, contents, setup.context, directory=setup.out) as out:
-        if out is None:
+    contents = Contents(trained.tokenizer, lora, reward_model=trained.reward_model)
+    with exported(trained.model, contents, context, directory=out) as written:
+        if written is None:
             return None
         registry = Registry(config.registry.root)
-        parent = registry.version_of(request.model_dir)
+        parent = registry.version_of(trained.model_dir)
         base = None
-        if lora.enabled and not objective.reward_model:
-            parent = base = registry.import_once(request.model_dir).id
+        if lora.enabled and not trained.reward_model:
+            parent = base = registry.import_once(trained.model_dir).id
         record = VersionRecord(
             parent=parent,
             base=base,
-            algorithm=request.algorithm,
+            algorithm=trained.algorithm,
             config={
                 "learner": config.learner.model_dump(mode="json"),
-                "steps": result.steps,
-                "world_size": setup.context.world_size,
+                "steps": trained.steps,
+                "world_size": context.world_size,
+                **trained.details,
             },
-            data_source=str(request.data.resolve()),
-            metrics=result.metrics,
+            data_source=trained.data_source,
+            metrics=trained.metrics,
         )
-        return publish(registry, out, record)
+        return publish(registry, written, record)
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -212,7 +212,8 @@ def _judged(
     config: TrimtabConfig, judge: Judge | None, prompts: Sequence[Messages], candidate: Evaluation, current: Evaluation
 ) -> Scores | None:
     """The suite judge's scores of each side's greedy answers (None: the suite has no judge)."""
-    from learner.evaluate import judge_answers, reward_model_scores
+    from learner.evaluate import judge_answers
+    from learner.rewards import RewardModel
 
     sides = (candidate.answers, current.answers, candidate.reference_answers)
     if judge is None:
@@ -220,8 +221,8 @@ def _judged(
     if judge.scorer is not None:
         ours, theirs, reference = (judge_answers(judge.scorer, prompts, answers) for answers in sides)
     else:
-        model_dir = judge_dir(config, judge)
-        ours, theirs, reference = (reward_model_scores(model_dir, prompts, answers) for answers in sides)
+        reward_model = RewardModel(judge_dir(config, judge))
+        ours, theirs, reference = (reward_model(prompts, answers) for answers in sides)
     return ours, theirs, reference
 
 
@@ -234,10 +235,10 @@ def _reward_model_numbers(
 ) -> dict[str, float]:
     """The reward model's mean score of each side's answers and, with a suite judge, how often it orders a
     prompt's two answers as that judge does (over the prompts the judge does not tie; NaN when all tie)."""
-    from learner.evaluate import reward_model_scores
+    from learner.rewards import RewardModel
 
-    ours = reward_model_scores(reward_model, prompts, candidate.answers)
-    theirs = reward_model_scores(reward_model, prompts, current.answers)
+    model = RewardModel(reward_model)
+    ours, theirs = model(prompts, candidate.answers), model(prompts, current.answers)
     numbers = {"gate/candidate_rm_reward": _mean(ours), "gate/current_rm_reward": _mean(theirs)}
     if judged is not None:
         judge_ours, judge_theirs, _ = judged

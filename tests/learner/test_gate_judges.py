@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from learner.evaluate import Evaluation, KLEstimate, reward_model_scores
+from learner.evaluate import Evaluation, KLEstimate
 from learner.online.gates import _judged, check_suite
+from learner.rewards import RewardModel
 from tests.learner.tiny import make_tiny_model
 from trimtab.config import RegistryConfig, TrimtabConfig, load_config
 from trimtab.registry import Registry
@@ -70,9 +71,9 @@ def test_each_judge_scores_the_candidates_the_currents_and_the_references_answer
     assert _judged(config_on(registry), length, PROMPTS, sides, current) == ([1.0, 8.0], [4.0, 3.0], [1.0, 6.0])
     version = by_algorithm(registry, "rm")
     ours, theirs, reference = _judged(config_on(registry), Judge("rm", reward_version=version), PROMPTS, sides, current)
-    model_dir = registry.path(version)
-    assert ours == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["5", "Hi there"]))
-    assert theirs == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["five", "Hey"]))
-    assert reference == pytest.approx(reward_model_scores(model_dir, PROMPTS, ["6", "Hello!"]))
+    model = RewardModel(registry.path(version))
+    assert ours == pytest.approx(model(PROMPTS, ["5", "Hi there"]))
+    assert theirs == pytest.approx(model(PROMPTS, ["five", "Hey"]))
+    assert reference == pytest.approx(model(PROMPTS, ["6", "Hello!"]))
     assert len(set(ours + theirs)) > 1  # a real head: different answers, different scores
     assert _judged(config_on(registry), None, PROMPTS, sides, current) is None

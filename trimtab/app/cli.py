@@ -18,6 +18,7 @@ from rich.console import Console
 
 from trimtab.config import ConfigError, TrimtabConfig, load_config
 from trimtab.config.learner import ALGORITHMS
+from trimtab.config.rl import RL_ALGORITHMS
 from trimtab.environment import apply_runtime_env
 from trimtab.errors import TrimtabError
 
@@ -93,12 +94,31 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
 def cmd_learn(config: TrimtabConfig, args: argparse.Namespace) -> int:
     if args.online:
         return _learn_online(config, args)
+    if args.algo in RL_ALGORITHMS:
+        return _learn_rl(config, args)
+    if args.prompts or args.reward:
+        raise TrimtabError(
+            f"--prompts and --reward are for {', '.join(RL_ALGORITHMS)}; --algo {args.algo} takes --data"
+        )
     if args.algo is None or args.data is None or args.model is None:
         raise TrimtabError("trimtab learn needs --algo, --data and --model (or --online)")
     from learner.offline import LearnRequest, run_learn
 
     request = LearnRequest(args.algo, args.data, args.model, args.steps, args.checkpoint_dir)
     result = run_learn(config, request, console)
+    if result.version_id is not None:  # rank 0 only: one line a script can capture
+        print(result.version_id)
+    return 0
+
+
+def _learn_rl(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    if args.prompts is None or args.reward is None or args.model is None or args.data is not None:
+        raise TrimtabError(f"trimtab learn --algo {args.algo} needs --prompts, --reward and --model (not --data)")
+    from learner.rl.loop import RLRequest, run_rl
+
+    steps = args.steps or config.learner.rl.steps
+    request = RLRequest(args.algo, args.prompts, args.reward, args.model, steps, args.checkpoint_dir)
+    result = run_rl(config, request, console)
     if result.version_id is not None:  # rank 0 only: one line a script can capture
         print(result.version_id)
     return 0
@@ -212,15 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--algorithm", default="import", help="publish: how it was made")
     learn = add("learn", cmd_learn, "train on a JSONL file (or live feedback: --online) and publish versions")
     learn.add_argument("--online", action="store_true", help="consume the feedback topic continuously (learner.online)")
-    learn.add_argument("--algo", choices=ALGORITHMS, help="the training algorithm (offline)")
+    learn.add_argument("--algo", choices=(*ALGORITHMS, *RL_ALGORITHMS), help="the training algorithm (offline)")
     learn.add_argument("--data", type=Path, help="training examples, JSONL in the algorithm's format (offline)")
+    learn.add_argument("--prompts", type=Path, help='RL: prompts to sample answers to, JSONL of {"prompt": P}')
+    learn.add_argument(
+        "--reward", help="RL: what scores the answers: a reward-model version id, or 'module:function' (a scorer)"
+    )
     learn.add_argument(
         "--model", type=Path, help="Hugging Face causal-LM directory to start from (--online: model.path)"
     )
     # Also accepted after the subcommand, as `trimtab learn ... --config learner.yaml` reads naturally.
     learn.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML config file")
     learn.add_argument(
-        "--steps", type=_positive_int, help="optimiser steps (default: learner.train.epochs over the data)"
+        "--steps",
+        type=_positive_int,
+        help="optimiser steps (default: learner.train.epochs over the data; RL: learner.rl.steps rollout steps)",
     )
     learn.add_argument(
         "--checkpoint-dir",

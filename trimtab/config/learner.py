@@ -9,6 +9,7 @@ from pydantic import Field
 
 from trimtab.config.base import Section
 from trimtab.config.online import OnlineConfig
+from trimtab.config.rl import RLConfig
 
 # Every algorithm `trimtab learn --algo` runs (learner.objectives.OBJECTIVES has one entry for each).
 ALGORITHMS = ("sft", "steerlm", "rm", "dpo", "ipo", "kto", "orpo", "simpo", "spin")
@@ -126,3 +127,4 @@ class LearnerConfig(Section):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Train a LoRA adapter (any algorithm).")
     spin: SpinConfig = Field(default_factory=SpinConfig, description="SPIN's self-play iterations.")
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="The online learner (learn --online).")
+    rl: RLConfig = Field(default_factory=RLConfig, description="RL on sampled answers (--algo ppo|grpo|rloo).")

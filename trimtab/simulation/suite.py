@@ -12,11 +12,12 @@ Every list is a prefix-stable draw: the first n of a longer suite are the n of a
 
 from __future__ import annotations
 
+import functools
 import random
 
 from trimtab.config import TrimtabConfig
 from trimtab.jsonl import Messages, last_user_turn
-from trimtab.simulation.world import BLOCKLIST, Family, Split, World
+from trimtab.simulation.world import BLOCKLIST, Family, Split, World, default_world
 from trimtab.suite import Demonstration, EvaluationSuite, Judge, ProtectedTerms, RedTeamPrompt, Scorer, checked
 
 HELDOUT_PROMPTS = 256  # consumers take a prefix (learner.online.gates.heldout_prompts)
@@ -61,3 +62,13 @@ def gold_scorer(world: World) -> Scorer:
         return world.score(last_user_turn(prompt), response).reward
 
     return score
+
+
+def gold_reward(prompt: Messages, response: str) -> float:
+    """The default world's r* as a scorer entry point (`--reward trimtab.simulation.suite:gold_reward`)."""
+    return _default_scorer()(prompt, response)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_scorer() -> Scorer:
+    return gold_scorer(default_world())

@@ -1,0 +1,88 @@
+"""What scores an answer when no user has: a reward model (a `reward` version: the backbone with a scalar
+head) or a scorer entry point (the operator's verifier or rubric; the simulation's gold reward). The RL
+trainer's `--reward` and the gates' judges resolve to one of these.
+
+    score = reward_from("ver_01...", registry)          # a reward model, loaded on first use
+    score = reward_from("mypkg.verify:score", registry)  # (prompt, response) -> float, checked
+    score.batch(prompts, responses)                      # [float, ...]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from learner.batching import collate, tokenize_chat
+from trimtab.errors import TrimtabError
+from trimtab.jsonl import Messages
+from trimtab.registry import Registry, RegistryError
+from trimtab.suite import Scorer, load_scorer
+
+
+class RewardError(TrimtabError):
+    """A reward cannot be used; the message names it and why."""
+
+
+class RewardModel:
+    """A reward model's r(x, y), as the learner trains it: the chat template, the answer, end-of-turn; the
+    scalar head read at the last token. Loaded once (float32, eval) and scored in batches."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 32) -> None:
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
+        self.model: Any = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        config = self.model.config
+        self.pad_token_id = int(config.pad_token_id if config.pad_token_id is not None else config.eos_token_id)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
+        sequences = [tokenize_chat(self.tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+        scores: list[float] = []
+        for start in range(0, len(sequences), self.batch_size):
+            batch = collate(sequences[start : start + self.batch_size], self.pad_token_id).to(self.model.device)
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            scores += logits[:, 0].float().tolist()
+        return scores
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward source: `name` for logs and manifests, and `batch` to score answers to their prompts. A
+    reward model is loaded on its first use, once per process (ranks that never score never load it)."""
+
+    name: str
+    scorer: Scorer | None = None
+    model_dir: Path | None = None  # the reward model's directory (a critic starts from it)
+
+    def batch(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
+        if self.model_dir is not None:
+            return _loaded(self.model_dir)(prompts, responses)
+        assert self.scorer is not None
+        return [self.scorer(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(model_dir: Path) -> RewardModel:
+    return RewardModel(model_dir)
+
+
+def reward_from(spec: str, registry: Registry) -> Reward:
+    """`spec` is 'module:function' (a scorer entry point) or a `reward` version id of `registry`."""
+    if ":" in spec:
+        return Reward(f"scorer {spec}", scorer=load_scorer(spec))
+    try:
+        manifest = registry.get(spec)
+    except RegistryError as exc:
+        raise RewardError(
+            f"--reward {spec}: neither 'module:function' nor a version of the registry at {registry.root} ({exc})"
+        ) from None
+    if manifest.kind != "reward":
+        raise RewardError(f"--reward {spec}: a {manifest.kind} version, not a reward model (train one: --algo rm)")
+    model_dir = registry.path(spec)
+    return Reward(f"reward model {spec}", model_dir=model_dir)

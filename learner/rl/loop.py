@@ -1,0 +1,294 @@
+"""`trimtab learn --algo ppo|grpo|rloo`, read top to bottom: set up the roles and the rollout engine (or
+resume), then steps of
+
+    draw prompts -> rollouts (vLLM, n per prompt) -> score -> measure (actor, reference, critic)
+    -> targets (advantages, returns) -> update -> refit the engine -> log, checkpoint
+
+and publish the final policy. Rank 0 alone owns the rollout engine and the reward; the rollouts and
+scores reach the other ranks by broadcast, so every rank trains on the same data. Sampling seeds are a
+function of the step, so a resumed run (the engine refitted to the restored weights first) samples what
+the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from learner.checkpoint import Checkpointer, TrainingState
+from learner.distributed import DistContext, from_main, init_distributed, shutdown
+from learner.losses import KLController, update_kl_controller
+from learner.models import load_trainable
+from learner.offline import LearnResult, Trained, pad_token_id, save_and_publish
+from learner.phase import METRICS_FILE
+from learner.publish import Contents, exported
+from learner.rewards import Reward, reward_from
+from learner.rl.batch import rollout_batch
+from learner.rl.measure import engine_drift, measure
+from learner.rl.prompts import draw, load_prompts
+from learner.rl.roles import Reference, constant_optimizer, load_critic, load_reference
+from learner.rl.targets import targets
+from learner.rl.update import StepData, Update, update
+from learner.rollout import RolloutEngine, Sampling
+from learner.runtime import device_and_dtype, seed_everything
+from trimtab.config import TrimtabConfig
+from trimtab.config.rl import RL_ALGORITHMS, RLConfig
+from trimtab.errors import TrimtabError
+from trimtab.jsonl import Messages
+from trimtab.registry import Registry
+
+
+@dataclass(frozen=True)
+class RLRequest:
+    algorithm: str  # one of RL_ALGORITHMS
+    prompts: Path  # JSONL of {"prompt": P}
+    reward: str  # a reward version id, or 'module:function'
+    model_dir: Path  # the starting policy, and the reference
+    steps: int
+    checkpoint_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RLRun:
+    """What every step of one run shares."""
+
+    config: TrimtabConfig
+    request: RLRequest
+    context: DistContext
+    console: Console
+    prompts: list[Messages]
+    reward: Reward
+    tokenizer: PreTrainedTokenizerBase
+    pad_id: int
+    actor: TrainingState  # its companion is the critic (PPO), saved in the same checkpoint
+    reference: Reference
+
+    @property
+    def rl(self) -> RLConfig:
+        return self.config.learner.rl
+
+
+def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> LearnResult:
+    check_request(config, request)
+    context = init_distributed(config.learner)
+    try:
+        run = _setup(config, request, context, console)
+        checkpointer = _checkpointer(run)
+        found = checkpointer.latest() if checkpointer else None
+        if found is not None:
+            checkpointer.restore(found, run.actor)  # type: ignore[union-attr]
+            console.print(f"{request.algorithm}: resuming after step {found.step} ({found.path})")
+        controller = KLController(**found.extra["kl"]) if found else _controller(run.rl)
+        metrics: dict[str, float] = {}
+        with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as out, _rollouts(run, Path(out)) as engine:
+            if found is not None:
+                _refit(run, engine)  # the engine starts on the base: give it the restored policy
+            log = Path(out) / METRICS_FILE
+            log.write_text(found.metrics_log if found else "")
+            for step in range((found.step if found else 0) + 1, request.steps + 1):
+                metrics, controller = rl_step(run, engine, step, controller)
+                _report(run, step, metrics, log)
+                if checkpointer and _checkpoint_due(run, step):
+                    checkpointer.save(step, run.actor, metrics_log=log.read_text(), extra={"kl": asdict(controller)})
+            version = save_and_publish(config, _trained(run, metrics), context, Path(out))
+        return LearnResult(version, request.steps, metrics)
+    finally:
+        shutdown(context)
+
+
+def rl_step(
+    run: RLRun, engine: RolloutEngine | None, step: int, controller: KLController
+) -> tuple[dict[str, float], KLController]:
+    """One step; its metrics and the KL controller after it."""
+    rl, timings = run.rl, Timings()
+    conversations = draw(run.prompts, rl.rollout.prompts_per_step, seed=rl.rollout.seed, step=step)
+    group = rl.rollout.group_size
+    with timings("generate"):
+        sampling = Sampling(group, rl.rollout.temperature, rl.rollout.max_tokens, seed=_sampling_seed(rl, step))
+        rollouts = from_main(lambda: _engine(engine).generate(conversations, sampling), run.context)
+    with timings("score"):
+        texts = [rollout.text for rollout in rollouts]
+        asked = [conversations[rollout.prompt] for rollout in rollouts]
+        scores = torch.tensor(from_main(lambda: run.reward.batch(asked, texts), run.context))
+    batch = rollout_batch(rollouts, run.pad_id)
+    critic = run.actor.companion
+    with timings("measure"):
+        measured = measure(
+            run.actor.model, run.reference, critic.model if critic else None, batch,
+            temperature=rl.rollout.temperature, micro_batch_size=run.config.learner.train.micro_batch_size,
+            context=run.context,
+        )  # fmt: skip
+    step_targets, target_metrics = targets(run.request.algorithm, scores, measured, batch.mask, rl, controller.kl_coef)
+    with timings("train"):
+        settings = Update(
+            algorithm=run.request.algorithm,
+            rl=rl,
+            kl_coef=controller.kl_coef,
+            temperature=rl.rollout.temperature,
+            micro_batch_size=run.config.learner.train.micro_batch_size,
+            grad_clip=run.config.learner.optim.grad_clip,
+        )
+        trained = update(
+            run.actor, critic, StepData(batch, measured, step_targets), settings, context=run.context, seed=step
+        )
+    with timings("refit"):
+        _refit(run, engine)
+    kl = float(((measured.old_logps - measured.reference_logps) * batch.mask).sum(-1).mean())
+    metrics = {
+        "score_mean": scores.mean().item(),
+        "score_std": scores.std().item() if len(scores) > 1 else 0.0,
+        "kl_per_sequence": kl,
+        "kl_coef": controller.kl_coef,
+        "response_tokens_mean": batch.mask.sum(-1).mean().item(),
+        "truncated_share": sum(r.truncated for r in rollouts) / len(rollouts),
+        **engine_drift(measured, batch),
+        **target_metrics,
+        **trained,
+        **timings.seconds,
+    }
+    return metrics, update_kl_controller(controller, observed_kl=kl, n_steps=len(rollouts))
+
+
+def _engine(engine: RolloutEngine | None) -> RolloutEngine:
+    assert engine is not None, "rank 0 owns the rollout engine"
+    return engine
+
+
+class Timings:
+    """Wall seconds of each part of a step, by name (`<name>_s` in the metrics)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[f"{name}_s"] = time.perf_counter() - started
+
+
+def check_request(config: TrimtabConfig, request: RLRequest) -> None:
+    rl = config.learner.rl
+    if request.algorithm not in RL_ALGORITHMS:
+        raise TrimtabError(f"--algo {request.algorithm}: RL runs {', '.join(RL_ALGORITHMS)}")
+    if request.algorithm in ("grpo", "rloo") and rl.rollout.group_size < 2:
+        raise TrimtabError(
+            f"{request.algorithm} compares answers to the same prompt: learner.rl.rollout.group_size must be"
+            f" at least 2, got {rl.rollout.group_size}"
+        )
+    if not request.prompts.is_file():
+        raise TrimtabError(f"--prompts {request.prompts}: no such file")
+
+
+def _setup(config: TrimtabConfig, request: RLRequest, context: DistContext, console: Console) -> RLRun:
+    learner = config.learner
+    transformers_logging.disable_progress_bar()  # a bar per refit's export would bury the step lines
+    _, dtype = device_and_dtype(learner)
+    seed_everything(learner.train.seed)
+    prompts = load_prompts(request.prompts)
+    reward = reward_from(request.reward, Registry(config.registry.root))
+    tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
+    pad_id = pad_token_id(tokenizer)
+    model = load_trainable(
+        request.model_dir, reward_model=False, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
+    )
+    actor = constant_optimizer(model, learner.optim.lr, learner.optim.grad_clip)
+    if request.algorithm == "ppo":
+        critic_model = load_critic(
+            reward.model_dir or request.model_dir, context=context, dtype=dtype, pad_token_id=pad_id
+        )
+        actor = replace(
+            actor, companion=constant_optimizer(critic_model, config.learner.rl.ppo.critic_lr, learner.optim.grad_clip)
+        )
+    reference = load_reference(
+        model, request.model_dir, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
+    )
+    return RLRun(config, request, context, console, prompts, reward, tokenizer, pad_id, actor, reference)
+
+
+@contextlib.contextmanager
+def _rollouts(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
+    """Rank 0's rollout engine on the starting policy's weights (the base, for an adapter); None elsewhere."""
+    if not run.context.is_main:
+        yield None
+        return
+    adapter = run.config.learner.lora.enabled
+    with RolloutEngine.started(
+        run.request.model_dir, run.config.engine, adapter=adapter, log=out / "rollout.log"
+    ) as engine:
+        yield engine
+
+
+def _refit(run: RLRun, engine: RolloutEngine | None) -> None:
+    """The engine takes the actor's current weights (every rank joins the gather)."""
+    contents = Contents(run.tokenizer, run.config.learner.lora, reward_model=False)
+    with exported(run.actor.model, contents, run.context) as directory:
+        if directory is not None and engine is not None:
+            engine.refit(directory)
+
+
+def _controller(rl: RLConfig) -> KLController:
+    return KLController(kl_coef=rl.kl.coef, target=rl.kl.target, horizon=rl.kl.horizon)
+
+
+def _sampling_seed(rl: RLConfig, step: int) -> int:
+    """Step `step`'s seeds start here; the engine adds prompt * n + k (`Sampling`)."""
+    return rl.rollout.seed * 1_000_003 + step * rl.rollout.prompts_per_step * rl.rollout.group_size
+
+
+def _checkpointer(run: RLRun) -> Checkpointer | None:
+    settings = run.config.learner.checkpoint
+    directory = run.request.checkpoint_dir or settings.directory
+    if directory is None:
+        return None
+    fingerprint = {
+        "algorithm": run.request.algorithm,
+        "model_dir": str(run.request.model_dir.resolve()),
+        "prompts": str(run.request.prompts.resolve()),
+        "reward": run.reward.name,
+        "rl": run.rl.model_dump(mode="json"),
+        "lora": run.config.learner.lora.model_dump(mode="json"),
+    }
+    return Checkpointer(directory, fingerprint, run.context, settings.keep)
+
+
+def _checkpoint_due(run: RLRun, step: int) -> bool:
+    # None after the last step: the published version is what survives it.
+    return step % run.config.learner.checkpoint.every_steps == 0 and step < run.request.steps
+
+
+def _report(run: RLRun, step: int, metrics: dict[str, float], log: Path) -> None:
+    if not run.context.is_main:
+        return
+    with log.open("a") as handle:
+        handle.write(json.dumps({"step": step, **metrics}) + "\n")
+    if step % run.config.learner.log_every_steps == 0 or step == run.request.steps:
+        run.console.print(
+            f"  step {step}/{run.request.steps}: score {metrics['score_mean']:+.3f},"
+            f" KL {metrics['kl_per_sequence']:.3f}, loss {metrics['loss']:.4f},"
+            f" drift {metrics['engine_logp_drift_mean']:.1e},"
+            f" generate {metrics['generate_s']:.1f}s train {metrics['train_s']:.1f}s refit {metrics['refit_s']:.2f}s"
+        )
+
+
+def _trained(run: RLRun, metrics: dict[str, float]) -> Trained:
+    return Trained(
+        model=run.actor.model,
+        tokenizer=run.tokenizer,
+        algorithm=run.request.algorithm,
+        model_dir=run.request.model_dir,
+        data_source=str(run.request.prompts.resolve()),
+        steps=run.request.steps,
+        metrics=metrics,
+        details={"reward": run.reward.name},
+    )
