@@ -14,6 +14,7 @@ from bench.guardrails import bench_guardrails
 from bench.learner import bench_learner
 from bench.loop import bench_loop
 from bench.report import write_report
+from bench.rl import bench_rl
 from bench.serving import bench_serving
 from bench.simulation import simulation_config
 from bench.steerlm import bench_steerlm
@@ -40,6 +41,8 @@ def main() -> int:
     rows += bench_guardrails(config)
     console.print("bench: offline DPO and KTO training throughput (trimtab learner vs TRL)")
     rows += bench_learner(config)
+    console.print("bench: GRPO step (trimtab vs TRL GRPOTrainer), rollouts (vLLM vs HF generate), refit vs restart")
+    rows += bench_rl(config)
     console.print("bench: alignment quality (offline DPO, IPO, KTO on simulated feedback vs the default model)")
     rows += bench_alignment(config)
     console.print("bench: SteerLM attribute steering (asked attributes vs measured gold attributes)")

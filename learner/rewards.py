@@ -4,6 +4,7 @@ trainer's `--reward` and the gates' judges resolve to one of these.
 
     score = reward_from("ver_01...", registry)          # a reward model, loaded on first use
     score = reward_from("mypkg.verify:score", registry)  # (prompt, response) -> float, checked
+    score = reward_from("grpc://host:50053", registry)   # a RewardService (`trimtab reward`) on another node
     score.batch(prompts, responses)                      # [float, ...]
 """
 
@@ -59,10 +60,13 @@ class Reward:
     name: str
     scorer: Scorer | None = None
     model_dir: Path | None = None  # the reward model's directory (a critic starts from it)
+    address: str | None = None  # a RewardService's host:port
 
     def batch(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
         if self.model_dir is not None:
             return _loaded(self.model_dir)(prompts, responses)
+        if self.address is not None:
+            return _remote_scores(self.address, prompts, responses)
         assert self.scorer is not None
         return [self.scorer(p, r) for p, r in zip(prompts, responses, strict=True)]
 
@@ -72,8 +76,44 @@ def _loaded(model_dir: Path) -> RewardModel:
     return RewardModel(model_dir)
 
 
+REMOTE = "grpc://"
+REMOTE_BATCH = 64  # answers per Score call (the service's own limit is reward_service.max_answers)
+
+
+def _remote_scores(address: str, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
+    import grpc
+
+    from trimtab.v1 import common_pb2, reward_pb2, reward_pb2_grpc
+
+    answers = [
+        reward_pb2.ScoredAnswer(
+            prompt=common_pb2.Prompt(chat=common_pb2.Chat(messages=[common_pb2.ChatMessage(**m) for m in prompt])),
+            response=response,
+        )
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    scores: list[float] = []
+    with grpc.insecure_channel(address) as channel:
+        stub = reward_pb2_grpc.RewardServiceStub(channel)
+        for start in range(0, len(answers), REMOTE_BATCH):
+            request = reward_pb2.ScoreRequest(answers=answers[start : start + REMOTE_BATCH])
+            try:
+                scores += stub.Score(request, timeout=120).scores
+            except grpc.RpcError as exc:
+                raise RewardError(
+                    f"--reward {REMOTE}{address}: Score failed: {exc.code().name}: {exc.details()}"
+                ) from None
+    return scores
+
+
 def reward_from(spec: str, registry: Registry) -> Reward:
-    """`spec` is 'module:function' (a scorer entry point) or a `reward` version id of `registry`."""
+    """`spec` is 'grpc://HOST:PORT' (a RewardService), 'module:function' (a scorer entry point) or a
+    `reward` version id of `registry`."""
+    if spec.startswith(REMOTE):
+        address = spec.removeprefix(REMOTE)
+        if ":" not in address:
+            raise RewardError(f"--reward {spec}: expected {REMOTE}HOST:PORT")
+        return Reward(f"reward service {address}", address=address)
     if ":" in spec:
         return Reward(f"scorer {spec}", scorer=load_scorer(spec))
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -109,8 +109,14 @@ class Sink(Generic[Item]):
 class ResponseRecorder:
     """Fans each response record out to the Redis and Kafka sinks; version events go to Kafka too."""
 
-    def __init__(self, config: TrimtabConfig, on_drop: Callable[[str], None] = lambda sink: None) -> None:
+    def __init__(
+        self,
+        config: TrimtabConfig,
+        on_drop: Callable[[str], None] = lambda sink: None,
+        observers: Sequence[Callable[[events_pb2.ResponseLogged], None]] = (),  # also see every record
+    ) -> None:
         self._config = config
+        self._observers = tuple(observers)
         self._store = ResponseStore(redis_client(config.redis), config.redis.key_prefix)
         self._producer: KafkaProducer | None = None
         retry, capacity = config.serving.record_retry_s, config.serving.record_buffer
@@ -129,6 +135,8 @@ class ResponseRecorder:
     def record(self, record: events_pb2.ResponseLogged) -> None:
         self._redis.offer(record)
         self._kafka.offer((self._config.kafka.topics.responses.name, record.request_id, record))
+        for observe in self._observers:
+            observe(record)
 
     def version_event(self, event: events_pb2.VersionEvent) -> None:
         self._kafka.offer((self._config.kafka.topics.versions.name, event.version_id, event))

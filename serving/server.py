@@ -29,6 +29,7 @@ from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
 from serving.protocol import EngineStopped
 from serving.recorder import ResponseRecorder
+from serving.served_reward import ServedReward
 from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
 from serving.vllm_engine import VllmEngine
 from serving.weights import tensor_specs, write_zero_adapter
@@ -71,6 +72,7 @@ class RunningServer:
     drain_grace_s: float
     engine_stopped: asyncio.Event  # set when the engine died: the server should stop (and exit non-zero)
     rails: LiveGuardrails | None = None
+    served_reward: ServedReward | None = None
 
     async def stop(self) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -80,6 +82,8 @@ class RunningServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self.follower
         await self.recorder.close(timeout_s=5.0)
+        if self.served_reward is not None:
+            await self.served_reward.close(timeout_s=5.0)
         if self.rails is not None:
             await self.rails.close()
         self.engine.shutdown()
@@ -101,8 +105,15 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     if config.engine.lora:
         zero = write_zero_adapter(registry.path(first.id), Path(tempfile.mkdtemp(prefix="trimtab-zero-adapter-")))
         await engine.add_adapter(ZERO_ADAPTER, zero)
-    recorder = ResponseRecorder(config, on_drop=lambda sink: meters.dropped_records.add(1, {"sink": sink}))
+    served_reward = ServedReward(config.serving.served_reward, meters) if config.serving.served_reward.address else None
+    recorder = ResponseRecorder(
+        config,
+        on_drop=lambda sink: meters.dropped_records.add(1, {"sink": sink}),
+        observers=(served_reward.offer,) if served_reward else (),
+    )
     recorder.start()
+    if served_reward is not None:
+        served_reward.start()
 
     server = grpc.aio.server(options=GRPC_OPTIONS)
     port = server.add_insecure_port(f"{config.serving.host}:{config.serving.port}")
@@ -134,7 +145,17 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
-        port, server, health, engine, recorder, follower, manager, config.serving.drain_grace_s, engine_stopped, rails
+        port=port,
+        server=server,
+        health=health,
+        engine=engine,
+        recorder=recorder,
+        follower=follower,
+        manager=manager,
+        drain_grace_s=config.serving.drain_grace_s,
+        engine_stopped=engine_stopped,
+        rails=rails,
+        served_reward=served_reward,
     )
 
 

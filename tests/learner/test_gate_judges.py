@@ -4,13 +4,11 @@ checked when the learner starts (a missing or wrong version is named), and scori
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import AutoModelForSequenceClassification
 
 from learner.evaluate import Evaluation, KLEstimate
 from learner.online.gates import _judged, check_suite
 from learner.rewards import RewardModel
-from tests.learner.tiny import make_tiny_model
+from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
 from trimtab.config import RegistryConfig, TrimtabConfig, load_config
 from trimtab.registry import Registry
 from trimtab.suite import EvaluationSuite, Judge, SuiteError, checked
@@ -23,13 +21,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """A registry with a tiny causal LM (full) and a reward model made from it (a scalar head)."""
     work = tmp_path_factory.mktemp("judges")
     policy = make_tiny_model(work / "policy")
-    torch.manual_seed(0)
-    reward = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
-    reward.config.pad_token_id = reward.config.eos_token_id
-    reward.save_pretrained(work / "reward")
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (policy / name).is_file():
-            (work / "reward" / name).write_bytes((policy / name).read_bytes())
+    make_tiny_reward_model(work / "reward", policy)
     registry = Registry(work / "registry")
     registry.publish(policy, parent=None, algorithm="import")
     registry.publish(work / "reward", parent=None, algorithm="rm")

@@ -62,3 +62,16 @@ def arithmetic_rows(n: int, algorithm: str) -> list[dict[str, object]]:
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def make_tiny_reward_model(directory: Path, policy: Path, seed: int = 0) -> Path:
+    """A reward model (sequence classifier, one label) on `policy`'s backbone with a seeded head, and its
+    tokenizer: what `trimtab learn --algo rm` publishes, untrained."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    reward = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+    reward.config.pad_token_id = reward.config.eos_token_id
+    reward.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(policy).save_pretrained(directory)
+    return directory

@@ -31,6 +31,8 @@ try:
         feedback_pb2_grpc,
         inference_pb2,
         inference_pb2_grpc,
+        reward_pb2,
+        reward_pb2_grpc,
     )
 except ImportError as missing:
     pytest.fail(f"generated code is missing ({missing}): run `make proto`", pytrace=False)
@@ -81,11 +83,13 @@ EXPECTED_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
         "Rollback": ("RollbackRequest", "RollbackResponse", False),
         "GetStatus": ("GetStatusRequest", "GetStatusResponse", False),
     },
+    "RewardService": {"Score": ("ScoreRequest", "ScoreResponse", False)},
 }
 SERVICE_MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
     "InferenceService": (inference_pb2, inference_pb2_grpc),
     "FeedbackService": (feedback_pb2, feedback_pb2_grpc),
     "AdminService": (admin_pb2, admin_pb2_grpc),
+    "RewardService": (reward_pb2, reward_pb2_grpc),
 }
 
 

@@ -140,6 +140,15 @@ def cmd_feedback(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_reward(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    version = args.version or config.reward_service.version
+    if version is None:
+        raise TrimtabError("trimtab reward needs a reward version: --version ID (or reward_service.version)")
+    from learner.reward_service import run
+
+    return run(config, version)
+
+
 def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.registry import commands
 
@@ -223,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     add("serve", cmd_serve, "serve the model over gRPC (InferenceService, AdminService) until SIGTERM")
     add("feedback", cmd_feedback, "take feedback over gRPC and HTTP/JSON (FeedbackService) until SIGTERM")
+    reward = add("reward", cmd_reward, "serve a reward model over gRPC (RewardService.Score) until SIGTERM")
+    reward.add_argument("--version", help="the reward version of the registry to serve (reward_service.version)")
     versions = add("versions", cmd_versions, "the model registry: list, show, publish, promote, canary, rollback")
     versions.add_argument("action", choices=["list", "show", "publish", "promote", "canary", "rollback"])
     versions.add_argument("version", nargs="?", help="version id (a directory for publish)")

@@ -23,6 +23,7 @@ from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
 from trimtab.config.registry import RegistryConfig
+from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
 from trimtab.config.serving import ServingConfig
 from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
 from trimtab.config.suite import SuiteConfig
@@ -50,6 +51,9 @@ class TrimtabConfig(Section):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and tenants (off by default).")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="The serving tier.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions and pointers.")
+    reward_service: RewardServiceConfig = Field(
+        default_factory=RewardServiceConfig, description="A reward model over gRPC (`trimtab reward`)."
+    )
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output rails.")
     demo: DemoConfig = Field(default_factory=DemoConfig, description="The `make demo` harness and its users.")
 
@@ -72,6 +76,8 @@ __all__ = [
     "OptimConfig",
     "RedisConfig",
     "RegistryConfig",
+    "RewardServiceConfig",
+    "ServedRewardConfig",
     "ServingConfig",
     "StackConfig",
     "SuiteConfig",

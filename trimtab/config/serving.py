@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from trimtab.config.base import Section
+from trimtab.config.reward_service import ServedRewardConfig
 
 
 class ServingConfig(Section):
@@ -54,4 +55,8 @@ class ServingConfig(Section):
             "CPU backend only: cores vLLM leaves to this process (gRPC, tokenising, the response log). On 2 cores,"
             " 1 gave the tier 1.24x the throughput of 0: vLLM's threads otherwise fight the server for the CPU."
         ),
+    )
+    served_reward: ServedRewardConfig = Field(
+        default_factory=ServedRewardConfig,
+        description="Score a share of served answers with a RewardService (the reward of served answers).",
     )
