@@ -22,6 +22,7 @@ from learner.online.gates import GateCandidate, GateVerdict, run_gates
 from learner.online.heads import Head, Trained
 from learner.online.items import Item, anchor_items
 from learner.online.memory import LearnerMemory
+from learner.online.rl import OnlineRL
 from learner.online.run import OnlineRun
 from learner.online.training import anchor_loss
 from learner.publish import exported, publish
@@ -56,10 +57,16 @@ def train_policy(
     by_algorithm: dict[str, list[Item]],
     new: Sequence[Item],
     anchors: Anchors,
-    round_number: int,
+    memory: LearnerMemory,
+    rl: OnlineRL | None,
 ) -> Trained:
+    """The round's feedback, then (with `learner.online.rl`) RL on its prompts; the anchor set's loss is
+    measured before and after all of it."""
     before = anchors.loss(run, head.state.model)
-    trained = head.train(run, by_algorithm, new, round_number)
+    trained = head.train(run, by_algorithm, new, memory.rounds)
+    if rl is not None:
+        with run.telemetry.phase("rl"):
+            trained = replace(trained, metrics=trained.metrics | rl.train(run, head, memory, new))
     return replace(trained, anchor_loss_before=before, anchor_loss_after=anchors.loss(run, head.state.model))
 
 

@@ -12,7 +12,8 @@ canary. Each version lists the feedback ids it trained on (`feedback_ids.json`).
 
 The parts: the feedback source (`learner.online.source`), the heads that train and publish
 (`learner.online.heads`: the policy and the optional reward model, in the same rounds and the same
-checkpoint), the policy's candidate, gated and handed to the canary judge (`learner.online.candidate`).
+checkpoint), RL on the round's live prompts (`learner.online.rl`, optional), the policy's candidate,
+gated and handed to the canary judge (`learner.online.candidate`).
 Values fixed for the run travel in `OnlineRun`; what must survive a restart in `LearnerMemory`.
 
 Rank 0 alone reads the stream, publishes and talks to Redis; the item lists reach the other ranks by
@@ -37,6 +38,7 @@ from learner.online.candidate import Anchors, publish_candidate, train_policy
 from learner.online.gates import check_suite
 from learner.online.heads import Heads, load_heads, publish_reward_model
 from learner.online.memory import LearnerMemory
+from learner.online.rl import OnlineRL
 from learner.online.rounds import Replay, plan_round
 from learner.online.run import OnlineRun, StopFlag
 from learner.online.source import FeedbackSource
@@ -73,10 +75,10 @@ def run_online(
         memory = _resume(run, checkpointer, heads)
         run.telemetry.resumed(memory.skipped)
         judge = CanaryJudge(config, run.telemetry) if context.is_main and online.canary.enabled else None
-        with closing(FeedbackSource(run, memory, judge)) as source:
+        with closing(FeedbackSource(run, memory, judge)) as source, OnlineRL.started(run, heads.policy) as rl:
             run.stop.install()
             try:
-                learn(run, heads, memory, source, checkpointer, judge)
+                learn(run, heads, memory, source, checkpointer, judge, rl)
             except Interrupted:
                 # Stopped mid-round, before its checkpoint: the round's events are read and trained again
                 # on restart, so nothing is lost or trained twice.
@@ -95,6 +97,7 @@ def learn(
     source: FeedbackSource,
     checkpointer: Checkpointer,
     judge: CanaryJudge | None,
+    rl: OnlineRL | None = None,
 ) -> None:
     """Rounds, each on the new items the source hands every rank, until it stops or `run` is finished."""
     anchors = Anchors.of(run)
@@ -104,7 +107,7 @@ def learn(
             plan = plan_round(new, memory.replay, anchors.items, run.online.round, seed=memory.rounds)
             policy_items, reward_items = by_head(plan.by_algorithm)
             with run.telemetry.phase("train_policy"):
-                policy = train_policy(run, heads.policy, policy_items, new, anchors, memory.rounds)
+                policy = train_policy(run, heads.policy, policy_items, new, anchors, memory, rl)
             if heads.reward_model is not None and reward_items:
                 with run.telemetry.phase("train_reward_model"):
                     reward = heads.reward_model.train(run, reward_items, new, memory.rounds)

@@ -30,6 +30,7 @@ class LearnerMemory:
     reward_version: str | None = None  # the version the reward model's weights are (its own lineage)
     reward_trained: int = 0  # new items the reward model trained, all rounds
     trained: int = 0  # new items trained, all rounds
+    rl_steps: int = 0  # RL steps taken, all rounds (`learner.online.rl`): their sampling seeds continue
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> events not trained
     superseded: set[str] = field(default_factory=set)  # feedback ids a later vote replaced
 
@@ -71,6 +72,7 @@ class LearnerMemory:
             "reward_version": self.reward_version,
             "reward_trained": self.reward_trained,
             "trained": self.trained,
+            "rl_steps": self.rl_steps,
             "skipped": self.skipped,
             "superseded": sorted(self.superseded),
         }
@@ -88,6 +90,7 @@ class LearnerMemory:
             reward_version=data["reward_version"],
             reward_trained=data["reward_trained"],
             trained=data["trained"],
+            rl_steps=data.get("rl_steps", 0),  # absent in checkpoints written before online RL
             skipped=dict(data["skipped"]),
             superseded=set(data["superseded"]),
         )

@@ -15,36 +15,29 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 from rich.console import Console
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from learner.checkpoint import Checkpointer, TrainingState
-from learner.distributed import DistContext, from_main, init_distributed, shutdown
-from learner.losses import KLController, update_kl_controller
+from learner.checkpoint import Checkpointer
+from learner.distributed import DistContext, init_distributed, shutdown
+from learner.losses import KLController
 from learner.models import load_trainable
 from learner.offline import LearnResult, Trained, pad_token_id, save_and_publish
 from learner.phase import METRICS_FILE
-from learner.publish import Contents, exported
-from learner.rewards import Reward, reward_from
-from learner.rl.batch import rollout_batch
-from learner.rl.measure import engine_drift, measure
-from learner.rl.prompts import draw, load_prompts
-from learner.rl.roles import Reference, constant_optimizer, load_critic, load_reference
-from learner.rl.targets import targets
-from learner.rl.update import StepData, Update, update
-from learner.rollout import RolloutEngine, Sampling
+from learner.rewards import reward_from
+from learner.rl.prompts import load_prompts
+from learner.rl.roles import constant_optimizer, load_critic, load_reference
+from learner.rl.step import RLSteps, refit, rl_step
+from learner.rollout import RolloutEngine
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
 from trimtab.config.rl import RL_ALGORITHMS, RLConfig
 from trimtab.errors import TrimtabError
-from trimtab.jsonl import Messages
 from trimtab.registry import Registry
 
 
@@ -60,18 +53,19 @@ class RLRequest:
 
 @dataclass(frozen=True)
 class RLRun:
-    """What every step of one run shares."""
+    """An offline run: its request, and what every step shares."""
 
-    config: TrimtabConfig
     request: RLRequest
-    context: DistContext
     console: Console
-    prompts: list[Messages]
-    reward: Reward
-    tokenizer: PreTrainedTokenizerBase
-    pad_id: int
-    actor: TrainingState  # its companion is the critic (PPO), saved in the same checkpoint
-    reference: Reference
+    steps: RLSteps
+
+    @property
+    def config(self) -> TrimtabConfig:
+        return self.steps.config
+
+    @property
+    def context(self) -> DistContext:
+        return self.steps.context
 
     @property
     def rl(self) -> RLConfig:
@@ -86,95 +80,25 @@ def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> Learn
         checkpointer = _checkpointer(run)
         found = checkpointer.latest() if checkpointer else None
         if found is not None:
-            checkpointer.restore(found, run.actor)  # type: ignore[union-attr]
+            checkpointer.restore(found, run.steps.actor)  # type: ignore[union-attr]
             console.print(f"{request.algorithm}: resuming after step {found.step} ({found.path})")
         controller = KLController(**found.extra["kl"]) if found else _controller(run.rl)
         metrics: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as out, _rollouts(run, Path(out)) as engine:
             if found is not None:
-                _refit(run, engine)  # the engine starts on the base: give it the restored policy
+                refit(run.steps, engine)  # the engine starts on the base: give it the restored policy
             log = Path(out) / METRICS_FILE
             log.write_text(found.metrics_log if found else "")
             for step in range((found.step if found else 0) + 1, request.steps + 1):
-                metrics, controller = rl_step(run, engine, step, controller)
+                metrics, controller = rl_step(run.steps, engine, step, controller)
                 _report(run, step, metrics, log)
                 if checkpointer and _checkpoint_due(run, step):
-                    checkpointer.save(step, run.actor, metrics_log=log.read_text(), extra={"kl": asdict(controller)})
+                    extra = {"kl": asdict(controller)}
+                    checkpointer.save(step, run.steps.actor, metrics_log=log.read_text(), extra=extra)
             version = save_and_publish(config, _trained(run, metrics), context, Path(out))
         return LearnResult(version, request.steps, metrics)
     finally:
         shutdown(context)
-
-
-def rl_step(
-    run: RLRun, engine: RolloutEngine | None, step: int, controller: KLController
-) -> tuple[dict[str, float], KLController]:
-    """One step; its metrics and the KL controller after it."""
-    rl, timings = run.rl, Timings()
-    conversations = draw(run.prompts, rl.rollout.prompts_per_step, seed=rl.rollout.seed, step=step)
-    group = rl.rollout.group_size
-    with timings("generate"):
-        sampling = Sampling(group, rl.rollout.temperature, rl.rollout.max_tokens, seed=_sampling_seed(rl, step))
-        rollouts = from_main(lambda: _engine(engine).generate(conversations, sampling), run.context)
-    with timings("score"):
-        texts = [rollout.text for rollout in rollouts]
-        asked = [conversations[rollout.prompt] for rollout in rollouts]
-        scores = torch.tensor(from_main(lambda: run.reward.batch(asked, texts), run.context))
-    batch = rollout_batch(rollouts, run.pad_id)
-    critic = run.actor.companion
-    with timings("measure"):
-        measured = measure(
-            run.actor.model, run.reference, critic.model if critic else None, batch,
-            temperature=rl.rollout.temperature, micro_batch_size=run.config.learner.train.micro_batch_size,
-            context=run.context,
-        )  # fmt: skip
-    step_targets, target_metrics = targets(run.request.algorithm, scores, measured, batch.mask, rl, controller.kl_coef)
-    with timings("train"):
-        settings = Update(
-            algorithm=run.request.algorithm,
-            rl=rl,
-            kl_coef=controller.kl_coef,
-            temperature=rl.rollout.temperature,
-            micro_batch_size=run.config.learner.train.micro_batch_size,
-            grad_clip=run.config.learner.optim.grad_clip,
-        )
-        trained = update(
-            run.actor, critic, StepData(batch, measured, step_targets), settings, context=run.context, seed=step
-        )
-    with timings("refit"):
-        _refit(run, engine)
-    kl = float(((measured.old_logps - measured.reference_logps) * batch.mask).sum(-1).mean())
-    metrics = {
-        "score_mean": scores.mean().item(),
-        "score_std": scores.std().item() if len(scores) > 1 else 0.0,
-        "kl_per_sequence": kl,
-        "kl_coef": controller.kl_coef,
-        "response_tokens_mean": batch.mask.sum(-1).mean().item(),
-        "truncated_share": sum(r.truncated for r in rollouts) / len(rollouts),
-        **engine_drift(measured, batch),
-        **target_metrics,
-        **trained,
-        **timings.seconds,
-    }
-    return metrics, update_kl_controller(controller, observed_kl=kl, n_steps=len(rollouts))
-
-
-def _engine(engine: RolloutEngine | None) -> RolloutEngine:
-    assert engine is not None, "rank 0 owns the rollout engine"
-    return engine
-
-
-class Timings:
-    """Wall seconds of each part of a step, by name (`<name>_s` in the metrics)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.seconds[f"{name}_s"] = time.perf_counter() - started
 
 
 def check_request(config: TrimtabConfig, request: RLRequest) -> None:
@@ -213,7 +137,19 @@ def _setup(config: TrimtabConfig, request: RLRequest, context: DistContext, cons
     reference = load_reference(
         model, request.model_dir, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
     )
-    return RLRun(config, request, context, console, prompts, reward, tokenizer, pad_id, actor, reference)
+    steps = RLSteps(
+        config=config,
+        algorithm=request.algorithm,
+        context=context,
+        prompts=prompts,
+        reward=reward,
+        tokenizer=tokenizer,
+        pad_id=pad_id,
+        actor=actor,
+        reference=reference,
+        lora=learner.lora,
+    )
+    return RLRun(request, console, steps)
 
 
 @contextlib.contextmanager
@@ -229,21 +165,8 @@ def _rollouts(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
         yield engine
 
 
-def _refit(run: RLRun, engine: RolloutEngine | None) -> None:
-    """The engine takes the actor's current weights (every rank joins the gather)."""
-    contents = Contents(run.tokenizer, run.config.learner.lora, reward_model=False)
-    with exported(run.actor.model, contents, run.context) as directory:
-        if directory is not None and engine is not None:
-            engine.refit(directory)
-
-
 def _controller(rl: RLConfig) -> KLController:
     return KLController(kl_coef=rl.kl.coef, target=rl.kl.target, horizon=rl.kl.horizon)
-
-
-def _sampling_seed(rl: RLConfig, step: int) -> int:
-    """Step `step`'s seeds start here; the engine adds prompt * n + k (`Sampling`)."""
-    return rl.rollout.seed * 1_000_003 + step * rl.rollout.prompts_per_step * rl.rollout.group_size
 
 
 def _checkpointer(run: RLRun) -> Checkpointer | None:
@@ -255,7 +178,7 @@ def _checkpointer(run: RLRun) -> Checkpointer | None:
         "algorithm": run.request.algorithm,
         "model_dir": str(run.request.model_dir.resolve()),
         "prompts": str(run.request.prompts.resolve()),
-        "reward": run.reward.name,
+        "reward": run.steps.reward.name,
         "rl": run.rl.model_dump(mode="json"),
         "lora": run.config.learner.lora.model_dump(mode="json"),
     }
@@ -283,12 +206,12 @@ def _report(run: RLRun, step: int, metrics: dict[str, float], log: Path) -> None
 
 def _trained(run: RLRun, metrics: dict[str, float]) -> Trained:
     return Trained(
-        model=run.actor.model,
-        tokenizer=run.tokenizer,
+        model=run.steps.actor.model,
+        tokenizer=run.steps.tokenizer,
         algorithm=run.request.algorithm,
         model_dir=run.request.model_dir,
         data_source=str(run.request.prompts.resolve()),
         steps=run.request.steps,
         metrics=metrics,
-        details={"reward": run.reward.name},
+        details={"reward": run.steps.reward.name},
     )

@@ -89,14 +89,31 @@ def test_each_algorithm_raises_the_gold_reward_with_the_kl_bounded(
     assert manifest.algorithm == algorithm and manifest.config["reward"] == f"scorer {GOLD}"
 
 
-def test_one_rank_and_two_ranks_give_the_same_curve(default_model_config: TrimtabConfig, workdir: Path) -> None:
-    one = curve(workdir, "one", version_of(learn(workdir, "one", "grpo", 3)))
-    two = curve(workdir, "two", version_of(learn(workdir, "two", "grpo", 3, ranks=2)))
-    assert_same_curve(one, two)
+def test_lora_trains_an_adapter_against_the_base_with_the_adapter_off(
+    default_model_config: TrimtabConfig, workdir: Path
+) -> None:
+    """The reference is the actor with its adapter off (no second copy); the engine serves each new adapter."""
+    version_id = version_of(learn(workdir, "lora", "grpo", 3, learner__lora__enabled="true"))
+    steps_seen = curve(workdir, "lora", version_id)
+    assert steps_seen[0]["kl_per_sequence"] == 0.0  # a fresh adapter (B = 0) is the base exactly
+    assert steps_seen[-1]["kl_per_sequence"] != 0.0  # and then it moves
+    assert max(s["engine_logp_drift_mean"] for s in steps_seen) < 1e-3  # each refit loaded the new adapter
+    registry = Registry(workdir / "lora" / "registry")
+    manifest = registry.get(version_id)
+    assert manifest.kind == "lora" and manifest.base == registry.import_once(REPO / ".trimtab/models/default").id
 
 
-def test_a_run_killed_mid_way_resumes_onto_the_same_curve(default_model_config: TrimtabConfig, workdir: Path) -> None:
-    whole = curve(workdir, "whole", version_of(learn(workdir, "whole", "grpo", 4)))
+@pytest.fixture(scope="module")
+def whole(default_model_config: TrimtabConfig, workdir: Path) -> list[dict[str, float]]:
+    """An uninterrupted 4-step GRPO run on one rank: the curve the others must reproduce."""
+    return curve(workdir, "whole", version_of(learn(workdir, "whole", "grpo", 4)))
+
+
+def test_one_rank_and_two_ranks_give_the_same_curve(whole: list[dict[str, float]], workdir: Path) -> None:
+    assert_same_curve(whole, curve(workdir, "two", version_of(learn(workdir, "two", "grpo", 4, ranks=2))))
+
+
+def test_a_run_killed_mid_way_resumes_onto_the_same_curve(whole: list[dict[str, float]], workdir: Path) -> None:
     checkpoints = workdir / "killed" / "checkpoints"
     more = {"learner__checkpoint__directory": str(checkpoints), "learner__checkpoint__every_steps": "1"}
     command = [sys.executable, "-m", "trimtab.app.cli", "learn", "--algo", "grpo", "--steps", "4"]

@@ -111,6 +111,23 @@ class CanaryConfig(Section):
     )
 
 
+class OnlineRLConfig(Section):
+    """RL on live traffic in every round: after the round's feedback is trained, `steps` RL steps (learner.rl's
+    rollouts, KL and algorithm settings) on the prompts of the round's new feedback, answered anew by the
+    policy and scored by the reward; the anchor and every other gate then judge the result."""
+
+    algorithm: Literal["off", "grpo", "rloo"] = Field(
+        default="off", description="The RL algorithm of the rounds (PPO's critic is not kept online yet)."
+    )
+    steps: int = Field(default=4, ge=1, description="RL steps per round.")
+    reward: str = Field(
+        default="reward_model",
+        description="'reward_model': the learner's own newest reward model, once it may judge"
+        " (reward_model.min_examples); or what `trimtab learn --reward` takes: 'module:function',"
+        " 'grpc://HOST:PORT', a reward version.",
+    )
+
+
 class OnlineConfig(Section):
     """`trimtab learn --online`: consume trimtab.feedback, train rounds, gate, canary, promote."""
 
@@ -142,3 +159,4 @@ class OnlineConfig(Section):
     round: RoundConfig = Field(default_factory=RoundConfig, description="Round size, mix and guards.")
     gates: GateConfig = Field(default_factory=GateConfig, description="Offline gates before serving.")
     canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary, promotion, roll-back.")
+    rl: OnlineRLConfig = Field(default_factory=OnlineRLConfig, description="RL on live traffic in each round.")
