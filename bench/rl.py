@@ -3,7 +3,7 @@
 Three rows, all on the default model (config.model.path) and the world's training prompts, scored by the
 world's gold reward (`trimtab.simulation.suite:gold_reward`):
 
-1. GRPO seconds per step. trimtab: `learner.rl.loop.rl_step` in this process (the recipe `run_rl` runs,
+1. GRPO seconds per step. trimtab: `learner.rl.step.rl_step` in this process (the recipe `run_rl` runs,
    without its publishing at the end): vLLM rollouts in the long-lived rollout engine, score, measure
    (actor and reference log-probs), one update, refit of the engine in place. TRL 1.16 `GRPOTrainer`
    with `use_vllm=False`: its colocated vLLM fails on vLLM's CPU backend (design.md), so it samples with
@@ -31,14 +31,14 @@ Timing: each side runs WARMUP steps, then TIMED steps; the wall time from the en
 step to the end of the last step counts. Both start from the base model each round, trimtab and TRL
 alternating ROUNDS times (the machine is shared), each side's best round counting. One-off start-up
 costs are outside the step time and reported in the notes: trimtab's rollout-engine start (~16 s),
-TRL's trainer construction (policy and reference loads). The rollout probes (vLLM in the rollout engine
-before the steps, HF generate after the trimtab run) and the engine restarts (after the run, its process
-group gone) run once, in the first round. Step counts, chosen to keep the bench near 4 minutes on 2
-shared cores (under the ~6 minutes allowed, with room for a slow spell): a step of either side is
-1.3-1.8 s here (completions end after ~20 tokens), a trimtab round adds ~16 s of engine start, a
-restart ~9 s; WARMUP 2 (the first vLLM request after start-up is slow) and TIMED 12 steps a round (14 x 8
-distinct prompts, 32 answers a step), ROUNDS 3, RESTARTS 3, ROLLOUT_REPEATS 5 (one step's batch
-generates in ~0.4 s: too short to time once).
+TRL's trainer construction (policy and reference loads). The rollout probe (vLLM and HF generate
+taking turns, in the first trimtab run before its steps, the engine idle in between) and the engine
+restarts (after that run, its process group gone) run once. Step counts, chosen to keep the bench near 4
+minutes on 2 shared cores (under the ~6 minutes allowed, with room for a slow spell): a step of either
+side is 1.1-1.7 s here (completions end after ~15-20 tokens), a trimtab round adds ~16 s of engine
+start, a restart ~9 s; WARMUP 2 (the first vLLM request after start-up is slow) and TIMED 12 steps a
+round (14 x 8 distinct prompts, 32 answers a step), ROUNDS 3, RESTARTS 3, ROLLOUT_REPEATS 8 (one step's
+batch generates in ~0.4 s: too short to time once).
 
 Not equalised (said in the notes): the samples (vLLM's and HF's samplers draw differently, so the
 completions and their lengths differ: the mean completion length of each side is reported); trimtab
@@ -62,15 +62,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
 from bench.report import Comparison, write_report
 from bench.simulation import simulation_config
 from learner.distributed import init_distributed, shutdown
 from learner.evaluate import vllm_engine
 from learner.publish import Contents, exported
-from learner.rl.loop import RLRequest, RLRun, _controller, _rollouts, _setup, check_request, rl_step
+
+# The recipe's own set-up and engine (private to run_rl): the bench's steps are those `trimtab learn` takes.
+from learner.rl.loop import RLRequest, check_request, kl_controller, rollout_engine, setup_run
 from learner.rl.prompts import draw
+from learner.rl.step import RLSteps, rl_step
 from learner.rollout import RolloutEngine, Sampling
 from trimtab.config import OptimConfig, TrimtabConfig
 from trimtab.jsonl import Messages
@@ -81,7 +84,7 @@ WARMUP = 2
 TIMED = 12
 ROUNDS = 3
 RESTARTS = 3
-ROLLOUT_REPEATS = 5
+ROLLOUT_REPEATS = 8
 REWARD = "trimtab.simulation.suite:gold_reward"
 PROMPT_SEED = 21
 TRIMTAB_PARTS = ("generate", "score", "measure", "train", "refit")
@@ -131,6 +134,7 @@ class StepLog:
     parts: list[dict[str, float]] = field(default_factory=list)
     completion_tokens: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    drifts: list[float] = field(default_factory=list)  # trimtab's engine-vs-trainer log-prob gap
 
     def add(self, parts: dict[str, float], completion_tokens: float, score: float) -> None:
         self.ends.append(time.perf_counter())
@@ -165,7 +169,7 @@ class TrimtabRound:
     refits: list[float]  # refit_s of the timed steps
     drift: float  # mean engine-vs-trainer log-prob gap of the timed steps
     engine_start_s: float
-    rollout: Rates | None  # first round only
+    rollout: Probe | None  # first round only
     restarts: list[float]  # first round only
 
 
@@ -182,16 +186,12 @@ def bench_rl(config: TrimtabConfig, warmup: int = WARMUP, timed: int = TIMED, ro
     theirs: list[TrlRound] = []
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-rl-") as tmp:
         setup = bench_setup(config, Path(tmp), warmup, timed)
-        hf: Rates | None = None
         for r in range(rounds):
             torch.set_num_threads(threads)  # as it was, whatever a vLLM start in this process changed
             ours.append(trimtab_round(setup, probe=r == 0))
             torch.set_num_threads(threads)
-            if r == 0:
-                hf = hf_rollout(config, setup.step_prompts[0], setup.sampling)
             theirs.append(trl_round(setup, Path(tmp) / "trl"))
-    assert hf is not None
-    return [step_row(setup, ours, theirs, threads), rollout_row(setup, ours[0], hf), refit_row(ours)]
+    return [step_row(setup, ours, theirs, threads), rollout_row(setup, ours[0]), refit_row(ours)]
 
 
 def bench_setup(config: TrimtabConfig, tmp: Path, warmup: int, timed: int) -> Setup:
@@ -219,40 +219,46 @@ def trimtab_round(setup: Setup, *, probe: bool) -> TrimtabRound:
     check_request(config, request)
     context = init_distributed(config.learner)
     try:
-        run = _setup(config, request, context, Console(stderr=True))
+        run = setup_run(config, request, context, Console(stderr=True))
         with tempfile.TemporaryDirectory(prefix="trimtab-bench-rl-run-") as out:
             started = time.perf_counter()
-            with _rollouts(run, Path(out)) as engine:
+            with rollout_engine(run, Path(out)) as engine:
                 engine_start_s = time.perf_counter() - started
                 assert engine is not None, "one rank: this process owns the rollout engine"
-                rollout = vllm_rollout(engine, setup.step_prompts[0], setup.sampling) if probe else None
-                log, refits, drifts = trimtab_steps(run, engine, setup)
-        exports = [export_policy(run, setup.scratch / f"policy-{k}") for k in range(RESTARTS)] if probe else []
+                rollout = rollout_probe(engine, config, setup) if probe else None
+                log = trimtab_steps(run.steps, engine, setup.steps)
+        exports = [export_policy(run.steps, setup.scratch / f"policy-{k}") for k in range(RESTARTS)] if probe else []
     finally:
         shutdown(context)
     # The fresh engines start once the run's process group is gone, as a trainer's own engine would.
     restarts = [s + first_token_s(d, config, setup.step_prompts[0][0]) for d, s in exports]
+    timed = slice(setup.warmup, None)
     return TrimtabRound(
-        log.summary(setup.warmup, rest="other"), refits, statistics.fmean(drifts), engine_start_s, rollout, restarts
+        run=log.summary(setup.warmup, rest="other"),
+        refits=[parts["refit"] for parts in log.parts[timed]],
+        drift=statistics.fmean(log.drifts[timed]),
+        engine_start_s=engine_start_s,
+        rollout=rollout,
+        restarts=restarts,
     )
 
 
-def trimtab_steps(run: RLRun, engine: RolloutEngine, setup: Setup) -> tuple[StepLog, list[float], list[float]]:
-    """`setup.steps` GRPO steps; the log, and the timed steps' refit seconds and engine drifts."""
-    log, controller = StepLog(), _controller(run.rl)
-    drifts: list[float] = []
-    for step in range(1, setup.steps + 1):
+def trimtab_steps(run: RLSteps, engine: RolloutEngine, steps: int) -> StepLog:
+    log, controller = StepLog(), kl_controller(run.rl)
+    for step in range(1, steps + 1):
         metrics, controller = rl_step(run, engine, step, controller)
-        parts = {name: metrics[f"{name}_s"] for name in TRIMTAB_PARTS}
-        log.add(parts, metrics["response_tokens_mean"], metrics["score_mean"])
-        drifts.append(metrics["engine_logp_drift_mean"])
-    refits = [parts["refit"] for parts in log.parts[setup.warmup :]]
-    return log, refits, drifts[setup.warmup :]
+        log.add(
+            {name: metrics[f"{name}_s"] for name in TRIMTAB_PARTS},
+            metrics["response_tokens_mean"],
+            metrics["score_mean"],
+        )
+        log.drifts.append(metrics["engine_logp_drift_mean"])
+    return log
 
 
-def export_policy(run: RLRun, directory: Path) -> tuple[Path, float]:
+def export_policy(run: RLSteps, directory: Path) -> tuple[Path, float]:
     """The policy written as a model directory, as a refit writes it; the directory and the seconds it took."""
-    contents = Contents(run.tokenizer, run.config.learner.lora, reward_model=False)
+    contents = Contents(run.tokenizer, run.lora, reward_model=False)
     directory.mkdir(parents=True)
     started = time.perf_counter()
     with exported(run.actor.model, contents, run.context, directory=directory):
@@ -265,25 +271,58 @@ def first_token_s(model_dir: Path, config: TrimtabConfig, conversation: Messages
     LoRA off, as learner.rl.loop starts it) to its first generated token."""
     from vllm import SamplingParams
 
+    conversations: list[Any] = [list(conversation)]  # vLLM takes OpenAI-style message dicts
     started = time.perf_counter()
     with vllm_engine(model_dir, config.engine) as llm:
-        conversations: list[Any] = [list(conversation)]  # vLLM takes OpenAI-style message dicts
         llm.chat(conversations, SamplingParams(max_tokens=1), use_tqdm=False)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        del llm  # the last reference but vllm_engine's own: its exit then shuts the engine down
+    return seconds
 
 
 # Rollouts
 
 
-def vllm_rollout(engine: RolloutEngine, conversations: Sequence[Messages], sampling: Sampling) -> Rates:
-    def once(k: int) -> int:
+@dataclass(frozen=True)
+class Probe:
+    """The rollout throughput of both generators on the same batch."""
+
+    vllm: Rates
+    hf: Rates
+
+
+def rollout_probe(engine: RolloutEngine, config: TrimtabConfig, setup: Setup) -> Probe:
+    """vLLM (the rollout engine) and HF generate on one step's batch, taking turns: a slow spell of the
+    shared machine hits both."""
+    conversations, sampling = setup.step_prompts[0], setup.sampling
+    generators = (vllm_generation(engine, conversations, sampling), hf_generation(config, conversations, sampling))
+    for generate in generators:
+        generate(0)  # warm-up: the first request after start-up is slow (design.md)
+    rates: tuple[list[float], list[float]] = ([], [])
+    tokens: tuple[list[int], list[int]] = ([], [])
+    for k in range(1, ROLLOUT_REPEATS + 1):
+        for generate, side_rates, side_tokens in zip(generators, rates, tokens, strict=True):
+            started = time.perf_counter()
+            generated = generate(k)
+            side_rates.append(generated / (time.perf_counter() - started))
+            side_tokens.append(generated)
+    sequences = ROLLOUT_REPEATS * len(conversations) * sampling.n
+    vllm, hf = (Rates(r, sum(t) / sequences) for r, t in zip(rates, tokens, strict=True))
+    return Probe(vllm, hf)
+
+
+Generation = Callable[[int], int]  # repeat k -> generated tokens
+
+
+def vllm_generation(engine: RolloutEngine, conversations: Sequence[Messages], sampling: Sampling) -> Generation:
+    def generate(k: int) -> int:
         seeded = Sampling(sampling.n, sampling.temperature, sampling.max_tokens, seed=k * 1_000_003)
         return sum(len(r.response_ids) for r in engine.generate(conversations, seeded))
 
-    return _rates(once, len(conversations) * sampling.n)
+    return generate
 
 
-def hf_rollout(config: TrimtabConfig, conversations: Sequence[Messages], sampling: Sampling) -> Rates:
+def hf_generation(config: TrimtabConfig, conversations: Sequence[Messages], sampling: Sampling) -> Generation:
     """HF `generate` sampling the same batch: n per prompt, pure temperature sampling, left-padded prompts."""
     tokenizer = AutoTokenizer.from_pretrained(config.model.path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=torch.float32).eval()
@@ -293,7 +332,7 @@ def hf_rollout(config: TrimtabConfig, conversations: Sequence[Messages], samplin
     eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
     torch.manual_seed(config.learner.train.seed)
 
-    def once(_: int) -> int:
+    def generate(_: int) -> int:
         with torch.no_grad():
             out = model.generate(
                 **batch,
@@ -307,7 +346,7 @@ def hf_rollout(config: TrimtabConfig, conversations: Sequence[Messages], samplin
             )
         return completion_tokens(out[:, batch["input_ids"].shape[1] :], eos_ids)
 
-    return _rates(once, len(conversations) * sampling.n)
+    return generate
 
 
 def completion_tokens(completions: torch.Tensor, eos_ids: torch.Tensor) -> int:
@@ -316,17 +355,6 @@ def completion_tokens(completions: torch.Tensor, eos_ids: torch.Tensor) -> int:
     width = completions.shape[1]
     lengths = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, width)
     return int(lengths.sum())
-
-
-def _rates(once: Callable[[int], int], sequences: int, repeats: int = ROLLOUT_REPEATS) -> Rates:
-    once(0)  # warm-up: the first request after start-up is slow (design.md)
-    rates, tokens = [], []
-    for k in range(1, repeats + 1):
-        started = time.perf_counter()
-        generated = once(k)
-        rates.append(generated / (time.perf_counter() - started))
-        tokens.append(generated)
-    return Rates(rates, sum(tokens) / (repeats * sequences))
 
 
 # TRL
@@ -373,6 +401,7 @@ def trl_round(setup: Setup, out: Path) -> TrlRound:
         callbacks=[_StepEnd(lambda: timer.take(log))],
     )
     init_s = time.perf_counter() - started
+    trainer.remove_callback(PrinterCallback)  # its log lines would land in the middle of the report
     trainer.train()
     return TrlRound(log.summary(setup.warmup, rest="train+rest"), init_s)
 
@@ -478,22 +507,25 @@ def step_row(setup: Setup, ours: list[TrimtabRound], theirs: list[TrlRound], thr
     def runs(side: Sequence[Run]) -> str:
         return "/".join(f"{run.seconds_per_step:.2f}" for run in side)
 
+    lengths = max(mine.completion_tokens, trl.completion_tokens) / min(mine.completion_tokens, trl.completion_tokens)
+    caveat = f" (they differ by {lengths - 1:.0%}: the step times compare unequal work)" if lengths > 1.2 else ""
     return Comparison(
         name=(
             f"GRPO step, default model, {rl.prompts_per_step} prompts x {rl.group_size} answers, <= {rl.max_tokens}"
             f" tokens, T={rl.temperature}, {threads} threads, float32"
         ),
-        unit="s/step",
+        unit="ms/step",
         candidate="trimtab (vLLM rollouts, refit in place)",
-        candidate_value=mine.seconds_per_step,
+        candidate_value=mine.seconds_per_step * 1000,
         baseline="TRL GRPOTrainer (HF generate)",
-        baseline_value=trl.seconds_per_step,
+        baseline_value=trl.seconds_per_step * 1000,
         higher_is_better=False,
         notes=(
             f"{setup.timed} steps timed after {setup.warmup} warm-up, best of runs {runs([r.run for r in ours])} vs"
             f" {runs([r.run for r in theirs])} s/step; per step trimtab {mine.split()}; TRL {trl.split()} (measure:"
-            f" the reference forward); mean completion tokens {mine.completion_tokens:.1f} vs"
-            f" {trl.completion_tokens:.1f}, mean gold reward {mine.score:+.3f} vs {trl.score:+.3f}; one-off, not"
+            f" the reference forward; train+rest: forward+backward, optimiser, advantages, bookkeeping); mean"
+            f" completion tokens {mine.completion_tokens:.1f} vs {trl.completion_tokens:.1f}{caveat}, mean gold"
+            f" reward {mine.score:+.3f} vs {trl.score:+.3f}; one-off, not"
             f" counted: rollout-engine start {min(r.engine_start_s for r in ours):.1f} s vs TRL trainer set-up"
             f" {min(r.init_s for r in theirs):.1f} s; trimtab also measures the actor's log-probs before the"
             " update, TRL reuses its training forward"
@@ -501,10 +533,10 @@ def step_row(setup: Setup, ours: list[TrimtabRound], theirs: list[TrlRound], thr
     )
 
 
-def rollout_row(setup: Setup, ours: TrimtabRound, hf: Rates) -> Comparison:
+def rollout_row(setup: Setup, ours: TrimtabRound) -> Comparison:
     rl = setup.config.learner.rl.rollout
     assert ours.rollout is not None
-    vllm = ours.rollout
+    vllm, hf = ours.rollout.vllm, ours.rollout.hf
     return Comparison(
         name=(
             f"rollout generation, {rl.prompts_per_step} prompts x {rl.group_size} samples, T={rl.temperature},"
@@ -516,9 +548,9 @@ def rollout_row(setup: Setup, ours: TrimtabRound, hf: Rates) -> Comparison:
         baseline="HF generate",
         baseline_value=statistics.median(hf.tokens_per_s),
         notes=(
-            f"median of {len(vllm.tokens_per_s)} after a warm-up; runs vLLM {_span(vllm.tokens_per_s)}, HF"
-            f" {_span(hf.tokens_per_s)}; generated tokens up to end-of-turn, mean per completion"
-            f" {vllm.completion_tokens:.1f} vs {hf.completion_tokens:.1f}"
+            f"median of {len(vllm.tokens_per_s)} each, taking turns, after a warm-up; runs vLLM"
+            f" {_span(vllm.tokens_per_s)}, HF {_span(hf.tokens_per_s)}; generated tokens up to end-of-turn,"
+            f" mean per completion {vllm.completion_tokens:.1f} vs {hf.completion_tokens:.1f}"
         ),
     )
 
@@ -528,11 +560,11 @@ def refit_row(ours: list[TrimtabRound]) -> Comparison:
     restarts = ours[0].restarts
     return Comparison(
         name="new policy weights into the rollout engine, after each update (default model)",
-        unit="s",
+        unit="ms",
         candidate="refit in place (export + reload_weights)",
-        candidate_value=statistics.median(refits),
+        candidate_value=statistics.median(refits) * 1000,
         baseline="export + fresh vLLM engine to first token",
-        baseline_value=min(restarts),
+        baseline_value=min(restarts) * 1000,
         higher_is_better=False,
         notes=(
             f"refit: median of {len(refits)} timed steps ({min(refits):.2f}-{max(refits):.2f} s); restart: best of"

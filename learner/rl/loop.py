@@ -76,15 +76,15 @@ def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> Learn
     check_request(config, request)
     context = init_distributed(config.learner)
     try:
-        run = _setup(config, request, context, console)
+        run = setup_run(config, request, context, console)
         checkpointer = _checkpointer(run)
         found = checkpointer.latest() if checkpointer else None
         if found is not None:
             checkpointer.restore(found, run.steps.actor)  # type: ignore[union-attr]
             console.print(f"{request.algorithm}: resuming after step {found.step} ({found.path})")
-        controller = KLController(**found.extra["kl"]) if found else _controller(run.rl)
+        controller = KLController(**found.extra["kl"]) if found else kl_controller(run.rl)
         metrics: dict[str, float] = {}
-        with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as out, _rollouts(run, Path(out)) as engine:
+        with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as out, rollout_engine(run, Path(out)) as engine:
             if found is not None:
                 refit(run.steps, engine)  # the engine starts on the base: give it the restored policy
             log = Path(out) / METRICS_FILE
@@ -114,7 +114,7 @@ def check_request(config: TrimtabConfig, request: RLRequest) -> None:
         raise TrimtabError(f"--prompts {request.prompts}: no such file")
 
 
-def _setup(config: TrimtabConfig, request: RLRequest, context: DistContext, console: Console) -> RLRun:
+def setup_run(config: TrimtabConfig, request: RLRequest, context: DistContext, console: Console) -> RLRun:
     learner = config.learner
     transformers_logging.disable_progress_bar()  # a bar per refit's export would bury the step lines
     _, dtype = device_and_dtype(learner)
@@ -153,7 +153,7 @@ def _setup(config: TrimtabConfig, request: RLRequest, context: DistContext, cons
 
 
 @contextlib.contextmanager
-def _rollouts(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
+def rollout_engine(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
     """Rank 0's rollout engine on the starting policy's weights (the base, for an adapter); None elsewhere."""
     if not run.context.is_main:
         yield None
@@ -165,7 +165,7 @@ def _rollouts(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
         yield engine
 
 
-def _controller(rl: RLConfig) -> KLController:
+def kl_controller(rl: RLConfig) -> KLController:
     return KLController(kl_coef=rl.kl.coef, target=rl.kl.target, horizon=rl.kl.horizon)
 
 
