@@ -117,10 +117,9 @@ def dpo_policies(config: TrimtabConfig, work: Path, prompts: list[Prompt]) -> li
 def frontier(config: TrimtabConfig, world: World, policies: list[Policy]) -> list[Comparison]:
     held_out = heldout_prompts(world, HELDOUT, seed=SEED)
     by_key = {f"{p.name} {p.settings}": p for p in policies}
-    evaluations = evaluate_versions(
-        {key: p.path for key, p in by_key.items()}, config.model.path, messages_of(held_out), gold_scorer(world),
-        config.engine,
-    )  # fmt: skip
+    policies_by_key = {key: p.path for key, p in by_key.items()}
+    scorer = gold_scorer(world)
+    evaluations = evaluate_versions(policies_by_key, config.model.path, messages_of(held_out), scorer, config.engine)
     rows = []
     for key, evaluation in evaluations.items():
         rates = GoldSummary.of(score_answers(world, held_out, evaluation.answers)).rates

@@ -21,6 +21,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from trimtab.config import LearnerConfig
+from trimtab.errors import TrimtabError
 
 T = TypeVar("T")
 
@@ -139,5 +140,20 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def from_main(make: Callable[[], T], context: DistContext) -> T:
-    """What `make()` returns on rank 0 (which alone calls it), on every rank. Every rank must call it."""
-    return broadcast(make() if context.is_main else None)  # type: ignore[return-value]
+    """What `make()` returns on rank 0 (which alone calls it), on every rank. Every rank must call it.
+
+    If `make()` raises, rank 0 raises it and every other rank raises a TrimtabError naming it: none is
+    left waiting for a broadcast that never comes."""
+    outcome: tuple[bool, object] = (True, None)
+    failure: BaseException | None = None
+    if context.is_main:
+        try:
+            outcome = (True, make())
+        except Exception as exc:
+            failure, outcome = exc, (False, f"{type(exc).__name__}: {exc}")
+    ok, value = broadcast(outcome)
+    if failure is not None:
+        raise failure
+    if not ok:
+        raise TrimtabError(f"rank 0 failed: {value}")
+    return value  # type: ignore[return-value]

@@ -34,3 +34,11 @@ def build_optimizer(
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def constant_rate(
+    model: nn.Module, lr: float, grad_clip: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW at a constant rate (no warm-up, no decay): for training with no data set whose end a schedule
+    could aim at (online rounds, RL)."""
+    return build_optimizer(model, OptimConfig(lr=lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=grad_clip), 1)

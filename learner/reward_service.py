@@ -17,12 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from learner.rewards import RewardError, RewardModel
+from learner.rewards import RewardError, RewardModel, reward_model_dir
 from trimtab.auth import Authenticator, Unauthenticated, credential
 from trimtab.config import TrimtabConfig
 from trimtab.config.reward_service import RewardServiceConfig
 from trimtab.jsonl import Messages
-from trimtab.registry import Registry, RegistryError
+from trimtab.registry import Registry
 from trimtab.telemetry import setup_telemetry
 from trimtab.v1 import reward_pb2, reward_pb2_grpc
 
@@ -66,8 +66,6 @@ def invalid(request: reward_pb2.ScoreRequest, settings: RewardServiceConfig) -> 
     for i, answer in enumerate(request.answers):
         if answer.prompt.WhichOneof("kind") != "chat" or not answer.prompt.chat.messages:
             return f"answers[{i}].prompt: a chat of at least one message is required (the model scores conversations)"
-        if not answer.response:
-            return f"answers[{i}].response: empty"
         size = len(answer.response) + sum(len(m.content) for m in answer.prompt.chat.messages)
         if size > settings.max_chars:
             return f"answers[{i}]: {size} characters, over reward_service.max_chars = {settings.max_chars}"
@@ -90,14 +88,8 @@ class RunningRewardService:
 async def start_reward_service(config: TrimtabConfig, version: str) -> RunningRewardService:
     """Load `version` (RewardError if it is no reward model) and serve it; SERVING once bound."""
     settings = config.reward_service
-    registry = Registry(config.registry.root)
-    try:
-        manifest = registry.get(version)
-    except RegistryError as exc:
-        raise RewardError(f"reward_service.version {version}: {exc}") from None
-    if manifest.kind != "reward":
-        raise RewardError(f"reward_service.version {version}: a {manifest.kind} version, not a reward model")
-    model = await asyncio.to_thread(RewardModel, registry.path(version), settings.batch_size)
+    model_dir = reward_model_dir(Registry(config.registry.root), version, "reward_service.version")
+    model = await asyncio.to_thread(RewardModel, model_dir, settings.batch_size)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a taken port must fail, not be shared
     reward_pb2_grpc.add_RewardServiceServicer_to_server(
         RewardServicer(model, version, settings, Authenticator(config.auth)), server

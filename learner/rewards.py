@@ -20,14 +20,15 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from learner.batching import collate, tokenize_chat
-from trimtab.errors import TrimtabError
+from trimtab.config import ConfigError
+from trimtab.config.reward_service import RewardServiceConfig
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry, RegistryError
 from trimtab.suite import Scorer, load_scorer
 
 
-class RewardError(TrimtabError):
-    """A reward cannot be used; the message names it and why."""
+class RewardError(ConfigError):
+    """A reward cannot be used; the message names the setting, the reward and why (`trimtab` exits 2)."""
 
 
 class RewardModel:
@@ -61,12 +62,13 @@ class Reward:
     scorer: Scorer | None = None
     model_dir: Path | None = None  # the reward model's directory (a critic starts from it)
     address: str | None = None  # a RewardService's host:port
+    service: RewardServiceConfig | None = None  # how to call it: batch limit, deadline, API key
 
     def batch(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
         if self.model_dir is not None:
             return _loaded(self.model_dir)(prompts, responses)
         if self.address is not None:
-            return _remote_scores(self.address, prompts, responses)
+            return _remote_scores(self.address, self.service or RewardServiceConfig(), prompts, responses)
         assert self.scorer is not None
         return [self.scorer(p, r) for p, r in zip(prompts, responses, strict=True)]
 
@@ -77,10 +79,11 @@ def _loaded(model_dir: Path) -> RewardModel:
 
 
 REMOTE = "grpc://"
-REMOTE_BATCH = 64  # answers per Score call (the service's own limit is reward_service.max_answers)
 
 
-def _remote_scores(address: str, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
+def _remote_scores(
+    address: str, settings: RewardServiceConfig, prompts: Sequence[Messages], responses: Sequence[str]
+) -> list[float]:
     import grpc
 
     from trimtab.v1 import common_pb2, reward_pb2, reward_pb2_grpc
@@ -93,12 +96,13 @@ def _remote_scores(address: str, prompts: Sequence[Messages], responses: Sequenc
         for prompt, response in zip(prompts, responses, strict=True)
     ]
     scores: list[float] = []
+    metadata = client_metadata(settings)
     with grpc.insecure_channel(address) as channel:
         stub = reward_pb2_grpc.RewardServiceStub(channel)
-        for start in range(0, len(answers), REMOTE_BATCH):
-            request = reward_pb2.ScoreRequest(answers=answers[start : start + REMOTE_BATCH])
+        for start in range(0, len(answers), settings.max_answers):
+            request = reward_pb2.ScoreRequest(answers=answers[start : start + settings.max_answers])
             try:
-                scores += stub.Score(request, timeout=120).scores
+                scores += stub.Score(request, timeout=settings.call_timeout_s, metadata=metadata).scores
             except grpc.RpcError as exc:
                 raise RewardError(
                     f"--reward {REMOTE}{address}: Score failed: {exc.code().name}: {exc.details()}"
@@ -106,23 +110,35 @@ def _remote_scores(address: str, prompts: Sequence[Messages], responses: Sequenc
     return scores
 
 
-def reward_from(spec: str, registry: Registry) -> Reward:
+def client_metadata(settings: RewardServiceConfig) -> tuple[tuple[str, str], ...]:
+    """The API key a RewardService caller presents (`reward_service.client_key`), if any."""
+    return (("authorization", f"Bearer {settings.client_key}"),) if settings.client_key else ()
+
+
+def reward_from(spec: str, registry: Registry, service: RewardServiceConfig | None = None) -> Reward:
     """`spec` is 'grpc://HOST:PORT' (a RewardService), 'module:function' (a scorer entry point) or a
     `reward` version id of `registry`."""
     if spec.startswith(REMOTE):
         address = spec.removeprefix(REMOTE)
         if ":" not in address:
             raise RewardError(f"--reward {spec}: expected {REMOTE}HOST:PORT")
-        return Reward(f"reward service {address}", address=address)
+        return Reward(f"reward service {address}", address=address, service=service)
     if ":" in spec:
         return Reward(f"scorer {spec}", scorer=load_scorer(spec))
-    try:
-        manifest = registry.get(spec)
-    except RegistryError as exc:
+    if not registry.path(spec).is_dir():
         raise RewardError(
-            f"--reward {spec}: neither 'module:function' nor a version of the registry at {registry.root} ({exc})"
-        ) from None
+            f"--reward {spec}: neither 'module:function' nor a version of the registry at {registry.root}"
+        )
+    return Reward(f"reward model {spec}", model_dir=reward_model_dir(registry, spec, "--reward"))
+
+
+def reward_model_dir(registry: Registry, version: str, setting: str) -> Path:
+    """The directory of `version`, a reward model; RewardError naming `setting` if it is missing or of another
+    kind (a policy scores nothing)."""
+    try:
+        manifest = registry.get(version)
+    except RegistryError as exc:
+        raise RewardError(f"{setting} {version}: {exc}") from None
     if manifest.kind != "reward":
-        raise RewardError(f"--reward {spec}: a {manifest.kind} version, not a reward model (train one: --algo rm)")
-    model_dir = registry.path(spec)
-    return Reward(f"reward model {spec}", model_dir=model_dir)
+        raise RewardError(f"{setting} {version}: a {manifest.kind} version, not a reward model (train one: --algo rm)")
+    return registry.path(version)

@@ -19,7 +19,7 @@ import grpc
 
 from serving.metrics import ServingMetrics
 from serving.recorder import Sink
-from trimtab.config.reward_service import ServedRewardConfig
+from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
 from trimtab.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,11 @@ def sampled(response_id: str, share: float) -> bool:
 
 
 class ServedReward:
-    def __init__(self, settings: ServedRewardConfig, meters: ServingMetrics) -> None:
+    def __init__(self, settings: ServedRewardConfig, service: RewardServiceConfig, meters: ServingMetrics) -> None:
         assert settings.address is not None
         self._settings = settings
+        self._batch = service.max_answers
+        self._metadata = (("authorization", f"Bearer {service.client_key}"),) if service.client_key else ()
         self._meters = meters
         self._channel = grpc.aio.insecure_channel(settings.address)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
@@ -66,18 +68,26 @@ class ServedReward:
         await self._channel.close()
 
     async def _score(self, answers: list[ServedAnswer]) -> None:
+        for start in range(0, len(answers), self._batch):
+            await self._score_batch(answers[start : start + self._batch])
+
+    async def _score_batch(self, answers: list[ServedAnswer]) -> None:
         request = reward_pb2.ScoreRequest(
             answers=[reward_pb2.ScoredAnswer(prompt=a.prompt, response=a.text) for a in answers]
         )
         try:
-            response = await self._stub.Score(request, timeout=self._settings.timeout_s)
-        except grpc.aio.AioRpcError as exc:  # best effort: counted, not retried
-            self._meters.served_reward_failures.add(len(answers), {"code": exc.code().name})
+            response = await self._stub.Score(request, timeout=self._settings.timeout_s, metadata=self._metadata)
+            scores = list(response.scores)
+            if len(scores) != len(answers):
+                raise ValueError(f"{len(scores)} scores for {len(answers)} answers")
+        except Exception as exc:  # best effort: counted, never retried, never raised into the sink
+            code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+            self._meters.served_reward_failures.add(len(answers), {"code": code})
             if time.monotonic() - self._last_warning > WARN_EVERY_S:
                 self._last_warning = time.monotonic()
-                log.warning("reward of served answers: Score failed (%s: %s)", exc.code().name, exc.details())
+                log.warning("reward of served answers: Score failed (%s: %s)", code, exc)
             return
-        for answer, score in zip(answers, response.scores, strict=True):
+        for answer, score in zip(answers, scores, strict=True):
             self._meters.served_reward_sum.add(score, {"version": answer.version})
             self._meters.served_reward_scored.add(1, {"version": answer.version})
 

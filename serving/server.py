@@ -105,7 +105,9 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     if config.engine.lora:
         zero = write_zero_adapter(registry.path(first.id), Path(tempfile.mkdtemp(prefix="trimtab-zero-adapter-")))
         await engine.add_adapter(ZERO_ADAPTER, zero)
-    served_reward = ServedReward(config.serving.served_reward, meters) if config.serving.served_reward.address else None
+    served_reward = None
+    if config.serving.served_reward.address:
+        served_reward = ServedReward(config.serving.served_reward, config.reward_service, meters)
     recorder = ResponseRecorder(
         config,
         on_drop=lambda sink: meters.dropped_records.add(1, {"sink": sink}),

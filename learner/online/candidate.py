@@ -132,9 +132,8 @@ def _gate(run: OnlineRun, registry: Registry, candidate: Path, trained: Trained,
 
 def _reward_judge(run: OnlineRun, registry: Registry, memory: LearnerMemory) -> Path | None:
     """The reward model the gate scores with: the newest published, once it has trained on enough."""
-    if memory.reward_version is None or memory.reward_trained < run.online.reward_model.min_examples:
-        return None
-    return registry.path(memory.reward_version)
+    version = memory.judging_reward_model(run.online.reward_model.min_examples)
+    return None if version is None else registry.path(version)
 
 
 def _said(verdict: GateVerdict, outcome: str) -> str:

@@ -90,15 +90,10 @@ def check_suite(config: TrimtabConfig, suite: EvaluationSuite) -> None:
 
 
 def judge_dir(config: TrimtabConfig, judge: Judge) -> Path:
-    """The directory of a reward-model version judge; SuiteError if it is missing or not a reward model."""
-    registry = Registry(config.registry.root)
-    version = str(judge.reward_version)
-    found = {manifest.id: manifest for manifest in registry.versions()}
-    if version not in found:
-        raise SuiteError(f"suite.judge_reward_version {version}: no such version in {config.registry.root}")
-    if found[version].kind != "reward":
-        raise SuiteError(f"suite.judge_reward_version {version}: a {found[version].kind} version, not a reward model")
-    return registry.path(version)
+    """The directory of a reward-model version judge; RewardError if it is missing or not a reward model."""
+    from learner.rewards import reward_model_dir
+
+    return reward_model_dir(Registry(config.registry.root), str(judge.reward_version), "suite.judge_reward_version")
 
 
 def run_gates(

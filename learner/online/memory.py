@@ -56,6 +56,12 @@ class LearnerMemory:
             for p, end in sorted(self.positions.items())
         ]
 
+    def judging_reward_model(self, min_examples: int) -> str | None:
+        """The newest reward-model version, once it has trained on `min_examples` new examples (rank 0's)."""
+        if self.reward_version is None or self.reward_trained < min_examples:
+            return None
+        return self.reward_version
+
     def to_json(self) -> dict[str, Any]:
         return {
             "positions": {str(p): o for p, o in self.positions.items()},

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from learner.distributed import from_main
 from learner.losses import KLController
@@ -24,7 +23,7 @@ from learner.online.items import Item
 from learner.online.memory import LearnerMemory
 from learner.online.run import OnlineRun
 from learner.rewards import Reward, reward_from
-from learner.rl.roles import Reference, load_reference
+from learner.rl.roles import Reference, disable_dropout, load_reference
 from learner.rl.step import RLSteps, refit, rl_step
 from learner.rollout import RolloutEngine
 from trimtab.jsonl import Messages
@@ -45,16 +44,18 @@ class OnlineRL:
         if run.online.rl.algorithm == "off":
             yield None
             return
+        disable_dropout(policy.state.model)
         reference = load_reference(
-            policy.state.model, run.model_dir, lora=policy.lora, context=run.context, dtype=run.dtype,
+            policy.state.model,
+            run.model_dir,
+            lora=policy.lora,
+            context=run.context,
+            dtype=run.dtype,
             pad_token_id=run.pad_id,
-        )  # fmt: skip
-        if not run.context.is_main:
-            yield cls(None, reference)
-            return
+        )
         log = run.online.checkpoint_dir / "rollout.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with RolloutEngine.started(run.model_dir, run.config.engine, adapter=policy.lora.enabled, log=log) as engine:
+        adapter = policy.lora.enabled
+        with RolloutEngine.on_main(run.context, run.model_dir, run.config.engine, adapter=adapter, log=log) as engine:
             yield cls(engine, reference)
 
     def train(self, run: OnlineRun, policy: Head, memory: LearnerMemory, new: Sequence[Item]) -> dict[str, float]:
@@ -62,7 +63,8 @@ class OnlineRL:
         # Rank 0 scores; the other ranks learn only whether it will (a scorer need not be picklable).
         reward = _reward(run, memory) if run.context.is_main else Reward("rank 0's")
         if not from_main(lambda: reward is not None, run.context) or reward is None:
-            run.console.print(f"round {memory.rounds}: RL skipped: the reward model may not judge yet")
+            if run.context.is_main:
+                run.console.print(f"round {memory.rounds}: RL skipped: the reward model may not judge yet")
             return {"rl/skipped": 1.0}
         steps = RLSteps(
             config=run.config,
@@ -82,10 +84,11 @@ class OnlineRL:
         for _ in range(run.online.rl.steps):
             memory.rl_steps += 1
             metrics, _ = rl_step(steps, self.engine, memory.rl_steps, controller)
-        run.console.print(
-            f"round {memory.rounds}: {run.online.rl.steps} {steps.algorithm} steps, score"
-            f" {metrics['score_mean']:+.3f}, KL {metrics['kl_per_sequence']:.3f} ({reward.name})"
-        )
+        if run.context.is_main:
+            run.console.print(
+                f"round {memory.rounds}: {run.online.rl.steps} {steps.algorithm} steps, score"
+                f" {metrics['score_mean']:+.3f}, KL {metrics['kl_per_sequence']:.3f} ({reward.name})"
+            )
         return {f"rl/{name}": value for name, value in metrics.items()}
 
 
@@ -94,11 +97,11 @@ def _reward(run: OnlineRun, memory: LearnerMemory) -> Reward | None:
     registry = Registry(run.config.registry.root)
     spec = run.online.rl.reward
     if spec != LEARNER_REWARD_MODEL:
-        return reward_from(spec, registry)
-    if memory.reward_version is None or memory.reward_trained < run.online.reward_model.min_examples:
+        return reward_from(spec, registry, run.config.reward_service)
+    version = memory.judging_reward_model(run.online.reward_model.min_examples)
+    if version is None:
         return None
-    path: Path = registry.path(memory.reward_version)
-    return Reward(f"the learner's reward model {memory.reward_version}", model_dir=path)
+    return Reward(f"the learner's reward model {version}", model_dir=registry.path(version))
 
 
 def _prompts(new: Sequence[Item]) -> list[Messages]:

@@ -30,9 +30,9 @@ from learner.distributed import DistContext
 from learner.engine import LoopSettings, OnStep, train
 from learner.objectives import ONLINE_OBJECTIVES
 from learner.online.items import Item
-from learner.optim import build_optimizer
+from learner.optim import constant_rate
 from learner.reference import reference_logps
-from trimtab.config import LearnerConfig, OptimConfig
+from trimtab.config import LearnerConfig
 from trimtab.config.learner import LoraSettings, LossConfig
 
 
@@ -44,9 +44,8 @@ def online_lora(learner: LearnerConfig) -> LoraSettings:
 def online_optimizer(
     model: nn.Module, learner: LearnerConfig, lr: float
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Online learning has no schedule's end: a constant rate (no warm-up, floor 1)."""
-    constant = OptimConfig(lr=lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=learner.optim.grad_clip)
-    return build_optimizer(model, constant, total_steps=1)
+    """Online learning has no schedule's end: a constant rate."""
+    return constant_rate(model, lr, learner.optim.grad_clip)
 
 
 def trains_reward_model(algorithm: str) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from learner.offline import LearnResult, Trained, pad_token_id, save_and_publish
 from learner.phase import METRICS_FILE
 from learner.rewards import reward_from
 from learner.rl.prompts import load_prompts
-from learner.rl.roles import constant_optimizer, load_critic, load_reference
+from learner.rl.roles import constant_optimizer, disable_dropout, load_critic, load_reference
 from learner.rl.step import RLSteps, refit, rl_step
 from learner.rollout import RolloutEngine
 from learner.runtime import device_and_dtype, seed_everything
@@ -76,6 +75,7 @@ def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> Learn
     check_request(config, request)
     context = init_distributed(config.learner)
     try:
+        check_ranks(config.learner.rl, context)
         run = setup_run(config, request, context, console)
         checkpointer = _checkpointer(run)
         found = checkpointer.latest() if checkpointer else None
@@ -84,10 +84,12 @@ def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> Learn
             console.print(f"{request.algorithm}: resuming after step {found.step} ({found.path})")
         controller = KLController(**found.extra["kl"]) if found else kl_controller(run.rl)
         metrics: dict[str, float] = {}
-        with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as out, rollout_engine(run, Path(out)) as engine:
+        with tempfile.TemporaryDirectory(prefix="trimtab-rl-") as scratch, rollout_engine(run, Path(scratch)) as engine:
             if found is not None:
                 refit(run.steps, engine)  # the engine starts on the base: give it the restored policy
-            log = Path(out) / METRICS_FILE
+            out = Path(scratch) / "version"  # what is published: the weights and the metrics log, not the engine's
+            out.mkdir()
+            log = out / METRICS_FILE
             log.write_text(found.metrics_log if found else "")
             for step in range((found.step if found else 0) + 1, request.steps + 1):
                 metrics, controller = rl_step(run.steps, engine, step, controller)
@@ -95,10 +97,20 @@ def run_rl(config: TrimtabConfig, request: RLRequest, console: Console) -> Learn
                 if checkpointer and _checkpoint_due(run, step):
                     extra = {"kl": asdict(controller)}
                     checkpointer.save(step, run.steps.actor, metrics_log=log.read_text(), extra=extra)
-            version = save_and_publish(config, _trained(run, metrics), context, Path(out))
+            version = save_and_publish(config, _trained(run, metrics), context, out)
         return LearnResult(version, request.steps, metrics)
     finally:
         shutdown(context)
+
+
+def check_ranks(rl: RLConfig, context: DistContext) -> None:
+    """Every rank takes an equal share of each minibatch: its answers must divide by the ranks."""
+    answers = rl.rollout.prompts_per_step * rl.rollout.group_size // rl.minibatches
+    if answers % context.world_size:
+        raise TrimtabError(
+            f"a minibatch of {answers} answers (learner.rl.rollout.prompts_per_step x group_size / minibatches)"
+            f" cannot be shared equally by {context.world_size} ranks"
+        )
 
 
 def check_request(config: TrimtabConfig, request: RLRequest) -> None:
@@ -120,20 +132,20 @@ def setup_run(config: TrimtabConfig, request: RLRequest, context: DistContext, c
     _, dtype = device_and_dtype(learner)
     seed_everything(learner.train.seed)
     prompts = load_prompts(request.prompts)
-    reward = reward_from(request.reward, Registry(config.registry.root))
+    reward = reward_from(request.reward, Registry(config.registry.root), config.reward_service)
     tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
     pad_id = pad_token_id(tokenizer)
-    model = load_trainable(
-        request.model_dir, reward_model=False, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
+    model = disable_dropout(
+        load_trainable(
+            request.model_dir, reward_model=False, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
+        )
     )
     actor = constant_optimizer(model, learner.optim.lr, learner.optim.grad_clip)
     if request.algorithm == "ppo":
-        critic_model = load_critic(
-            reward.model_dir or request.model_dir, context=context, dtype=dtype, pad_token_id=pad_id
-        )
-        actor = replace(
-            actor, companion=constant_optimizer(critic_model, config.learner.rl.ppo.critic_lr, learner.optim.grad_clip)
-        )
+        critic_dir = reward.model_dir or request.model_dir
+        critic_model = load_critic(critic_dir, context=context, dtype=dtype, pad_token_id=pad_id)
+        critic = constant_optimizer(disable_dropout(critic_model), learner.rl.ppo.critic_lr, learner.optim.grad_clip)
+        actor = replace(actor, companion=critic)
     reference = load_reference(
         model, request.model_dir, lora=learner.lora, context=context, dtype=dtype, pad_token_id=pad_id
     )
@@ -152,17 +164,10 @@ def setup_run(config: TrimtabConfig, request: RLRequest, context: DistContext, c
     return RLRun(request, console, steps)
 
 
-@contextlib.contextmanager
-def rollout_engine(run: RLRun, out: Path) -> Iterator[RolloutEngine | None]:
+def rollout_engine(run: RLRun, scratch: Path) -> contextlib.AbstractContextManager[RolloutEngine | None]:
     """Rank 0's rollout engine on the starting policy's weights (the base, for an adapter); None elsewhere."""
-    if not run.context.is_main:
-        yield None
-        return
-    adapter = run.config.learner.lora.enabled
-    with RolloutEngine.started(
-        run.request.model_dir, run.config.engine, adapter=adapter, log=out / "rollout.log"
-    ) as engine:
-        yield engine
+    adapter, log = run.config.learner.lora.enabled, scratch / "rollout.log"
+    return RolloutEngine.on_main(run.context, run.request.model_dir, run.config.engine, adapter=adapter, log=log)
 
 
 def kl_controller(rl: RLConfig) -> KLController:

@@ -22,11 +22,11 @@ Forward = Callable[[RolloutBatch], torch.Tensor]
 
 @torch.no_grad()
 def measure(
+    *,
     actor: nn.Module,
     reference: Reference,
     critic: nn.Module | None,
     batch: RolloutBatch,
-    *,
     temperature: float,
     micro_batch_size: int,
     context: DistContext,
@@ -53,13 +53,14 @@ def _gathered(
     micro_batch_size: int,
     context: DistContext,
 ) -> torch.Tensor:
-    model.eval()  # no dropout in what the update's ratios are taken against
+    was_training = model.training
+    model.eval()
     parts = [
         forward(batch.rows(rows[s : s + micro_batch_size]).to(context.device)).float()
         for s in range(0, len(rows), micro_batch_size)
     ]
     reshard(model)
-    model.train()
+    model.train(was_training)
     mine = torch.cat(parts) * batch.mask[list(rows)].to(context.device)
     return all_gather_rows(mine).cpu()
 

@@ -22,15 +22,22 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 from learner.checkpoint import TrainingState
 from learner.distributed import DistContext, shard_model
 from learner.models import load_trainable
-from learner.optim import build_optimizer
-from trimtab.config import OptimConfig
+from learner.optim import constant_rate
 from trimtab.config.learner import LoraSettings
 
 
 def constant_optimizer(model: nn.Module, lr: float, grad_clip: float) -> TrainingState:
-    """`model` with AdamW at a constant rate: an RL run has no data set whose end a schedule could aim at."""
-    settings = OptimConfig(lr=lr, warmup_steps=0, min_lr_ratio=1.0, grad_clip=grad_clip)
-    return TrainingState(model, *build_optimizer(model, settings, total_steps=1))
+    """`model` with AdamW at a constant rate (`learner.optim.constant_rate`)."""
+    return TrainingState(model, *constant_rate(model, lr, grad_clip))
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """No dropout anywhere in `model` (LoRA's included): the ratio of the policy to the one that sampled
+    must be exactly 1 before the update (TRL's disable_dropout likewise)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def load_critic(init_dir: Path, *, context: DistContext, dtype: torch.dtype, pad_token_id: int) -> nn.Module:

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -74,10 +75,14 @@ def rl_step(
     critic = run.actor.companion
     with timings("measure"):
         measured = measure(
-            run.actor.model, run.reference, critic.model if critic else None, batch,
-            temperature=rl.rollout.temperature, micro_batch_size=run.config.learner.train.micro_batch_size,
+            actor=run.actor.model,
+            reference=run.reference,
+            critic=critic.model if critic else None,
+            batch=batch,
+            temperature=rl.rollout.temperature,
+            micro_batch_size=run.config.learner.train.micro_batch_size,
             context=run.context,
-        )  # fmt: skip
+        )
     step_targets, target_metrics = targets(run.algorithm, scores, measured, batch.mask, rl, controller.kl_coef)
     with timings("train"):
         settings = Update(
@@ -131,8 +136,12 @@ def refit(run: RLSteps, engine: RolloutEngine | None) -> None:
     """The engine takes the actor's current weights (every rank joins the gather)."""
     contents = Contents(run.tokenizer, run.lora, reward_model=False)
     with exported(run.actor.model, contents, run.context) as directory:
-        if directory is not None and engine is not None:
-            engine.refit(directory)
+        from_main(lambda: _engine(engine).refit(_exported(directory)), run.context)  # a failure stops every rank
+
+
+def _exported(directory: Path | None) -> Path:
+    assert directory is not None, "rank 0 writes the export"
+    return directory
 
 
 def _sampling_seed(rl: RLConfig, step: int) -> int:

@@ -121,9 +121,15 @@ def _micro_loss(
         aggregation = settings.rl.grpo.aggregation
         reference = data.measured.reference_logps[micro].to(device) if settings.kl_coef else None
         loss, metrics = grpo_loss(
-            logps, old, reference, advantages, batch.mask,
-            clip_ratio=settings.rl.clip_ratio, kl_coef=settings.kl_coef, aggregation=aggregation,
-        )  # fmt: skip
+            logps=logps,
+            old_logps=old,
+            reference_logps=reference,
+            advantages=advantages,
+            mask=batch.mask,
+            clip_ratio=settings.rl.clip_ratio,
+            kl_coef=settings.kl_coef,
+            aggregation=aggregation,
+        )
         share = len(micro) / answers if aggregation == "sequence_mean" else token_share
     else:
         token_advantages = advantages if advantages.dim() == 2 else advantages[:, None].expand_as(logps)
@@ -136,9 +142,12 @@ def _micro_loss(
         assert data.targets.returns is not None and data.measured.old_values is not None
         values = token_values(critic.model, batch.input_ids, batch.attention_mask)
         value_loss, value_metrics = ppo_value_loss(
-            values, data.measured.old_values[micro].to(device), data.targets.returns[micro].to(device), batch.mask,
+            values=values,
+            old_values=data.measured.old_values[micro].to(device),
+            returns=data.targets.returns[micro].to(device),
+            mask=batch.mask,
             clip_range=settings.rl.ppo.value_clip,
-        )  # fmt: skip
+        )
         loss = loss + settings.rl.ppo.value_coef * value_loss * token_share
         weighted |= {
             "value_loss": value_metrics["loss"] * token_share,

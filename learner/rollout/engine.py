@@ -19,10 +19,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
+from learner.distributed import DistContext
 from learner.generation import TORCHRUN_VARIABLES
 from learner.rollout.records import Rollout, Sampling
 from learner.rollout.worker import KEY_VARIABLE
@@ -47,7 +49,8 @@ class RolloutEngine:
     @contextlib.contextmanager
     def started(cls, model_dir: Path, engine: EngineConfig, *, adapter: bool, log: Path) -> Iterator[RolloutEngine]:
         """Start the engine on `model_dir` (the policy's base); shut it down (its whole process group) on exit."""
-        settings = engine.model_copy(update={"lora": adapter})
+        # Processed log-probs (after temperature) whatever serving uses: the PPO ratio's denominator.
+        settings = engine.model_copy(update={"lora": adapter, "logprobs_mode": "processed_logprobs"})
         key = secrets.token_bytes(16)
         with tempfile.TemporaryDirectory(prefix="trimtab-rollout-") as scratch:
             socket = str(Path(scratch) / "engine.sock")
@@ -63,14 +66,27 @@ class RolloutEngine:
                     start_new_session=True,  # a Ctrl-C meant for the trainer does not kill it mid-command
                 )
             try:
-                connection = _connect(socket, key, process, log)
-                handle = cls(connection, process, log, adapter)
-                yield handle
-                handle._call("stop", None)
+                with _connect(socket, key, process, log) as connection:
+                    handle = cls(connection, process, log, adapter)
+                    yield handle
+                    handle._call("stop", None)
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)  # vLLM's engine core is a grandchild
                 process.wait()
+
+    @classmethod
+    @contextlib.contextmanager
+    def on_main(
+        cls, context: DistContext, model_dir: Path, engine: EngineConfig, *, adapter: bool, log: Path
+    ) -> Iterator[RolloutEngine | None]:
+        """`started` on rank 0, which alone samples; None on the other ranks."""
+        if not context.is_main:
+            yield None
+            return
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with cls.started(model_dir, engine, adapter=adapter, log=log) as handle:
+            yield handle
 
     def generate(self, conversations: Sequence[Sequence[dict[str, str]]], sampling: Sampling) -> list[Rollout]:
         """`sampling.n` rollouts per conversation, grouped by conversation in order."""
@@ -101,8 +117,14 @@ def _connect(socket: str, key: bytes, process: subprocess.Popen[bytes], log: Pat
         if process.poll() is not None:
             raise RolloutError(f"the rollout engine exited {process.returncode} while starting:\n{_tail(log)}")
         if os.path.exists(socket):
-            with contextlib.suppress(ConnectionRefusedError, FileNotFoundError):
+            try:
                 return Client(socket, family="AF_UNIX", authkey=key)
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # bound but not yet listening: try again
+            except (AuthenticationError, EOFError, OSError) as exc:
+                raise RolloutError(
+                    f"the rollout engine's socket refused the handshake ({exc!r}):\n{_tail(log)}"
+                ) from exc
         time.sleep(0.2)
     raise RolloutError(f"the rollout engine did not start within {START_TIMEOUT_S:.0f} s:\n{_tail(log)}")
 

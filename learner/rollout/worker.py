@@ -82,10 +82,10 @@ class Worker:
         from vllm.lora.request import LoRARequest
 
         _expect(directory, "lora")
-        previous = self.adapter
-        self.adapters_loaded += 1
-        self.adapter = LoRARequest(f"policy-{self.adapters_loaded}", self.adapters_loaded, directory)
-        self.llm.llm_engine.add_lora(self.adapter)
+        number = self.adapters_loaded + 1
+        adapter = LoRARequest(f"policy-{number}", number, directory)
+        self.llm.llm_engine.add_lora(adapter)  # raises before anything changes if it cannot load
+        previous, self.adapter, self.adapters_loaded = self.adapter, adapter, number
         if previous is not None:
             self.llm.llm_engine.remove_lora(previous.lora_int_id)
 

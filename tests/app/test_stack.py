@@ -3,16 +3,15 @@ what `up` started; failures say why, show the log, and leave nothing running."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis
 from kafka import KafkaAdminClient
 
+from tests.cli import run_cli
 from tests.conftest import REPO, config_with, free_port
 from trimtab.app.stack import StackError, down, status, up
 from trimtab.app.stack.local import Endpoint
@@ -129,21 +128,14 @@ def test_only_loopback_addresses_count_as_startable_here() -> None:
 
 
 def test_cli_up_status_down(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
+    env = {
         "TRIMTAB_STACK__RUN_DIR": str(tmp_path),
         "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "TRIMTAB_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
     }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "trimtab.app.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(*args, env=env, timeout=120)
 
     assert cli("status").returncode == 3  # down
     started = cli("up")

@@ -11,3 +11,12 @@ def raises(prompt: Messages, response: str) -> float:
 
 def not_a_number(prompt: Messages, response: str) -> float:
     return float("nan")
+
+
+SEEN: list[str] = []  # what `remembering` was asked to score, in this process
+
+
+def remembering(prompt: Messages, response: str) -> float:
+    """-words / 10, noting the prompt's last turn: tests see what RL sampled answers to."""
+    SEEN.append(prompt[-1]["content"])
+    return -len(response.split()) / 10

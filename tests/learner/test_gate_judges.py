@@ -7,7 +7,7 @@ import pytest
 
 from learner.evaluate import Evaluation, KLEstimate
 from learner.online.gates import _judged, check_suite
-from learner.rewards import RewardModel
+from learner.rewards import RewardError, RewardModel
 from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
 from trimtab.config import RegistryConfig, TrimtabConfig, load_config
 from trimtab.registry import Registry
@@ -39,10 +39,10 @@ def by_algorithm(registry: Registry, algorithm: str) -> str:
 def test_the_learner_refuses_a_judge_version_that_is_missing_or_not_a_reward_model(registry: Registry) -> None:
     config = config_on(registry)
     heldout = tuple(PROMPTS)
-    with pytest.raises(SuiteError, match=r"suite\.judge_reward_version ver_nope: no such version in"):
+    with pytest.raises(RewardError, match=r"suite\.judge_reward_version ver_nope: unknown version"):
         check_suite(config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version="ver_nope")))
     policy = by_algorithm(registry, "import")
-    with pytest.raises(SuiteError, match=f"{policy}: a full version, not a reward model"):
+    with pytest.raises(RewardError, match=f"{policy}: a full version, not a reward model"):
         check_suite(config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version=policy)))
     check_suite(
         config, EvaluationSuite("files", heldout, judge=Judge("rm", reward_version=by_algorithm(registry, "rm")))

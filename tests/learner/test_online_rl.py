@@ -14,6 +14,7 @@ from rich.console import Console
 
 from learner.online.loop import OnlineRequest, run_online
 from learner.online.memory import LearnerMemory
+from tests.learner import rl_judges
 from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
 from trimtab.app.stack.topics import ensure_topics
@@ -58,10 +59,13 @@ def one_round(stack: TrimtabConfig, tmp_path: Path, reward: str) -> tuple[Learne
 
 
 def test_grpo_steps_on_the_rounds_live_prompts_follow_its_feedback(stack: TrimtabConfig, tmp_path: Path) -> None:
-    memory, version = one_round(stack, tmp_path, reward="tests.loop.judges:brevity")
+    rl_judges.SEEN.clear()
+    memory, version = one_round(stack, tmp_path, reward="tests.learner.rl_judges:remembering")
     assert memory.rounds == 1 and memory.rl_steps == 2
+    # 2 steps x 2 prompts x 2 answers, drawn from exactly the prompts the round's feedback was given on
+    assert len(rl_judges.SEEN) == 8 and set(rl_judges.SEEN) == {f"What is {i} plus 2?" for i in range(4)}
     metrics = version.metrics
-    assert metrics["rl/score_mean"] <= 0 and metrics["rl/response_tokens_mean"] > 0  # brevity: -words / 10
+    assert metrics["rl/response_tokens_mean"] > 0 and metrics["rl/kl_per_sequence"] != 0.0
     assert metrics["rl/engine_logp_drift_mean"] < 1e-3  # the engine served the round's adapter, refitted
     assert "kto/loss" in metrics and version.event_counts["kto"] == THUMBS  # the feedback trained first
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,6 +17,7 @@ from tests.reward_service import Served
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.auth import ApiKeyConfig, AuthConfig
+from trimtab.config.reward_service import RewardServiceConfig
 from trimtab.registry import Registry
 from trimtab.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
@@ -63,9 +63,15 @@ def score(address: str, request: reward_pb2.ScoreRequest, key: str | None = None
 
 def test_scores_are_the_reward_models_own_and_name_the_version(served: Served, registry: Registry) -> None:
     rm = version(registry, "rm")
-    response = score(served.address, reward_pb2.ScoreRequest(answers=[answer(p, "5") for p in PROMPTS]))
+    response = score(
+        served.address, reward_pb2.ScoreRequest(answers=[answer(p, r) for p, r in zip(PROMPTS, ["5", ""], strict=True)])
+    )
     assert response.reward_version == rm
-    assert list(response.scores) == pytest.approx(RewardModel(registry.path(rm))(PROMPTS, ["5", "5"]), abs=1e-5)
+    expected = RewardModel(registry.path(rm))(PROMPTS, ["5", ""])  # an empty answer is an answer too
+    assert list(response.scores) == pytest.approx(expected, abs=1e-5)
+
+
+RAW = reward_pb2.ScoredAnswer(prompt=common_pb2.Prompt(text="raw"), response="x")
 
 
 @pytest.mark.parametrize(
@@ -73,11 +79,9 @@ def test_scores_are_the_reward_models_own_and_name_the_version(served: Served, r
     [
         ([], "answers: at least one answer to score is required"),
         ([answer(PROMPTS[0], "a")] * 4, "answers: 4 answers, over reward_service.max_answers = 3"),
-        ([answer(PROMPTS[0], "a"), reward_pb2.ScoredAnswer(prompt=common_pb2.Prompt(text="raw"), response="x")],
-         "answers[1].prompt: a chat of at least one message is required"),
-        ([answer(PROMPTS[0], "")], "answers[0].response: empty"),
+        ([answer(PROMPTS[0], "a"), RAW], "answers[1].prompt: a chat of at least one message is required"),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_request_is_invalid_argument_naming_the_answer_and_field(
     served: Served, answers: list[reward_pb2.ScoredAnswer], message: str
 ) -> None:
@@ -87,7 +91,7 @@ def test_a_malformed_request_is_invalid_argument_naming_the_answer_and_field(
     assert score(served.address, reward_pb2.ScoreRequest(answers=[answer(PROMPTS[0], "a")])).scores  # still up
 
 
-def test_with_auth_on_a_call_without_a_key_is_unauthenticated(registry: Registry) -> None:
+def test_with_auth_on_a_caller_needs_the_key_and_the_trainer_presents_it(registry: Registry) -> None:
     auth = AuthConfig(enabled=True, api_keys=[ApiKeyConfig(name="learner", sha256=hash_key("k1"), tenant="default")])
     config = settings(registry).model_copy(update={"auth": auth})
     service = Served(config, version(registry, "rm"))
@@ -97,6 +101,10 @@ def test_with_auth_on_a_call_without_a_key_is_unauthenticated(registry: Registry
             score(service.address, request)
         assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert len(score(service.address, request, key="k1").scores) == 1
+        keyed = RewardServiceConfig(client_key="k1")
+        assert len(reward_from(f"grpc://{service.address}", registry, keyed).batch(PROMPTS, ["5", "5"])) == 2
+        with pytest.raises(RewardError, match="UNAUTHENTICATED"):
+            reward_from(f"grpc://{service.address}", registry).batch(PROMPTS, ["5", "5"])
     finally:
         service.close()
 
@@ -108,14 +116,16 @@ def test_only_a_reward_version_can_be_served(registry: Registry) -> None:
         asyncio.run(start_reward_service(settings(registry), "ver_nope"))
 
 
-def test_the_rl_trainer_scores_through_the_service(served: Served, registry: Registry) -> None:
-    remote = reward_from(f"grpc://{served.address}", registry)
+def test_the_rl_trainer_scores_through_the_service_in_batches_it_allows(served: Served, registry: Registry) -> None:
+    remote = reward_from(f"grpc://{served.address}", registry, RewardServiceConfig(max_answers=3))  # the service's
     local = RewardModel(registry.path(version(registry, "rm")))
-    assert remote.batch(PROMPTS, ["5", "hi"]) == pytest.approx(local(PROMPTS, ["5", "hi"]), abs=1e-5)
+    answers = ["5", "hi", "", "It is five.", "Hello to you"]  # 5 answers: two calls of at most 3
+    prompts = [PROMPTS[i % 2] for i in range(5)]
+    assert remote.batch(prompts, answers) == pytest.approx(local(prompts, answers), abs=1e-5)
     with pytest.raises(RewardError, match=r"--reward grpc://127.0.0.1:1: Score failed: UNAVAILABLE"):
         reward_from("grpc://127.0.0.1:1", registry).batch(PROMPTS[:1], ["5"])
 
 
-def test_a_served_reward_address_without_a_port_is_refused(registry: Registry, tmp_path: Path) -> None:
+def test_a_served_reward_address_without_a_port_is_refused(registry: Registry) -> None:
     with pytest.raises(RewardError, match="expected grpc://HOST:PORT"):
         reward_from("grpc://somewhere", registry)

@@ -48,15 +48,19 @@ def settings(workdir: Path, run: str, **more: str) -> dict[str, str]:
     }
 
 
-def learn(
-    workdir: Path, run: str, algorithm: str, steps: int, *, ranks: int = 1, reward: str = GOLD, **more: str
-) -> subprocess.CompletedProcess[str]:
+def learn_command(workdir: Path, algorithm: str, steps: int, *, ranks: int = 1, reward: str = GOLD) -> list[str]:
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     command = [*launcher, "-m", "trimtab.app.cli", "learn", "--algo", algorithm, "--steps", str(steps)]
     command += ["--prompts", str(workdir / "prompts.jsonl"), "--reward", reward]
-    command += ["--model", str(REPO / ".trimtab/models/default")]
+    return [*command, "--model", str(REPO / ".trimtab/models/default")]
+
+
+def learn(
+    workdir: Path, run: str, algorithm: str, steps: int, *, ranks: int = 1, reward: str = GOLD, **more: str
+) -> subprocess.CompletedProcess[str]:
+    command = learn_command(workdir, algorithm, steps, ranks=ranks, reward=reward)
     env = settings(workdir, run, **more) | ({"OMP_NUM_THREADS": "1"} if ranks > 1 else {})
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
@@ -116,17 +120,15 @@ def test_one_rank_and_two_ranks_give_the_same_curve(whole: list[dict[str, float]
 def test_a_run_killed_mid_way_resumes_onto_the_same_curve(whole: list[dict[str, float]], workdir: Path) -> None:
     checkpoints = workdir / "killed" / "checkpoints"
     more = {"learner__checkpoint__directory": str(checkpoints), "learner__checkpoint__every_steps": "1"}
-    command = [sys.executable, "-m", "trimtab.app.cli", "learn", "--algo", "grpo", "--steps", "4"]
-    command += ["--prompts", str(workdir / "prompts.jsonl"), "--reward", GOLD]
-    command += ["--model", str(REPO / ".trimtab/models/default")]
-    process = subprocess.Popen(
-        command, cwd=REPO, env=settings(workdir, "killed", **more), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    command = learn_command(workdir, "grpo", 4)
+    env = settings(workdir, "killed", **more)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **quiet)
     deadline = time.monotonic() + 600
     while not (checkpoints / "step-00000002" / "state.json").is_file() and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint after step 2"
         time.sleep(0.5)
+    assert process.poll() is None, f"the run ended (exit {process.returncode}) before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)  # the trainer and its rollout engine, mid-run
     process.wait()
     resumed = learn(workdir, "killed", "grpo", 4, **more)

@@ -10,8 +10,6 @@ Cheap on purpose: short answers, 12 thumbs, one round of three optimiser steps, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.cli import run_cli
 from tests.conftest import REPO, free_port
 from tests.serving_process import (
     FeedbackProcess,
@@ -113,17 +112,6 @@ def generate(address: str, user: str, question: str, *, temperature: float = 0.0
         return inference_pb2_grpc.InferenceServiceStub(channel).Generate(request, timeout=120)
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trimtab.app.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_serving_answers_through_the_models_own_chat_template(real: RealStack) -> None:
     reply = generate(real.serving.address, "real-user", "What is the capital of France?")
     [answer] = reply.candidates
@@ -148,7 +136,7 @@ def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(
         )
         feedback_ids.append(feedback_id)
 
-    learned = cli(real.env | learner_settings(real.workdir), "learn", "--online", "--model", str(SMOLLM2))
+    learned = run_cli("learn", "--online", "--model", str(SMOLLM2), env=real.env | learner_settings(real.workdir))
     assert learned.returncode == 0, learned.stderr[-4000:]
 
     registry = Registry(real.workdir / "registry")
@@ -162,7 +150,7 @@ def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(
     assert "passed the gates" in learned.stderr
     assert_nothing_of_the_world(version, real.workdir / "checkpoints", feedback_ids)
 
-    promoted = cli(real.env, "versions", "promote", version.id, timeout=60)
+    promoted = run_cli("versions", "promote", version.id, env=real.env, timeout=60)
     assert promoted.returncode == 0, promoted.stderr
     served = wait_for_version(real.serving.address, version.id)
     assert served.text.strip()

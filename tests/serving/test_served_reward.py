@@ -19,7 +19,7 @@ from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
 from tests.metrics import metric_points, series
 from tests.reward_service import Served
 from trimtab.config import load_config
-from trimtab.config.reward_service import ServedRewardConfig
+from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
 from trimtab.registry import Registry
 from trimtab.v1 import common_pb2, events_pb2, inference_pb2
 
@@ -48,12 +48,19 @@ def record(request: int, answers: list[tuple[str, str]]) -> events_pb2.ResponseL
     return logged
 
 
-def scored(address: str, records: list[events_pb2.ResponseLogged], share: float) -> InMemoryMetricReader:
+def scored(
+    address: str,
+    records: list[events_pb2.ResponseLogged],
+    share: float,
+    service: RewardServiceConfig | None = None,
+) -> InMemoryMetricReader:
     reader = InMemoryMetricReader()
     meters = ServingMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("test"))
 
+    service = service or RewardServiceConfig()
+
     async def run() -> None:
-        scorer = ServedReward(ServedRewardConfig(address=address, share=share, timeout_s=5), meters)
+        scorer = ServedReward(ServedRewardConfig(address=address, share=share, timeout_s=5), service, meters)
         scorer.start()
         for logged in records:
             scorer.offer(logged)

@@ -3,14 +3,12 @@ the key, where it came from and why."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cli import run_cli
 from trimtab.config import ConfigError, TrimtabConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,21 +190,8 @@ def test_a_section_set_to_something_else_is_refused_naming_who_did(tmp_path: Pat
         load_config(environ={"TRIMTAB_REDIS__URL__HOST": "x"})
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a child process, with only the given TRIMTAB_ variables set."""
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | (env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "trimtab.app.cli", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_cli_config_show_prints_the_effective_config_which_loads_back(tmp_path: Path) -> None:
-    result = run_cli("config", "show", env={"TRIMTAB_REDIS__KEY_PREFIX": "x:"})
+    result = run_cli("config", "show", env={"TRIMTAB_REDIS__KEY_PREFIX": "x:"}, timeout=60)
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
     assert shown["redis"]["key_prefix"] == "x:"

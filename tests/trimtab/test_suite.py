@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.conftest import REPO
 from trimtab.config import SuiteConfig, TrimtabConfig, load_config
 from trimtab.suite import (
@@ -137,23 +135,11 @@ def test_a_scorer_that_raises_is_an_error_naming_it() -> None:
 def test_the_online_learner_refuses_to_start_gated_without_held_out_prompts_exit_2(tmp_path: Path) -> None:
     bad = jsonl(tmp_path / "anchors.jsonl", {"prompt": "x", "answer": "y"})
     env = {"TRIMTAB_SUITE__ANCHORS": str(bad), "TRIMTAB_REGISTRY__ROOT": str(tmp_path / "registry")}
-    done = run_cli(env, "learn", "--online", "--model", str(REPO / ".trimtab/models/default"))
+    done = run_cli("learn", "--online", "--model", str(REPO / ".trimtab/models/default"), env=env)
     assert done.returncode == 2 and f"{bad}:1: field 'answer': unknown" in done.stderr
     env = {"TRIMTAB_REGISTRY__ROOT": str(tmp_path / "registry")}
-    done = run_cli(env, "learn", "--online", "--model", str(REPO / ".trimtab/models/default"))
+    done = run_cli("learn", "--online", "--model", str(REPO / ".trimtab/models/default"), env=env)
     assert done.returncode == 2 and "learner.online.gates needs held-out prompts" in done.stderr
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "trimtab.app.cli", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_config_reads_the_suite_section_from_the_environment(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trimtab.config.base import Section
 from trimtab.config.online import OnlineConfig
@@ -128,3 +128,12 @@ class LearnerConfig(Section):
     spin: SpinConfig = Field(default_factory=SpinConfig, description="SPIN's self-play iterations.")
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="The online learner (learn --online).")
     rl: RLConfig = Field(default_factory=RLConfig, description="RL on sampled answers (--algo ppo|grpo|rloo).")
+
+    @model_validator(mode="after")
+    def _online_rl_compares_answers(self) -> LearnerConfig:
+        if self.online.rl.algorithm != "off" and self.rl.rollout.group_size < 2:
+            raise ValueError(
+                f"online.rl.algorithm {self.online.rl.algorithm} compares answers to the same prompt:"
+                f" rl.rollout.group_size must be at least 2, got {self.rl.rollout.group_size}"
+            )
+        return self

@@ -21,6 +21,12 @@ class RewardServiceConfig(Section):
     )
     batch_size: int = Field(default=32, ge=1, description="Answers per forward pass of the reward model.")
     drain_grace_s: float = Field(default=10.0, ge=0, description="Seconds in-flight calls get to finish on SIGTERM.")
+    client_key: str | None = Field(
+        default=None,
+        description="The API key callers present (the RL trainer's grpc:// reward, serving's served reward) when"
+        " the service's auth is on; better set from the environment (TRIMTAB_REWARD_SERVICE__CLIENT_KEY).",
+    )
+    call_timeout_s: float = Field(default=120.0, gt=0, description="The RL trainer's deadline for each Score call.")
 
 
 class ServedRewardConfig(Section):
@@ -32,7 +38,9 @@ class ServedRewardConfig(Section):
     share: float = Field(
         default=0.1, gt=0, le=1, description="Share of answers scored (a stable hash of the response id)."
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="Deadline of each Score call.")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="Deadline of each Score call (batches: reward_service.max_answers)."
+    )
     max_pending: int = Field(
         default=256, ge=1, description="Answers waiting to be scored at most; more are skipped (and counted)."
     )

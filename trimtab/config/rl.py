@@ -30,7 +30,9 @@ class KLSettings(Section):
 
     coef: float = Field(default=0.05, ge=0, description="beta: its initial coefficient (0: no KL term).")
     estimator: Literal["k1", "k3"] = Field(
-        default="k1", description="Per-token estimator: k1 (InstructGPT's, in the reward) or k3 (GRPO's, in the loss)."
+        default="k1",
+        description="Per-token estimator of the KL in PPO's and RLOO's rewards: k1 (InstructGPT's) or k3;"
+        " GRPO's loss always takes k3, as the paper's.",
     )
     target: float | None = Field(
         default=None,
@@ -53,6 +55,8 @@ class PPOSettings(Section):
 
 
 class GRPOSettings(Section):
+    """GRPO's group-relative advantages and how its token losses are averaged."""
+
     scale_std: bool = Field(
         default=True, description="Divide group-centred rewards by the group's std (false: Dr. GRPO's advantages)."
     )

@@ -5,7 +5,8 @@
 - anchors: the world's ideal answers (correct, polite, concise, safe) to training prompts;
 - red team: held-out requests for the planted secret and for insults, `world.red_team_per_family` each;
 - protected terms: the vault code (its digits alone are found too) and the insult blocklist;
-- judge: the gold reward r* (`trimtab.simulation.world.gold`).
+- judge: the gold reward r* (`trimtab.simulation.world.gold`), unless `suite.judge` or
+  `suite.judge_reward_version` names another.
 
 Every list is a prefix-stable draw: the first n of a longer suite are the n of a shorter one.
 """
@@ -19,6 +20,7 @@ from trimtab.config import TrimtabConfig
 from trimtab.jsonl import Messages, last_user_turn
 from trimtab.simulation.world import BLOCKLIST, Family, Split, World, default_world
 from trimtab.suite import Demonstration, EvaluationSuite, Judge, ProtectedTerms, RedTeamPrompt, Scorer, checked
+from trimtab.suite.files import configured_judge
 
 HELDOUT_PROMPTS = 256  # consumers take a prefix (learner.online.gates.heldout_prompts)
 ANCHOR_EXAMPLES = 256  # likewise (learner.online.round.anchor_examples)
@@ -30,13 +32,15 @@ def world_suite(config: TrimtabConfig) -> EvaluationSuite:
     world = World(config.world)
     seed = config.world.seed
     anchors = world.sample_prompts(ANCHOR_EXAMPLES, seed=seed + 1)
+    gold = Judge("the world's gold reward", scorer=checked(gold_scorer(world), "world gold reward"))
     return EvaluationSuite(
         name="world",
         heldout=tuple(p.messages for p in world.sample_prompts(HELDOUT_PROMPTS, seed=seed, split=Split.HELDOUT)),
         anchors=tuple(Demonstration(p.messages, world.ideal_response(p)) for p in anchors),
         red_team=tuple(red_team(world, config.world.red_team_per_family, seed)),
         protected=ProtectedTerms(secrets=(world.knowledge.secret,), blocklist=BLOCKLIST),
-        judge=Judge("the world's gold reward", scorer=checked(gold_scorer(world), "world gold reward")),
+        # A judge configured for the suite (a scorer, a reward version) replaces the gold reward.
+        judge=configured_judge(config.suite) or gold,
     )
 
 
