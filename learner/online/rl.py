@@ -1,7 +1,8 @@
 """RL on live traffic, a phase of every round (`learner.online.rl`): the prompts the round's new feedback was
-given on, answered anew by the policy (a rollout engine of rank 0's that lives as long as the learner and
-is refitted in place), scored by the reward, and `steps` GRPO or RLOO steps (`learner.rl.step`) on the
-policy, after the round's feedback is trained and before its candidate is gated.
+given on, answered anew by the policy (a rollout engine of rank 0's, started by the first round that runs
+RL, that lives as long as the learner and is refitted in place), scored by the reward, and `steps` GRPO
+or RLOO steps (`learner.rl.step`) on the policy, after the round's feedback is trained and before its
+candidate is gated.
 
 The reward is the learner's own newest reward model once it may judge (`reward_model.min_examples` new
 examples trained; until then the phase is skipped, and the round says so), or a scorer, a reward service
@@ -32,15 +33,18 @@ from trimtab.registry import Registry
 LEARNER_REWARD_MODEL = "reward_model"
 
 
-@dataclass(frozen=True)
+@dataclass
 class OnlineRL:
-    engine: RolloutEngine | None  # rank 0's
     reference: Reference
+    resources: contextlib.ExitStack  # closes the engine with the learner
+    engine: RolloutEngine | None = None  # rank 0's, started by the first round that runs RL
+    engine_started: bool = False
 
     @classmethod
     @contextlib.contextmanager
     def started(cls, run: OnlineRun, policy: Head) -> Iterator[OnlineRL | None]:
-        """The phase's engine and reference, or None when `learner.online.rl` is off."""
+        """The phase's reference, or None when `learner.online.rl` is off. Its rollout engine starts with
+        the first round that can run RL (not while the reward model may not judge yet) and stops on exit."""
         if run.online.rl.algorithm == "off":
             yield None
             return
@@ -53,10 +57,17 @@ class OnlineRL:
             dtype=run.dtype,
             pad_token_id=run.pad_id,
         )
-        log = run.online.checkpoint_dir / "rollout.log"
-        adapter = policy.lora.enabled
-        with RolloutEngine.on_main(run.context, run.model_dir, run.config.engine, adapter=adapter, log=log) as engine:
-            yield cls(engine, reference)
+        with contextlib.ExitStack() as resources:
+            yield cls(reference, resources)
+
+    def _engine(self, run: OnlineRun, policy: Head) -> RolloutEngine | None:
+        if not self.engine_started:
+            log = run.online.checkpoint_dir / "rollout.log"
+            on_main = RolloutEngine.on_main(
+                run.context, run.model_dir, run.config.engine, adapter=policy.lora.enabled, log=log
+            )
+            self.engine, self.engine_started = self.resources.enter_context(on_main), True
+        return self.engine
 
     def train(self, run: OnlineRun, policy: Head, memory: LearnerMemory, new: Sequence[Item]) -> dict[str, float]:
         """The round's RL steps on `policy`; their last step's metrics (prefixed `rl/`), or why none ran."""
@@ -78,12 +89,13 @@ class OnlineRL:
             reference=self.reference,
             lora=policy.lora,
         )
-        refit(steps, self.engine)  # the policy as the round's feedback left it
+        engine = self._engine(run, policy)
+        refit(steps, engine)  # the policy as the round's feedback left it
         controller = KLController(kl_coef=run.config.learner.rl.kl.coef)
         metrics: dict[str, float] = {}
         for _ in range(run.online.rl.steps):
             memory.rl_steps += 1
-            metrics, _ = rl_step(steps, self.engine, memory.rl_steps, controller)
+            metrics, _ = rl_step(steps, engine, memory.rl_steps, controller)
         if run.context.is_main:
             run.console.print(
                 f"round {memory.rounds}: {run.online.rl.steps} {steps.algorithm} steps, score"

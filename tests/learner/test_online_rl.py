@@ -73,3 +73,4 @@ def test_grpo_steps_on_the_rounds_live_prompts_follow_its_feedback(stack: Trimta
 def test_with_the_learners_own_reward_model_rl_waits_until_it_may_judge(stack: TrimtabConfig, tmp_path: Path) -> None:
     memory, version = one_round(stack, tmp_path, reward="reward_model")
     assert memory.rl_steps == 0 and version.metrics["rl/skipped"] == 1.0  # thumbs alone train no reward model
+    assert not (tmp_path / "checkpoints" / "rollout.log").exists()  # and no rollout engine was started for nothing
