@@ -39,6 +39,7 @@ accepted, and a retry after that writes again); the broker keeps its log (Tansu'
 loses it on restart: the scan then starts from offset 0 and finds nothing to dedupe against).
 
 Other rules: a second vote by the same user on the same target is a new event whose `supersedes`
-names the earlier one, latest wins (`feedback.votes`); rate limits, the training cap and the
-agreement score are in `feedback.limits` and `feedback.abuse`.
+names the earlier one, latest wins (`feedback.votes`); feedback on a response served moments ago whose
+record has not landed yet waits for it, or is UNAVAILABLE, never NOT_FOUND (`feedback.records`); rate
+limits, the training cap and the agreement score are in `feedback.limits` and `feedback.abuse`.
 """

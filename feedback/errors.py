@@ -68,6 +68,16 @@ def not_found(message: str) -> FeedbackError:
     return FeedbackError(grpc.StatusCode.NOT_FOUND, message, "not_found")
 
 
+def record_pending(field: str, response_id: str) -> FeedbackError:
+    """A response serving minted moments ago whose record has not landed yet: UNAVAILABLE, never NOT_FOUND.
+    Serving retries a failed record write every `serving.record_retry_s` (1 s): hence retry-after 1."""
+    message = (
+        f"{field}: response {response_id!r} has no record yet (serving writes it just after the reply);"
+        " retry with the same feedback_id"
+    )
+    return FeedbackError(grpc.StatusCode.UNAVAILABLE, message, "record_pending", retry_after_s=1)
+
+
 def permission_denied(message: str) -> FeedbackError:
     return FeedbackError(grpc.StatusCode.PERMISSION_DENIED, message, "permission_denied")
 

@@ -7,6 +7,12 @@ trimtab.feedback.flagged_users     counter    users newly flagged by the agreeme
 trimtab.feedback.produce_latency   histogram  seconds from send to the broker's ack
 trimtab.feedback.rail_violations   counter    kind, use: accepted feedback on a response an output rail
                                               stopped, by how the learner may train it (as_is, flip, drop)
+trimtab.feedback.record_waits      counter    outcome: submissions that found a fresh response's record
+                                              missing and waited for it (feedback.records), by how the wait
+                                              ended: found, timed_out (UNAVAILABLE), too_many (UNAVAILABLE at
+                                              once: max_waiting calls were waiting already)
+trimtab.feedback.record_wait       histogram  seconds from the first miss to the record (found only): how far
+                                              serving's response log lags the replies
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ class FeedbackMetrics:
         self._latency = meter.create_histogram(
             "trimtab.feedback.produce_latency", unit="s", description="Send to broker ack, per event."
         )
+        self._record_waits = meter.create_counter(
+            "trimtab.feedback.record_waits", description="Waits for a fresh response's record, by outcome."
+        )
+        self._record_wait = meter.create_histogram(
+            "trimtab.feedback.record_wait", unit="s", description="First miss to the record landing, per found wait."
+        )
 
     def accepted(self, kind: str, replayed: bool) -> None:
         self._accepted.add(1, {"kind": kind, "replayed": str(replayed).lower()})
@@ -50,3 +62,9 @@ class FeedbackMetrics:
 
     def produce_latency(self, seconds: float) -> None:
         self._latency.record(seconds)
+
+    def record_wait(self, outcome: str, seconds: float | None = None) -> None:
+        """A wait for a fresh record ended: found (after `seconds`), timed_out or too_many."""
+        self._record_waits.add(1, {"outcome": outcome})
+        if seconds is not None:
+            self._record_wait.record(seconds)

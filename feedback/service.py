@@ -1,6 +1,7 @@
 """Submit, transport-neutral: authenticate, validate, admit exactly once, write, acknowledge.
 
-    new feedback_id   shape -> key rate limit -> records -> admit (ledger.reserve) -> produce -> accept
+    new feedback_id   shape -> key rate limit -> records (waiting briefly for fresh ones serving has not
+                      written yet) -> admit (ledger.reserve) -> produce -> accept
     accepted id       same content: the original acceptance (replayed); other content: ALREADY_EXISTS
     pending id        its lease is live: wait briefly, else UNAVAILABLE with retry-after;
                       its lease expired: take it over, look for the event on the topic, write it if absent
@@ -31,8 +32,9 @@ from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limite
 from feedback.limits import KeyRateLimiter
 from feedback.metrics import FeedbackMetrics
 from feedback.producer import BrokerUnavailable, FeedbackProducer
+from feedback.records import RecordReader
 from feedback.recovery import ScanTimeout, find_event
-from feedback.validation import check_against_records, check_shape, judged_response_ids, kind_of
+from feedback.validation import check_against_records, check_shape, judged_responses, kind_of
 from feedback.votes import vote_target
 from guardrails.training import training_label
 from trimtab.auth import Authenticator, Principal, Unauthenticated
@@ -64,11 +66,12 @@ class FeedbackService:
         self._keys = Keys(config.redis.key_prefix)
         self._redis = redis
         self._auth = Authenticator(config.auth)
-        self._store = ResponseStore(redis, config.redis.key_prefix)
+        self.metrics = metrics or FeedbackMetrics()
+        store = ResponseStore(redis, config.redis.key_prefix)
+        self._records = RecordReader(store, config.feedback.fresh_records, self.metrics)
         self._ledger = Ledger(redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
         self._key_limit = KeyRateLimiter(redis, config.feedback.key_rate)
         self._producer = producer
-        self.metrics = metrics or FeedbackMetrics()
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._background: set[asyncio.Task[None]] = set()
 
@@ -119,11 +122,10 @@ class FeedbackService:
     async def _new(
         self, key: str, request: feedback_pb2.SubmitRequest, principal: Principal, digest: str, span: trace.Span
     ) -> feedback_pb2.SubmitResponse:
-        ids = judged_response_ids(request)
-        records = dict(zip(ids, await asyncio.gather(*(self._store.get(i) for i in ids)), strict=True))
-        served = check_against_records(request, records, principal)
+        judged = judged_responses(request)
+        served = check_against_records(request, await self._records.read(judged), principal)
         _link_to_response(span, served)
-        versions = {c.reply.model_version for c in served.candidates if c.reply.response_id in ids}
+        versions = {c.reply.model_version for c in served.candidates if c.reply.response_id in judged.values()}
         span.set_attribute("trimtab.version", sorted(versions))  # the version(s) whose output was judged
         template = events.template(request, served, new_id("fbk_"))
         try:

@@ -24,12 +24,20 @@ def kind_of(request: feedback_pb2.SubmitRequest) -> str:
     return request.label.WhichOneof("kind") or ""
 
 
-def judged_response_ids(request: feedback_pb2.SubmitRequest) -> list[str]:
-    """The responses a (shape-checked) submission is about: one, or the pair's two."""
+def judged_responses(request: feedback_pb2.SubmitRequest) -> dict[str, str]:
+    """The responses a (shape-checked) submission is about, by the field naming each: one, or the pair's two."""
     if kind_of(request) == "pairwise":
         pair = request.label.pairwise
-        return [pair.chosen_response_id, pair.rejected_response_id]
-    return [request.response_id]
+        return {
+            "label.pairwise.chosen_response_id": pair.chosen_response_id,
+            "label.pairwise.rejected_response_id": pair.rejected_response_id,
+        }
+    return {"response_id": request.response_id}
+
+
+def judged_response_ids(request: feedback_pb2.SubmitRequest) -> list[str]:
+    """The responses a (shape-checked) submission is about: one, or the pair's two."""
+    return list(judged_responses(request).values())
 
 
 def check_shape(request: feedback_pb2.SubmitRequest, config: FeedbackConfig) -> None:
@@ -103,13 +111,15 @@ def check_against_records(
 ) -> events_pb2.ResponseLogged:
     """The record of the judged request, or NOT_FOUND / PERMISSION_DENIED / INVALID_ARGUMENT.
 
+    `records` holds what the response log had (None: unknown or expired) after `feedback.records` waited
+    for any a client may have outrun, so a missing record here is final.
+
     A record of another tenant is NOT_FOUND, as if it did not exist: a tenant learns nothing about
     another's responses. With auth off every call acts for the default tenant and records of any
     tenant are visible (there is no identity to tell them apart).
     """
-    ids = judged_response_ids(request)
     found: list[events_pb2.ResponseLogged] = []
-    for field, response_id in zip(_id_fields(request), ids, strict=True):
+    for field, response_id in judged_responses(request).items():
         record = records.get(response_id)
         if record is None or (principal.key_name != ANONYMOUS and record.tenant != principal.tenant):
             raise not_found(f"{field}: response {response_id!r} is unknown or has expired")
@@ -124,12 +134,6 @@ def check_against_records(
     if request.user_id != record.user_id and not principal.allow_raters:
         raise _not_the_served_user(request.user_id, principal.tenant)
     return record
-
-
-def _id_fields(request: feedback_pb2.SubmitRequest) -> list[str]:
-    if kind_of(request) == "pairwise":
-        return ["label.pairwise.chosen_response_id", "label.pairwise.rejected_response_id"]
-    return ["response_id"]
 
 
 def _not_the_served_user(user_id: str, tenant: str) -> FeedbackError:

@@ -128,17 +128,18 @@ def stop_feedback(feedback: FeedbackProcess) -> None:
 
 
 def submit(address: str, message: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
-    """Submit, retrying while the judged response's record is not yet written (it is written just after
-    the reply, off the reply path)."""
+    """Submit at once, as a client would the moment the answer arrives: the feedback service waits for a
+    fresh response's record itself. Only UNAVAILABLE (the record still not written) is retried, never
+    NOT_FOUND."""
     with grpc.insecure_channel(address) as channel:
         stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
-        for _ in range(50):
+        for _ in range(5):
             try:
                 return stub.Submit(message, timeout=30)
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-                time.sleep(0.1)
+                time.sleep(1.0)
         return stub.Submit(message, timeout=30)
 
 

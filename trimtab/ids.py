@@ -8,10 +8,15 @@ Redis keys, Kafka keys and log lines order naturally, and they never collide in 
 from __future__ import annotations
 
 import os
+import re
 import time
+
+RESPONSE_ID_PREFIX = "resp_"  # InferenceService's response ids (Candidate.response_id): "resp_" + a ULID
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
+# As new_id writes one: 128 bits in 26 characters, so the first is at most 7; upper case, no I, L, O, U.
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 
 
 def new_id(prefix: str = "") -> str:
@@ -30,3 +35,11 @@ def id_time_ms(identifier: str) -> int:
     for char in identifier[-26:-16]:
         value = value * 32 + _CROCKFORD.index(char)
     return value
+
+
+def minted_at_ms(identifier: str, prefix: str = "") -> int | None:
+    """When new_id(prefix) made `identifier`, in milliseconds since the epoch; None if it is not `prefix`
+    followed by a ULID exactly as new_id writes one (so not an id it can have made)."""
+    if not identifier.startswith(prefix) or not _ULID.fullmatch(identifier, len(prefix)):
+        return None
+    return id_time_ms(identifier)

@@ -62,6 +62,16 @@ def response_record(user_id: str = "user-1", tenant: str = "default", candidates
     return record
 
 
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def response_id_minted_at(epoch_s: float) -> str:
+    """A response id as serving mints them ("resp_" + a ULID), but carrying the time `epoch_s`."""
+    ms = int(epoch_s * 1000)
+    time_part = "".join(CROCKFORD[(ms >> (5 * place)) & 31] for place in reversed(range(10)))
+    return "resp_" + time_part + new_id()[10:]
+
+
 def response_ids(record: events_pb2.ResponseLogged) -> list[str]:
     return [candidate.reply.response_id for candidate in record.candidates]
 

@@ -66,8 +66,8 @@ class DemoUsersConfig(Section):
     submit_retry_s: float = Field(
         default=30.0,
         ge=0,
-        description="How long a submission is retried (same feedback_id) on NOT_FOUND (the response record is"
-        " written just after the reply), UNAVAILABLE or RESOURCE_EXHAUSTED before it counts as failed.",
+        description="How long a submission is retried (same feedback_id) on UNAVAILABLE or RESOURCE_EXHAUSTED"
+        " before it counts as failed (NOT_FOUND is final).",
     )
 
 

@@ -47,6 +47,39 @@ class AgreementConfig(Section):
     )
 
 
+class FreshRecords(Section):
+    """Feedback that arrives before serving has written the judged response's record. Serving mints a
+    response id ("resp_" + a ULID, which carries the time) when Generate admits the request, and writes
+    the record to Redis just after the reply, off the reply path; a client that submits at once can get
+    here first. A missing record of an id minted less than `window_s` ago is waited for, then answered
+    UNAVAILABLE with retry-after, never NOT_FOUND. Reasoning behind the defaults: docs/feedback.md."""
+
+    window_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How old (by its ULID) a response id may be and still have its record on the way: the longest"
+        " Generate (queued and generated; the id is minted before both) plus the record's lag. Older: NOT_FOUND."
+        " 0: never wait.",
+    )
+    wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long one call waits for such a record (never past window_s) before UNAVAILABLE.",
+    )
+    clock_skew_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How far in the future a response id's time may be (serving's clock ahead of this one's);"
+        " further: NOT_FOUND, it is not an id serving minted.",
+    )
+    max_waiting: int = Field(
+        default=1000,
+        ge=0,
+        description="Calls waiting for records at once; beyond it a call gets UNAVAILABLE at once (a flood of made-up"
+        " fresh ids costs polls, not a growing queue).",
+    )
+
+
 class FeedbackConfig(Section):
     """Feedback ingestion: ports, validation limits, idempotency, abuse limits."""
 
@@ -85,6 +118,9 @@ class FeedbackConfig(Section):
     key_rate: RateLimit = Field(
         default=RateLimit(max_requests=60_000, window_s=60.0),
         description="Calls per API key (retries included) per window; beyond it RESOURCE_EXHAUSTED.",
+    )
+    fresh_records: FreshRecords = Field(
+        default_factory=FreshRecords, description="Waiting for response records serving has not written yet."
     )
     training_cap: TrainingCap = Field(default_factory=TrainingCap, description="Per-user cap on trainable feedback.")
     agreement: AgreementConfig = Field(default_factory=AgreementConfig, description="Agreement score and flagging.")

@@ -58,7 +58,7 @@ class Interaction:
     thumbs_up: bool | None = None  # the thumb given (thumb interactions only)
     accepted: bool = False  # the feedback service accepted the submission
     submit_latency_s: float | None = None  # from the first Submit to the acceptance, retries included
-    retries: int = 0  # Submit attempts retried (NOT_FOUND while the record lands, UNAVAILABLE, ...)
+    retries: int = 0  # Submit attempts retried (UNAVAILABLE, RESOURCE_EXHAUSTED)
     error: str | None = None  # "Generate UNAVAILABLE: ..." or "Submit ...": the request failed
     feedback_id: str | None = None  # the submission's id (SubmitResponse.feedback_id once accepted)
     accepted_at_s: float | None = None  # when the feedback service accepted it

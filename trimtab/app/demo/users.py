@@ -6,9 +6,10 @@ feedback to FeedbackService.Submit.
 Interactions start at the configured rate, at most `concurrency` at a time (when serving is slower, the
 rate falls rather than a queue growing). Every choice comes from a `random.Random` seeded by the
 interaction's index, so a run's users, prompts and labels do not depend on timing. Any Generate error is
-a failed request. A submission is retried with the same feedback_id (exactly once: a retry can never
-count twice) on NOT_FOUND (the response record is written just after the reply), UNAVAILABLE and
-RESOURCE_EXHAUSTED, honouring `retry-after`, for `submit_retry_s`; only then does it count as failed.
+a failed request. A submission is sent the moment the answer arrives and retried with the same
+feedback_id (exactly once: a retry can never count twice) on UNAVAILABLE (which is also the answer while
+a just-served response's record has not landed) and RESOURCE_EXHAUSTED, honouring `retry-after`, for
+`submit_retry_s`; only then does it count as failed. NOT_FOUND is final: the response is unknown.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from trimtab.config.demo import DemoUsersConfig, FeedbackKind
 from trimtab.simulation.world import GoldScore, Population, Preference, Prompt, SimulatedUser, Split, World
 from trimtab.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
-RETRYABLE = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
 
