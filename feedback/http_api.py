@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import grpc
 from aiohttp import web
-from google.protobuf import json_format
 
 from feedback.errors import FeedbackError, invalid, too_large
 from feedback.openapi import HEALTH_PATH, OPENAPI_PATH, SUBMIT_PATH, document
 from feedback.service import FeedbackService
 from trimtab.auth import credential
+from trimtab.protojson import body_of, parse_body
 from trimtab.v1 import feedback_pb2
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,7 @@ class HttpFeedback:
             refusal = FeedbackError(grpc.StatusCode.INTERNAL, "internal error", "internal")
             self._service.refused(refusal)
             return _error(refusal)
-        body = json_format.MessageToDict(
-            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        return web.json_response(body)
+        return web.json_response(body_of(response))
 
     async def _parse(self, http: web.Request) -> feedback_pb2.SubmitRequest:
         try:
@@ -71,15 +67,9 @@ class HttpFeedback:
         except web.HTTPRequestEntityTooLarge:
             raise too_large(self._max_bytes) from None
         try:
-            data: Any = json.loads(raw)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            raise invalid("request body", "not valid JSON") from None
-        if not isinstance(data, dict):
-            raise invalid("request body", f"must be a JSON object (a SubmitRequest), got {type(data).__name__}")
-        try:
-            return json_format.ParseDict(data, feedback_pb2.SubmitRequest())
-        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-            raise invalid("request body", f"not a SubmitRequest in proto3 JSON: {exc}") from None
+            return parse_body(raw, feedback_pb2.SubmitRequest())
+        except ValueError as exc:
+            raise invalid("request body", str(exc)) from None
 
     async def openapi(self, http: web.Request) -> web.Response:
         return web.Response(text=self._openapi, content_type="application/json")

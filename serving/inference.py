@@ -1,350 +1,67 @@
-"""InferenceService: Generate and GenerateStream over the engine, each candidate logged off the reply path."""
+"""InferenceService: Generate and GenerateStream, the gRPC face of the shared request path
+(serving/generation.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import logging
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import NoReturn, TypeAlias
+from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import trace
 
-from guardrails.decisions import Decision, merge
-from guardrails.service import LiveGuardrails
 from serving.authn import authenticate
-from serving.guarded import OutputGuard, check_prompt, last_user_text
-from serving.metrics import ServingMetrics
-from serving.protocol import Engine, EngineRequest, EngineStopped, VersionSpan
-from serving.recorder import ResponseRecorder
-from serving.requests import InvalidArgument, ValidRequest, validate
-from serving.routing import Router, Served
-from serving.versions import ZERO_ADAPTER
-from trimtab.auth import ANONYMOUS, Authenticator
-from trimtab.config import ServingConfig
-from trimtab.ids import new_id
-from trimtab.telemetry import context_from_grpc, trace_fields
-from trimtab.v1 import common_pb2, events_pb2, inference_pb2, inference_pb2_grpc
-
-tracer = trace.get_tracer("trimtab.serving")
-log = logging.getLogger(__name__)
-Chunks: TypeAlias = asyncio.Queue[inference_pb2.GenerateStreamResponse | None]
-FINISH_REASONS = {
-    "stop": inference_pb2.FINISH_REASON_STOP,
-    "length": inference_pb2.FINISH_REASON_LENGTH,
-    "abort": inference_pb2.FINISH_REASON_ABORT,
-    "blocked": inference_pb2.FINISH_REASON_BLOCKED,
-}
-
-
-@dataclass
-class CandidateRun:
-    """One candidate as it is generated: what the client gets and what the response log keeps."""
-
-    index: int
-    response_id: str
-    served: Served
-    prompt_tokens: int
-    text: list[str] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: str | None = None
-    spans: list[inference_pb2.VersionSpan] = field(default_factory=list)
-    shown: str | None = None  # the text the client got, when a guardrail changed or replaced it
-    decisions: list[Decision] = field(default_factory=list)  # input rails', then output rails'
-
-    def candidate(self) -> inference_pb2.Candidate:
-        return inference_pb2.Candidate(
-            index=self.index,
-            response_id=self.response_id,
-            text="".join(self.text) if self.shown is None else self.shown,
-            model_version=self.served.version,
-            version_spans=self.spans,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=len(self.token_ids),
-            finish_reason=FINISH_REASONS.get(self.finish_reason or "", inference_pb2.FINISH_REASON_UNSPECIFIED),
-            guardrails=[decision.to_proto() for decision in self.decisions],
-        )
-
-
-@dataclass
-class Job:
-    """A validated request on its way through the engine."""
-
-    request_id: str
-    request: inference_pb2.GenerateRequest
-    valid: ValidRequest
-    served: Served
-    received_at: Timestamp
-    runs: list[CandidateRun]
-    tenant: str
-    guarded: bool = False  # the guardrails check this request (enabled, and for its tenant)
-    refusal: str | None = None  # an input rail blocked the prompt: every candidate is this answer
-
-
-def version_spans(served: Served, engine_spans: Sequence[VersionSpan]) -> list[inference_pb2.VersionSpan]:
-    """Who produced which tokens. The engine labels tokens with its base weights' version; tokens of a
-    LoRA version carry the adapter's id while the engine runs the base it was trained on, and
-    `adapter@base` while it runs another (a base swapped under an in-flight adapter request)."""
-    spans = []
-    for span in engine_spans:
-        label = span.version
-        if served.adapter is not None and served.adapter != ZERO_ADAPTER:
-            label = served.version if span.version == served.base else f"{served.version}@{span.version}"
-        spans.append(inference_pb2.VersionSpan(version_id=label, token_start=span.start, token_end=span.end))
-    return spans
+from serving.generation import Chunk, Generation, Refused, tracer
+from trimtab.auth import Authenticator
+from trimtab.telemetry import context_from_grpc
+from trimtab.v1 import inference_pb2, inference_pb2_grpc
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(
-        self,
-        engine: Engine,
-        config: ServingConfig,
-        router: Router,
-        recorder: ResponseRecorder,
-        meters: ServingMetrics,
-        authenticator: Authenticator,
-        rails: LiveGuardrails | None = None,
-        on_engine_stopped: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._engine = engine
-        self._on_engine_stopped = on_engine_stopped
-        self._rails = rails  # None: guardrails off, and no rail code runs
+    def __init__(self, generation: Generation, authenticator: Authenticator) -> None:
+        self._generation = generation
         self._authenticator = authenticator
-        self._config = config
-        self._router = router
-        self._recorder = recorder
-        self._meters = meters
-        self._inflight = 0
 
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
         with tracer.start_as_current_span("Generate", context=context_from_grpc(context.invocation_metadata())):
-            job = await self._admit(request, context)
+            principal = await authenticate(self._authenticator, context)
             try:
-                await asyncio.gather(*(self._drain(job, run) for run in job.runs))
-            except EngineStopped as exc:
-                await self._engine_stopped(context, exc)
-            finally:
-                self._release(job)
+                async with self._generation.admitted(request, principal) as job:
+                    await self._generation.complete(job)
+            except Refused as refused:
+                await _abort(context, refused)
             return inference_pb2.GenerateResponse(
-                request_id=job.request_id, candidates=[r.candidate() for r in job.runs]
+                request_id=job.request_id, candidates=[run.candidate() for run in job.runs]
             )
 
     async def GenerateStream(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
         with tracer.start_as_current_span("GenerateStream", context=context_from_grpc(context.invocation_metadata())):
-            job = await self._admit(request, context)
-            chunks: Chunks = asyncio.Queue()
-            tasks = [asyncio.create_task(self._drain(job, run, chunks)) for run in job.runs]
+            principal = await authenticate(self._authenticator, context)
             try:
-                finished = 0
-                while finished < len(tasks):  # each candidate task puts None when it ends
-                    chunk = await chunks.get()
-                    if chunk is None:
-                        finished += 1
-                    else:
-                        yield chunk
-                await asyncio.gather(*tasks)  # surfaces a candidate's failure
-            except EngineStopped as exc:
-                await self._engine_stopped(context, exc)
-            finally:
-                for task in tasks:
-                    task.cancel()  # a client that went away aborts its requests inside the engine
-                self._release(job)
-
-    async def _engine_stopped(self, context: grpc.aio.ServicerContext, exc: EngineStopped) -> NoReturn:
-        """UNAVAILABLE (retry elsewhere), and the server told to stop: a replica whose engine died serves
-        nothing any more, and its exit lets a supervisor start a fresh one."""
-        log.error("the inference engine stopped: %s", exc)
-        self._meters.requests.add(1, {"outcome": "engine_stopped"})
-        self._on_engine_stopped()
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE,
-            "the inference engine stopped (see the server log); this replica is shutting down: retry on another",
-        )
-        raise AssertionError("not reached: abort raises")
-
-    async def _admit(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Job:
-        """Authenticate, validate, run the input rails, take an in-flight slot and route; otherwise abort with
-        the right status. A prompt a rail refuses is still admitted: its answer is the refusal."""
-        principal = await authenticate(self._authenticator, context)
-        if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"tenant: this API key acts for {principal.tenant!r}"
-            )
-        try:
-            valid = validate(request, self._config, self._engine.render_chat, self._engine.encode)
-        except InvalidArgument as exc:
-            self._meters.requests.add(1, {"outcome": "invalid_argument"})
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        tenant = request.tenant or principal.tenant
-        verdict = None
-        if self._rails is not None and self._rails.applies_to(tenant):
-            verdict = await check_prompt(self._rails, request)
-            if verdict.modified:  # the engine sees the masked prompt: render it again
-                request, valid = verdict.request, await self._revalidate(verdict.request, context)
-        if self._inflight >= self._config.max_inflight:
-            self._meters.requests.add(1, {"outcome": "resource_exhausted"})
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self._inflight} requests in flight, the limit (serving.max_inflight); retry later",
-            )
-        self._inflight += 1
-        self._meters.inflight.add(1)
-        served = self._router.route(request.user_id)
-        self._router.admit(served)
-        received_at = Timestamp()
-        received_at.GetCurrentTime()
-        runs = [CandidateRun(i, new_id("resp_"), served, len(valid.prompt_token_ids)) for i in range(valid.n)]
-        trace.get_current_span().set_attribute("trimtab.version", served.version)
-        job = Job(new_id("req_"), request, valid, served, received_at, runs, tenant)
-        if verdict is not None:
-            job.guarded, job.refusal = True, verdict.refusal
-            for run in runs:
-                run.decisions.extend(verdict.decisions)
-        return job
-
-    async def _revalidate(
-        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> ValidRequest:
-        try:
-            return validate(request, self._config, self._engine.render_chat, self._engine.encode)
-        except InvalidArgument as exc:  # a mask made the prompt too long: say so, as for any prompt
-            self._meters.requests.add(1, {"outcome": "invalid_argument"})
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"after the input guardrails: {exc}")
-            raise  # not reached: abort raises
-
-    def _release(self, job: Job) -> None:
-        self._router.release(job.served)
-        self._inflight -= 1
-        self._meters.inflight.add(-1)
-        cancelled = [run for run in job.runs if not run.finish_reason]
-        for run in cancelled:  # the client left or its deadline passed: vLLM aborted these
-            run.finish_reason = "abort"
-        with tracer.start_as_current_span("record", attributes={"trimtab.request_id": job.request_id}):
-            self._recorder.record(self._record(job))  # queued: the writes happen off the reply path
-        outcome = "cancelled" if cancelled else "ok"
-        self._meters.requests.add(1, {"outcome": outcome, "version": job.served.version})
-
-    async def _drain(self, job: Job, run: CandidateRun, chunks: Chunks | None = None) -> None:
-        """Run one candidate through the engine, collecting it (and streaming deltas when asked)."""
-        if job.refusal is not None:  # an input rail blocked the prompt: answer without generating
-            run.shown, run.finish_reason = job.refusal, "blocked"
-            _emit(job, run, chunks, job.refusal, final=True)
-            if chunks is not None:
-                chunks.put_nowait(None)
-            return
-        sampling = job.valid.sampling
-        if sampling.seed is not None:  # distinct but reproducible candidates
-            sampling = dataclasses.replace(sampling, seed=sampling.seed + run.index)
-        engine_request = EngineRequest(
-            run.response_id, job.valid.prompt_token_ids, sampling, job.served.adapter, stream=chunks is not None
-        )
-        started = time.perf_counter()
-        attributes = {"trimtab.version": job.served.version, "trimtab.response_id": run.response_id}
-        with tracer.start_as_current_span("generate", attributes=attributes) as span:
-            await self._generate(job, run, engine_request, chunks, started)
-            span.set_attribute("trimtab.completion_tokens", len(run.token_ids))
-
-    async def _generate(
-        self, job: Job, run: CandidateRun, engine_request: EngineRequest, chunks: Chunks | None, started: float
-    ) -> None:
-        guard = None
-        if job.guarded and self._rails is not None:
-            guard = OutputGuard(self._rails, last_user_text(job.request), streaming=chunks is not None)
-        last = started
-        try:
-            # aclosing: leaving the loop early (a stream a rail blocked) aborts the request inside the engine.
-            async with contextlib.aclosing(self._engine.generate(engine_request)) as deltas:
-                async for delta in deltas:
-                    now = time.perf_counter()
-                    if run.token_ids:
-                        self._meters.inter_token.record(now - last)
-                    else:  # a unary call's one delta comes at the end: the engine timed its first token
-                        self._meters.ttft.record(now - started if delta.first_token_s is None else delta.first_token_s)
-                    last = now
-                    run.text.append(delta.text)
-                    run.token_ids.extend(delta.token_ids)
-                    run.logprobs.extend(delta.logprobs)
-                    if delta.finish_reason:
-                        run.finish_reason = delta.finish_reason
-                        run.spans = version_spans(job.served, delta.version_spans)
-                    if guard is None:
-                        _emit(job, run, chunks, delta.text, final=run.finish_reason is not None)
-                        continue
-                    _emit(job, run, chunks, await guard.push(delta.text), final=False)
-                    if guard.blocked:
-                        break
-            if guard is not None:
-                await _finish_guarded(job, run, guard, chunks)
-            self._meters.tokens.add(len(run.token_ids), {"version": job.served.version})
-        finally:
-            if chunks is not None:
-                chunks.put_nowait(None)
-
-    def _record(self, job: Job) -> events_pb2.ResponseLogged:
-        completed_at = Timestamp()
-        completed_at.GetCurrentTime()
-        sampling = job.valid.sampling
-        record = events_pb2.ResponseLogged(
-            request_id=job.request_id,
-            tenant=job.tenant,
-            user_id=job.request.user_id,
-            prompt_token_ids=job.valid.prompt_token_ids,
-            sampling=common_pb2.SamplingParams(
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                max_tokens=sampling.max_tokens,
-                stop=sampling.stop,
-                seed=sampling.seed,
-            ),
-            steer_targets=job.request.steer_targets,
-            received_at=job.received_at,
-            completed_at=completed_at,
-            trace_context=trace_fields(),  # lets spans about this response (feedback) link to its trace
-        )
-        if job.valid.messages is not None:
-            record.prompt.chat.messages.extend(common_pb2.ChatMessage(**m) for m in job.valid.messages)
-        else:
-            record.prompt.text = job.request.prompt.text
-        for run in job.runs:
-            record.candidates.add(reply=run.candidate(), token_ids=run.token_ids, token_logprobs=run.logprobs)
-        return record
+                async with (
+                    self._generation.admitted(request, principal) as job,
+                    # aclosing: a client that went away aborts its candidates inside the engine at once.
+                    contextlib.aclosing(self._generation.stream(job)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        yield _stream_response(job.request_id, chunk)
+            except Refused as refused:
+                await _abort(context, refused)
 
 
-async def _finish_guarded(job: Job, run: CandidateRun, guard: OutputGuard, chunks: Chunks | None) -> None:
-    """Apply the output rails' outcome to the candidate and send what the stream still owes."""
-    outcome = await guard.finish("".join(run.text))
-    run.shown = outcome.shown
-    run.decisions = merge([*run.decisions, *outcome.decisions])
-    if outcome.blocked:
-        run.finish_reason = "blocked"
-        if not run.spans and run.token_ids:  # stopped before the engine's last delta labelled the tokens
-            run.spans = [
-                inference_pb2.VersionSpan(version_id=job.served.version, token_start=0, token_end=len(run.token_ids))
-            ]
-    _emit(job, run, chunks, outcome.tail, final=True)
+async def _abort(context: grpc.aio.ServicerContext, refused: Refused) -> NoReturn:
+    await context.abort(refused.code, refused.message)
+    raise AssertionError("not reached: abort raises")
 
 
-def _emit(job: Job, run: CandidateRun, chunks: Chunks | None, text: str, final: bool) -> None:
-    """Queue one stream chunk (nothing for unary calls, or when there is nothing to say)."""
-    if chunks is None or not (text or final):
-        return
-    chunks.put_nowait(
-        inference_pb2.GenerateStreamResponse(
-            request_id=job.request_id,
-            index=run.index,
-            response_id=run.response_id,
-            text_delta=text,
-            final=run.candidate() if final else None,
-        )
+def _stream_response(request_id: str, chunk: Chunk) -> inference_pb2.GenerateStreamResponse:
+    return inference_pb2.GenerateStreamResponse(
+        request_id=request_id,
+        index=chunk.run.index,
+        response_id=chunk.run.response_id,
+        text_delta=chunk.text,
+        final=chunk.run.candidate() if chunk.final else None,
     )

@@ -35,6 +35,9 @@ class EngineRequest:
     # True: deltas as tokens arrive (streams). False: one delta with the whole completion when it ends,
     # which spares a wake-up of the request's task per token (unary calls).
     stream: bool = True
+    # Also report, for each new token, the top_logprobs likeliest tokens there (the OpenAI API's
+    # top_logprobs); 0 = the sampled token's logprob alone.
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class EngineDelta:
     # On the last delta, when the engine measured it: seconds from its receiving the request to the first
     # token (the time to first token of a request that does not stream).
     first_token_s: float | None = None
+    # With EngineRequest.top_logprobs: per new token, the likeliest (token id, logprob) pairs, best first.
+    top_logprobs: Sequence[Sequence[tuple[int, float]]] = ()
 
 
 class EngineStopped(Exception):
@@ -70,6 +75,8 @@ class Engine(Protocol):
     def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]: ...
 
     def encode(self, text: str) -> list[int]: ...
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]: ...
 
     def generate(self, request: EngineRequest) -> AsyncGenerator[EngineDelta, None]: ...
 

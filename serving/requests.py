@@ -22,6 +22,7 @@ class InvalidArgument(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,16 @@ class Router:
     lora_armed: bool = False
     in_flight: Counter[str] = field(default_factory=Counter)  # "plain" / "adapter" requests running
 
-    def route(self, user_id: str) -> Served:
+    def servable(self) -> dict[str, Served]:
+        """The versions a request may name: current and, while there is one, the canary."""
+        return {served.version: served for served in (self.current, self.canary) if served is not None}
+
+    def route(self, user_id: str, version: str | None = None) -> Served:
+        """The user's side of the canary split, or the named version (one of `servable()`)."""
         chosen = self.current
-        if self.canary is not None and user_bucket(user_id, self.canary.version) < self.canary_share:
+        if version is not None:
+            chosen = self.servable()[version]
+        elif self.canary is not None and user_bucket(user_id, self.canary.version) < self.canary_share:
             chosen = self.canary
         if chosen.adapter is None and self.zero_adapter is not None and self._lora_in_use():
             return Served(chosen.version, self.zero_adapter, chosen.version)

@@ -2,8 +2,9 @@
 
 Lifecycle: resolve the version to serve (the registry's `current`, else model.path imported as the
 first version) -> start the engine on it -> start the response recorder and the pointer follower ->
-bind and mark SERVING -> on SIGTERM or SIGINT mark NOT_SERVING (load balancers stop sending), let
-in-flight requests finish within serving.drain_grace_s, flush buffered records, stop the engine.
+bind gRPC and the OpenAI API's HTTP port, mark SERVING -> on SIGTERM or SIGINT mark NOT_SERVING (load
+balancers stop sending), let in-flight requests on both finish within serving.drain_grace_s, flush
+buffered records, stop the engine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -25,8 +27,11 @@ from grpc_reflection.v1alpha import reflection
 from guardrails.metrics import GuardrailMetrics
 from guardrails.service import LiveGuardrails
 from serving.admin import AdminServicer, version_event
+from serving.generation import Generation
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
+from serving.openai.api import OpenAIApi
+from serving.openai.feedback import FeedbackForwarder
 from serving.protocol import EngineStopped
 from serving.recorder import ResponseRecorder
 from serving.served_reward import ServedReward
@@ -73,11 +78,16 @@ class RunningServer:
     engine_stopped: asyncio.Event  # set when the engine died: the server should stop (and exit non-zero)
     rails: LiveGuardrails | None = None
     served_reward: ServedReward | None = None
+    openai: OpenAIHttp | None = None
 
     async def stop(self) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(self.drain_grace_s)  # new RPCs refused; in-flight ones get the grace period
+        # New requests refused on both faces; in-flight ones get the grace period.
+        draining = [self.server.stop(self.drain_grace_s)]
+        if self.openai is not None:
+            draining.append(self.openai.stop())
+        await asyncio.gather(*draining)
         self.follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.follower
@@ -87,6 +97,35 @@ class RunningServer:
         if self.rails is not None:
             await self.rails.close()
         self.engine.shutdown()
+
+
+@dataclass
+class OpenAIHttp:
+    """The OpenAI API's HTTP server: its bound port and what stopping it needs."""
+
+    port: int
+    api: OpenAIApi
+    runner: web.AppRunner
+    forwarder: FeedbackForwarder | None
+
+    async def stop(self) -> None:
+        self.api.serving = False  # /healthz says 503 while in-flight requests finish
+        await self.runner.cleanup()  # stops listening, then waits up to the runner's shutdown_timeout
+        if self.forwarder is not None:
+            await self.forwarder.close()
+
+
+async def start_openai(config: TrimtabConfig, generation: Generation, authenticator: Authenticator) -> OpenAIHttp:
+    settings = config.serving.openai
+    forwarder = FeedbackForwarder(settings.feedback_address) if settings.feedback_address else None
+    api = OpenAIApi(generation, authenticator, settings, forwarder)
+    # access_log None: a line per request would cost the hot path; the spans and metrics say more.
+    runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=config.serving.drain_grace_s)
+    await runner.setup()
+    site = web.TCPSite(runner, config.serving.host, settings.port, reuse_port=False)
+    await site.start()
+    port = runner.addresses[0][1]
+    return OpenAIHttp(port, api, runner, forwarder)
 
 
 async def start_server(config: TrimtabConfig) -> RunningServer:
@@ -133,16 +172,15 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     )
     authenticator = Authenticator(config.auth)
     engine_stopped = asyncio.Event()
-    inference = InferenceServicer(
-        engine, config.serving, manager.router, recorder, meters, authenticator, rails, engine_stopped.set
-    )
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
+    generation = Generation(engine, config.serving, manager.router, recorder, meters, rails, engine_stopped.set)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(generation, authenticator), server)
     admin = AdminServicer(registry, pointers, manager, port, authenticator)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
     await server.start()
+    openai = await start_openai(config, generation, authenticator) if config.serving.openai.enabled else None
     follower = asyncio.create_task(manager.follow(config.serving.version_poll_s), name="pointer-follower")
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -158,6 +196,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         engine_stopped=engine_stopped,
         rails=rails,
         served_reward=served_reward,
+        openai=openai,
     )
 
 
@@ -166,6 +205,9 @@ async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) ->
     running = await start_server(config)
     current = running.manager.router.current.version
     report(f"serving {current} on {config.serving.host}:{running.port} (registry {config.registry.root})")
+    if running.openai is not None:
+        name = config.serving.openai.model_name
+        report(f"OpenAI API on http://{config.serving.host}:{running.openai.port}/v1 (model {name!r})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -52,6 +52,10 @@ class VllmEngine:
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer(text)["input_ids"])
 
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's own text (a partial character decodes to U+FFFD, as vLLM's OpenAI server shows it)."""
+        return list(self._tokenizer.batch_decode([[token] for token in token_ids]))
+
     async def generate(self, request: EngineRequest) -> AsyncGenerator[EngineDelta, None]:
         sampling = request.sampling
         params = SamplingParams(
@@ -61,7 +65,8 @@ class VllmEngine:
             max_tokens=sampling.max_tokens,
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
-            logprobs=0,  # the sampled token's own logprob (processed: engine.logprobs_mode)
+            # The sampled token's own logprob (processed: engine.logprobs_mode), and the likeliest others if asked.
+            logprobs=request.top_logprobs,
             flat_logprobs=True,  # kept as plain lists inside vLLM: no dict and Logprob object per token
             # FINAL_ONLY still detokenizes as it goes (stop strings) and reports every token's logprob
             # and the weight-version spans at the end.
@@ -78,7 +83,13 @@ class VllmEngine:
                 logprobs = _sampled_logprobs(completion.logprobs)
                 spans = [VersionSpan(s.version, s.start, s.end) for s in completion.weight_versions or ()]
                 yield EngineDelta(
-                    completion.text, token_ids, logprobs, completion.finish_reason, spans, _first_token_s(output)
+                    completion.text,
+                    token_ids,
+                    logprobs,
+                    completion.finish_reason,
+                    spans,
+                    _first_token_s(output),
+                    _top_logprobs(completion.logprobs) if request.top_logprobs else (),
                 )
         except EngineDeadError as exc:
             raise EngineStopped(str(exc)) from exc
@@ -125,7 +136,7 @@ def _first_token_s(output: RequestOutput) -> float | None:
 
 
 def _sampled_logprobs(steps: SampleLogprobs | None) -> list[float]:
-    """One logprob per new token: logprobs=0 asks for the sampled token only, each position's one entry."""
+    """One logprob per new token: each position's first entry is the sampled token's."""
     if isinstance(steps, FlatLogprobs):
         return [
             steps.logprobs[start]
@@ -133,3 +144,17 @@ def _sampled_logprobs(steps: SampleLogprobs | None) -> list[float]:
             if end > start
         ]
     return [next(iter(step.values())).logprob for step in steps or () if step]
+
+
+def _top_logprobs(steps: SampleLogprobs | None) -> list[list[tuple[int, float]]]:
+    """Per new token, the likeliest tokens there, best first: a position's entries after the sampled one
+    (vLLM lists the sampled token first, then the top k by rank)."""
+    if steps is None:
+        return []
+    if not isinstance(steps, FlatLogprobs):  # generate() always asks for flat logprobs
+        raise TypeError(f"expected vLLM's FlatLogprobs, got {type(steps).__name__}")
+    return [
+        list(zip(steps.token_ids[start + 1 : end], steps.logprobs[start + 1 : end], strict=True))
+        for start, end in zip(steps.start_indices, steps.end_indices, strict=True)
+        if end > start
+    ]

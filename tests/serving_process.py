@@ -35,6 +35,11 @@ class ServingProcess:
     process: subprocess.Popen[str]
     log: Path
 
+    @property
+    def openai_url(self) -> str:
+        """The OpenAI API's base URL (what `OpenAI(base_url=...)` takes)."""
+        return f"http://127.0.0.1:{self.config.serving.openai.port}/v1"
+
 
 def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")}
@@ -45,6 +50,9 @@ def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: s
         "TRIMTAB_REDIS__KEY_PREFIX": stack.redis.key_prefix,
         "TRIMTAB_MODEL__PATH": str(REPO / ".trimtab/models/default"),
         "TRIMTAB_SERVING__PORT": str(port),
+        "TRIMTAB_SERVING__OPENAI__PORT": str(free_port()),
+        # Where POST /v1/feedback goes: the session's `feedback` fixture starts a FeedbackService there.
+        "TRIMTAB_SERVING__OPENAI__FEEDBACK_ADDRESS": f"127.0.0.1:{free_port()}",
         "TRIMTAB_SERVING__DRAIN_GRACE_S": "20",
         "TRIMTAB_SERVING__VERSION_POLL_S": "1",
         "TRIMTAB_REGISTRY__ROOT": str(registry_root),
@@ -97,9 +105,9 @@ class FeedbackProcess:
     log: Path
 
 
-def start_feedback(serving: TrimtabConfig, log: Path) -> FeedbackProcess:
+def start_feedback(serving: TrimtabConfig, log: Path, port: int | None = None) -> FeedbackProcess:
     """`trimtab feedback` against the same broker and Redis (and key prefix) as a serving process."""
-    port = free_port()
+    port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
         "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": serving.kafka.bootstrap_servers,
         "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": serving.kafka.topics.feedback.name,
@@ -170,6 +178,15 @@ def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> I
     running = start_serving(env, workdir / "serve.log")
     yield running
     stop_serving(running)
+
+
+@pytest.fixture(scope="session")
+def feedback(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeedbackProcess]:
+    """`trimtab feedback` where the session's serving process forwards the OpenAI API's feedback."""
+    port = int(serving.config.serving.openai.feedback_address.rsplit(":", 1)[1])
+    running = start_feedback(serving.config, tmp_path_factory.mktemp("feedback") / "feedback.log", port)
+    yield running
+    stop_feedback(running)
 
 
 @pytest.fixture(scope="session")

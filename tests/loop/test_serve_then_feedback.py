@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.serving_process import ServingProcess, start_feedback, stop_feedback, submit
+from tests.serving_process import FeedbackProcess, ServingProcess, submit
 from trimtab.events import receive
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2, inference_pb2, inference_pb2_grpc
 
@@ -20,10 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def feedback_address(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    feedback = start_feedback(serving.config, tmp_path_factory.mktemp("feedback") / "feedback.log")
-    yield feedback.address
-    stop_feedback(feedback)
+def feedback_address(feedback: FeedbackProcess) -> str:
+    return feedback.address
 
 
 def test_feedback_on_served_answers_becomes_self_contained_training_events(

@@ -10,6 +10,23 @@ from trimtab.config.base import Section
 from trimtab.config.reward_service import ServedRewardConfig
 
 
+class OpenAIConfig(Section):
+    """The OpenAI-compatible HTTP API beside the gRPC services: same engine, routing, guardrails and log."""
+
+    enabled: bool = Field(default=True, description="Serve the OpenAI API (POST /v1/chat/completions and the rest).")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (0 picks a free one); host: serving.host.")
+    model_name: str = Field(
+        default="trimtab",
+        min_length=1,
+        description="The name clients put in `model` to be routed as usual (canary split); a version id pins it.",
+    )
+    feedback_address: str = Field(
+        default="127.0.0.1:50052",
+        description="The FeedbackService (host:port) that POST /v1/feedback forwards to; empty: no /v1/feedback.",
+    )
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body read (413 beyond).")
+
+
 class ServingConfig(Section):
     """`trimtab serve`: InferenceService and AdminService over grpc.aio, vLLM's AsyncLLM in process."""
 
@@ -55,6 +72,9 @@ class ServingConfig(Section):
             "CPU backend only: cores vLLM leaves to this process (gRPC, tokenising, the response log). On 2 cores,"
             " 1 gave the tier 1.24x the throughput of 0: vLLM's threads otherwise fight the server for the CPU."
         ),
+    )
+    openai: OpenAIConfig = Field(
+        default_factory=OpenAIConfig, description="The OpenAI-compatible HTTP API (chat, completions, feedback)."
     )
     served_reward: ServedRewardConfig = Field(
         default_factory=ServedRewardConfig,

@@ -1,0 +1,214 @@
+"""OpenAI bodies to the shared request path and back: a request becomes a GenerateRequest (the same
+message the gRPC face validates), each candidate run a choice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from serving.generation import CandidateRun, Job, Options
+from serving.openai.schema import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ChunkChoice,
+    ChunkDelta,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    LegacyLogprobs,
+    Sampling,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from trimtab.auth import Principal
+from trimtab.v1 import common_pb2, inference_pb2
+
+TokenTexts = Callable[[Sequence[int]], list[str]]
+# Where the shared path names a GenerateRequest field, the OpenAI body names this one.
+FIELD_NAMES = {
+    "user_id": "user",
+    "prompt.chat.messages": "messages",
+    "prompt.text": "prompt",
+    "prompt": "prompt",
+    "n": "n",
+    "version": "model",
+    "sampling.temperature": "temperature",
+    "sampling.top_p": "top_p",
+    "sampling.max_tokens": "max_tokens",
+    "sampling.stop": "stop",
+    "sampling.seed": "seed",
+}
+FINISH_REASONS = {"stop": "stop", "length": "length", "blocked": "content_filter"}
+
+
+def openai_field(field: str) -> str:
+    """The OpenAI body's name for a GenerateRequest field ("prompt.chat.messages[2].role" -> "messages[2].role")."""
+    for ours, theirs in FIELD_NAMES.items():
+        if field == ours or field.startswith((f"{ours}[", f"{ours}.")):
+            return theirs + field[len(ours) :]
+    return field
+
+
+def chat_request(
+    body: ChatCompletionRequest, principal: Principal, model_name: str
+) -> tuple[inference_pb2.GenerateRequest, Options]:
+    request = _generate_request(body, principal, body.token_limit())
+    for message in body.messages:
+        role = "system" if message.role == "developer" else message.role
+        request.prompt.chat.messages.add(role=role, content=message.text())
+    top = (body.top_logprobs or 0) if body.logprobs else 0
+    return request, _options(body, model_name, top)
+
+
+def completion_request(
+    body: CompletionRequest, principal: Principal, model_name: str
+) -> tuple[inference_pb2.GenerateRequest, Options]:
+    request = _generate_request(body, principal, body.max_tokens)
+    request.prompt.text = body.text()
+    return request, _options(body, model_name, body.logprobs or 0)
+
+
+def _generate_request(body: Sampling, principal: Principal, max_tokens: int | None) -> inference_pb2.GenerateRequest:
+    sampling = common_pb2.SamplingParams(stop=body.stops())
+    if body.temperature is not None:
+        sampling.temperature = body.temperature
+    if body.top_p is not None:
+        sampling.top_p = body.top_p
+    if max_tokens is not None:
+        sampling.max_tokens = max_tokens
+    if body.seed is not None:
+        sampling.seed = body.seed
+    return inference_pb2.GenerateRequest(
+        user_id=body.user or principal.key_name, tenant=principal.tenant, n=body.n, sampling=sampling
+    )
+
+
+def _options(body: Sampling, model_name: str, top_logprobs: int) -> Options:
+    return Options(top_logprobs=top_logprobs, version=None if body.model == model_name else body.model)
+
+
+def usage(job: Job) -> Usage:
+    prompt = len(job.valid.prompt_token_ids)
+    completion = sum(len(run.token_ids) for run in job.runs)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def finish_reason(run: CandidateRun) -> str | None:
+    return FINISH_REASONS.get(run.finish_reason or "")
+
+
+def chat_completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts) -> ChatCompletion:
+    choices = [
+        ChatChoice(
+            index=run.index,
+            message={"role": "assistant", "content": run.answer},
+            finish_reason=finish_reason(run),
+            logprobs=chat_logprobs(run, 0, len(run.token_ids), token_texts) if logprobs else None,
+            response_id=run.response_id,
+        )
+        for run in job.runs
+    ]
+    return ChatCompletion(
+        id=job.request_id,
+        object="chat.completion",
+        created=int(time.time()),
+        model=job.served.version,
+        system_fingerprint=job.served.version,
+        choices=choices,
+        usage=usage(job),
+        user=user,
+    )
+
+
+def chat_chunk(job: Job, user: str, choices: list[ChunkChoice]) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id=job.request_id,
+        object="chat.completion.chunk",
+        created=int(time.time()),
+        model=job.served.version,
+        system_fingerprint=job.served.version,
+        choices=choices,
+        user=user,
+    )
+
+
+def chunk_choice(run: CandidateRun, delta: ChunkDelta, final: bool, logprobs: ChoiceLogprobs | None) -> ChunkChoice:
+    return ChunkChoice(
+        index=run.index,
+        delta=delta,
+        finish_reason=finish_reason(run) if final else None,
+        logprobs=logprobs,
+        response_id=run.response_id,
+    )
+
+
+def chat_logprobs(run: CandidateRun, start: int, end: int, token_texts: TokenTexts) -> ChoiceLogprobs:
+    """Tokens [start, end) of a candidate with their logprobs (and the likeliest alternatives, if asked)."""
+    ids = run.token_ids[start:end]
+    tops = run.top_logprobs[start:end] if run.top_logprobs else [() for _ in ids]
+    texts = iter(token_texts([*ids, *(token for top in tops for token, _ in top)]))
+    tokens = [next(texts) for _ in ids]
+    content = []
+    for text, logprob, top in zip(tokens, run.logprobs[start:end], tops, strict=True):
+        alternatives = [_top(next(texts), value) for _, value in top]
+        content.append(TokenLogprob(token=text, logprob=logprob, bytes=list(text.encode()), top_logprobs=alternatives))
+    return ChoiceLogprobs(content=content)
+
+
+def _top(text: str, logprob: float) -> TopLogprob:
+    return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode()))
+
+
+def completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts) -> Completion:
+    choices = [
+        CompletionChoice(
+            index=run.index,
+            text=run.answer,
+            finish_reason=finish_reason(run),
+            logprobs=legacy_logprobs(run, 0, len(run.token_ids), 0, token_texts) if logprobs else None,
+            response_id=run.response_id,
+        )
+        for run in job.runs
+    ]
+    return Completion(
+        id=job.request_id,
+        object="text_completion",
+        created=int(time.time()),
+        model=job.served.version,
+        system_fingerprint=job.served.version,
+        choices=choices,
+        usage=usage(job),
+        user=user,
+    )
+
+
+def completion_chunk(job: Job, user: str, choices: list[CompletionChoice]) -> Completion:
+    return Completion(
+        id=job.request_id,
+        object="text_completion",
+        created=int(time.time()),
+        model=job.served.version,
+        system_fingerprint=job.served.version,
+        choices=choices,
+        user=user,
+    )
+
+
+def legacy_logprobs(run: CandidateRun, start: int, end: int, offset: int, token_texts: TokenTexts) -> LegacyLogprobs:
+    """The completions API's logprobs: parallel lists, the alternatives as {token: logprob}; `offset`
+    is where tokens[start]'s text begins in the choice's text."""
+    content = chat_logprobs(run, start, end, token_texts)["content"]
+    offsets = []
+    for entry in content:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return LegacyLogprobs(
+        tokens=[entry["token"] for entry in content],
+        token_logprobs=[entry["logprob"] for entry in content],
+        top_logprobs=[{top["token"]: top["logprob"] for top in entry["top_logprobs"]} for entry in content],
+        text_offset=offsets,
+    )
