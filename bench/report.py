@@ -32,7 +32,8 @@ class Comparison:
         return self.baseline_value / self.candidate_value
 
 
-def write_report(rows: list[Comparison], out_dir: Path) -> Path:
+def write_report(rows: list[Comparison], out_dir: Path, stem: str = "latest") -> Path:
+    """`stem`.md (the table) and `stem`.json in out_dir; the table's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     header = [
         f"# trimtab benchmarks, {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -48,7 +49,7 @@ def write_report(rows: list[Comparison], out_dir: Path) -> Path:
         f"{r.unit} | **{r.ratio:.2f}x** | {r.notes} |"
         for r in rows
     ]
-    table = out_dir / "latest.md"
+    table = out_dir / f"{stem}.md"
     table.write_text("\n".join(header + lines) + "\n")
-    (out_dir / "latest.json").write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n")
+    (out_dir / f"{stem}.json").write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n")
     return table

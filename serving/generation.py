@@ -220,7 +220,8 @@ class Generation:
         """Validate, run the input rails, take an in-flight slot and route. A prompt a rail refuses is still
         admitted: its answer is the refusal."""
         if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"tenant: this API key acts for {principal.tenant!r}")
+            reason = f"this API key acts for {principal.tenant!r}"
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"tenant: {reason}", field="tenant", reason=reason)
         if options.version is not None and options.version not in self.router.servable():
             servable = ", ".join(self.router.servable())
             raise Refused(

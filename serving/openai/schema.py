@@ -92,6 +92,11 @@ class Sampling(Strict):
     user: str | None = Field(
         default=None, min_length=1, description="Who is served (canary split, feedback). Default: the API key's name."
     )
+    tenant: str | None = Field(
+        default=None,
+        min_length=1,
+        description="trimtab: the tenant served (guardrails per tenant); default the API key's, which only it may be.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -114,10 +119,25 @@ class Sampling(Strict):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
 
+class SteerTargets(Strict):
+    """SteerLM attribute targets, 0-4 each (trimtab's extension, as GenerateRequest.steer_targets)."""
+
+    helpfulness: int | None = None
+    correctness: int | None = None
+    coherence: int | None = None
+    complexity: int | None = None
+    verbosity: int | None = None
+    toxicity: int | None = None
+
+
 class ChatCompletionRequest(Sampling):
     """POST /v1/chat/completions."""
 
     messages: list[Message] = Field(min_length=1)
+    steer_targets: SteerTargets | None = Field(
+        default=None,
+        description="trimtab: SteerLM attribute targets, rendered as a system message the model was trained on.",
+    )
     max_completion_tokens: int | None = Field(default=None, ge=1, description="The newer name of max_tokens.")
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)

@@ -60,6 +60,8 @@ def chat_request(
     for message in body.messages:
         role = "system" if message.role == "developer" else message.role
         request.prompt.chat.messages.add(role=role, content=message.text())
+    if body.steer_targets is not None:
+        request.steer_targets.CopyFrom(common_pb2.SteerLMAttributes(**body.steer_targets.model_dump(exclude_none=True)))
     top = (body.top_logprobs or 0) if body.logprobs else 0
     return request, _options(body, model_name, top)
 
@@ -83,7 +85,7 @@ def _generate_request(body: Sampling, principal: Principal, max_tokens: int | No
     if body.seed is not None:
         sampling.seed = body.seed
     return inference_pb2.GenerateRequest(
-        user_id=body.user or principal.key_name, tenant=principal.tenant, n=body.n, sampling=sampling
+        user_id=body.user or principal.key_name, tenant=body.tenant or principal.tenant, n=body.n, sampling=sampling
     )
 
 

@@ -105,6 +105,14 @@ def test_a_version_id_as_model_pins_that_version_and_user_names_who_is_served() 
     assert options.top_logprobs == 0  # logprobs alone: the sampled tokens' only
 
 
+def test_trimtabs_extensions_carry_a_tenant_and_steerlm_targets_as_over_grpc() -> None:
+    body = ChatCompletionRequest.model_validate(CHAT | {"tenant": "guarded", "steer_targets": {"verbosity": 1}})
+    request, _ = chat_request(body, PRINCIPAL, model_name="trimtab")
+    assert request.tenant == "guarded" and request.steer_targets.verbosity == 1
+    assert not request.steer_targets.HasField("helpfulness")
+    assert refusal(CHAT | {"steer_targets": {"wit": 3}})[0] == "steer_targets.wit"
+
+
 def test_a_completion_body_takes_one_text_prompt() -> None:
     body = CompletionRequest.model_validate({"model": "trimtab", "prompt": ["Once upon"], "logprobs": 2, "best_of": 1})
     request, options = completion_request(body, PRINCIPAL, model_name="trimtab")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 
 from tests.conftest import config_with, free_port
@@ -77,6 +78,20 @@ def test_an_unknown_or_missing_api_key_is_unauthenticated(strict: ServingProcess
             stub.Generate(request(), metadata=metadata, timeout=30)
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert stub.Generate(request(), metadata=AUTH, timeout=60).candidates[0].completion_tokens > 0
+
+
+def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(strict: ServingProcess) -> None:
+    def client(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=strict.openai_url, api_key=key, max_retries=0, timeout=60)
+
+    chat = {"model": "trimtab", "messages": [{"role": "user", "content": "What is 3 plus 5?"}], "max_tokens": 4}
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client("wrong").chat.completions.create(**chat)  # type: ignore[call-overload]
+    assert "unknown API key" in raised.value.message
+    with pytest.raises(openai.AuthenticationError):
+        client("wrong").models.list()
+    answered = client(KEY).chat.completions.create(**chat)  # type: ignore[call-overload]
+    assert answered.choices[0].message.content and answered.model_extra["user"] == "tester"  # the key's name
 
 
 def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: ServingProcess) -> None:
