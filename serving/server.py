@@ -120,7 +120,11 @@ async def start_openai(config: TrimtabConfig, generation: Generation, authentica
     forwarder = FeedbackForwarder(settings.feedback_address) if settings.feedback_address else None
     api = OpenAIApi(generation, authenticator, settings, forwarder)
     # access_log None: a line per request would cost the hot path; the spans and metrics say more.
-    runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=config.serving.drain_grace_s)
+    # handler_cancellation: a client that hangs up cancels its handler, which aborts its request in the engine
+    # (as a gRPC cancel does) instead of generating for nobody.
+    runner = web.AppRunner(
+        api.app(), access_log=None, shutdown_timeout=config.serving.drain_grace_s, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.serving.host, settings.port, reuse_port=False)
     await site.start()

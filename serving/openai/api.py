@@ -105,7 +105,7 @@ class OpenAIApi:
                         return await _sse(http, events)
                     await self._generation.complete(job)
             except Refused as refused:
-                raise from_refused(refused) from None
+                raise from_refused(refused, chat=False) from None
         token_texts = self._generation.engine.token_texts
         return web.json_response(translate.completion(job, request.user_id, logprobs, token_texts))
 

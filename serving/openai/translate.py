@@ -33,7 +33,6 @@ FIELD_NAMES = {
     "user_id": "user",
     "prompt.chat.messages": "messages",
     "prompt.text": "prompt",
-    "prompt": "prompt",
     "n": "n",
     "version": "model",
     "sampling.temperature": "temperature",
@@ -45,8 +44,11 @@ FIELD_NAMES = {
 FINISH_REASONS = {"stop": "stop", "length": "length", "blocked": "content_filter"}
 
 
-def openai_field(field: str) -> str:
-    """The OpenAI body's name for a GenerateRequest field ("prompt.chat.messages[2].role" -> "messages[2].role")."""
+def openai_field(field: str, chat: bool = True) -> str:
+    """The OpenAI body's name for a GenerateRequest field ("prompt.chat.messages[2].role" -> "messages[2].role");
+    the prompt as a whole is a chat's `messages`, a completion's `prompt`."""
+    if field == "prompt":
+        return "messages" if chat else "prompt"
     for ours, theirs in FIELD_NAMES.items():
         if field == ours or field.startswith((f"{ours}[", f"{ours}.")):
             return theirs + field[len(ours) :]

@@ -129,11 +129,13 @@ def test_a_completion_body_takes_one_text_prompt() -> None:
         ("prompt.chat.messages", "messages"),
         ("prompt.chat.messages[2].role", "messages[2].role"),
         ("user_id", "user"),
+        ("prompt", "messages"),
         ("steer_targets.helpfulness", "steer_targets.helpfulness"),
     ],
 )
 def test_the_shared_paths_field_names_become_the_openai_bodys(ours: str, theirs: str) -> None:
     assert openai_field(ours) == theirs
+    assert openai_field("prompt", chat=False) == openai_field("prompt.text") == "prompt"
 
 
 def test_a_refusal_of_the_shared_path_keeps_its_status_and_names_the_openai_field() -> None:
