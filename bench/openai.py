@@ -39,7 +39,7 @@ from trimtab.simulation.world import Split, World
 REQUESTS = 256
 CONCURRENCY = 64
 MAX_TOKENS = 64
-TRIES = 2  # measurements per server, the better counting: a fresh engine's first seconds run slower
+TRIES = 2  # measurements of each kind per server, the better counting (the machine is shared and noisy)
 START_TIMEOUT_S = 300
 KEY = "bench-key"
 
@@ -141,13 +141,16 @@ class Loads:
 
 
 def _measure(command: list[str], env: dict[str, str], log: Path, url: str, model: str, prompts: Any) -> Loads:
-    """The better of TRIES loads each, unary and streamed, on one server process."""
+    """On one server process: a warm-up load (a fresh engine's first seconds run slower), then TRIES loads
+    each of whole answers and streams, interleaved, the best of each counting."""
     with _server(command, env, log) as process:
         asyncio.run(_wait_ready(url, process, log))
-        best = {}
-        for stream in (False, True):
-            loads = [asyncio.run(_load(url, model, prompts, stream)) for _ in range(TRIES)]
-            best[stream] = max(loads, key=lambda load: load.tokens_per_s)
+        asyncio.run(_load(url, model, prompts, stream=True))
+        loads: dict[bool, list[Load]] = {False: [], True: []}
+        for _ in range(TRIES):
+            for stream in (False, True):
+                loads[stream].append(asyncio.run(_load(url, model, prompts, stream)))
+    best = {stream: max(measured, key=lambda load: load.tokens_per_s) for stream, measured in loads.items()}
     return Loads(unary=best[False], streamed=best[True])
 
 

@@ -242,14 +242,16 @@ def bench_serving(config: TrimtabConfig) -> list[Comparison]:
 
 def private_stack(config: TrimtabConfig, workdir: Path) -> TrimtabConfig:
     """`config` on a stack of its own, as the tests run: a broker on a free port, a fresh Redis key prefix,
-    a registry and run directory in `workdir`, serving on any free port."""
+    a registry and run directory in `workdir`, serving (gRPC and the OpenAI API) on any free ports."""
     return config.model_copy(
         update={
             "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
             "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
             "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
             "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
-            "serving": config.serving.model_copy(update={"port": 0}),
+            "serving": config.serving.model_copy(
+                update={"port": 0, "openai": config.serving.openai.model_copy(update={"port": 0})}
+            ),
         }
     )
 

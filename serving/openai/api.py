@@ -22,22 +22,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from serving.generation import Chunk, Generation, Job, Refused, tracer
+from serving.generation import Generation, Job, Options, Refused, tracer
 from serving.openai import translate
 from serving.openai.errors import ApiError, from_refused, from_validation, openai_errors
 from serving.openai.feedback import FeedbackForwarder
 from serving.openai.openapi import CHAT_PATH, COMPLETIONS_PATH, FEEDBACK_PATH, MODELS_PATH, OPENAPI_PATH, document
-from serving.openai.schema import (
-    ChatCompletionRequest,
-    ChunkDelta,
-    CompletionChoice,
-    CompletionRequest,
-    Model,
-    ModelList,
-)
+from serving.openai.schema import ChatCompletionRequest, CompletionRequest, Model, ModelList, Sampling
 from trimtab.auth import Authenticator, Principal, Unauthenticated, credential
 from trimtab.config.serving import OpenAIConfig
 from trimtab.telemetry import context_from_grpc
+from trimtab.v1 import inference_pb2
 
 HEALTH_PATH = "/healthz"
 B = TypeVar("B", bound=BaseModel)
@@ -76,96 +70,53 @@ class OpenAIApi:
         principal = self._principal(http)
         body = _parse(ChatCompletionRequest, await http.read())
         request, options = translate.chat_request(body, principal, self._config.model_name)
-        with tracer.start_as_current_span(f"POST {CHAT_PATH}", context=context_from_grpc(list(http.headers.items()))):
-            try:
-                async with self._generation.admitted(request, principal, options) as job:
-                    if body.stream:
-                        include_usage = body.stream_options is not None and body.stream_options.include_usage
-                        events = self._chat_events(job, request.user_id, body.logprobs, include_usage)
-                        return await _sse(http, events)
-                    await self._generation.complete(job)
-            except Refused as refused:
-                raise from_refused(refused) from None
-        token_texts = self._generation.engine.token_texts
-        return web.json_response(translate.chat_completion(job, request.user_id, body.logprobs, token_texts))
+        face = translate.ChatFace(request.user_id, body.logprobs, self._generation.engine.token_texts)
+        return await self._serve(http, CHAT_PATH, face, body, request=request, principal=principal, options=options)
 
     async def completions(self, http: web.Request) -> web.StreamResponse:
         principal = self._principal(http)
         body = _parse(CompletionRequest, await http.read())
         request, options = translate.completion_request(body, principal, self._config.model_name)
         logprobs = body.logprobs is not None
-        with tracer.start_as_current_span(
-            f"POST {COMPLETIONS_PATH}", context=context_from_grpc(list(http.headers.items()))
-        ):
+        face = translate.CompletionFace(request.user_id, logprobs, self._generation.engine.token_texts)
+        return await self._serve(
+            http, COMPLETIONS_PATH, face, body, request=request, principal=principal, options=options
+        )
+
+    async def _serve(
+        self,
+        http: web.Request,
+        path: str,
+        face: translate.Face,
+        body: Sampling,
+        *,
+        request: inference_pb2.GenerateRequest,
+        principal: Principal,
+        options: Options,
+    ) -> web.StreamResponse:
+        """Through the shared request path: the whole body, or server-sent events with body.stream."""
+        context = context_from_grpc(list(http.headers.items()))
+        with tracer.start_as_current_span(f"POST {path}", context=context):
             try:
                 async with self._generation.admitted(request, principal, options) as job:
                     if body.stream:
-                        include_usage = body.stream_options is not None and body.stream_options.include_usage
-                        events = self._completion_events(job, request.user_id, logprobs, include_usage)
-                        return await _sse(http, events)
+                        usage = body.stream_options is not None and body.stream_options.include_usage
+                        return await _sse(http, self._events(job, face, usage))
                     await self._generation.complete(job)
             except Refused as refused:
-                raise from_refused(refused, chat=False) from None
-        token_texts = self._generation.engine.token_texts
-        return web.json_response(translate.completion(job, request.user_id, logprobs, token_texts))
+                raise from_refused(refused, face.chat) from None
+        return web.json_response(face.whole(job))
 
-    async def _chat_events(self, job: Job, user: str, logprobs: bool, include_usage: bool) -> Events:
-        token_texts = self._generation.engine.token_texts
-        reported = [0] * len(job.runs)  # per candidate: tokens whose logprobs were sent
-        started = [False] * len(job.runs)
-        async for chunk in self._chunks(job):
-            run = chunk.run
-            delta = ChunkDelta(content=chunk.text)
-            if not started[run.index]:  # OpenAI's first delta of a choice names the role
-                delta["role"], started[run.index] = "assistant", True
-            choice_logprobs = None
-            if logprobs and chunk.tokens_end is not None:
-                choice_logprobs = translate.chat_logprobs(run, reported[run.index], chunk.tokens_end, token_texts)
-                reported[run.index] = chunk.tokens_end
-            choice = translate.chunk_choice(run, delta, chunk.final, choice_logprobs)
-            event = translate.chat_chunk(job, user, [choice])
-            if include_usage:
-                event["usage"] = None
-            yield dict(event)
-        if include_usage:
-            last = translate.chat_chunk(job, user, [])
-            last["usage"] = translate.usage(job)
-            yield dict(last)
-
-    async def _completion_events(self, job: Job, user: str, logprobs: bool, include_usage: bool) -> Events:
-        token_texts = self._generation.engine.token_texts
-        reported = [0] * len(job.runs)
-        offsets = [0] * len(job.runs)  # per candidate: characters of text sent so far
-        async for chunk in self._chunks(job):
-            run = chunk.run
-            choice_logprobs = None
-            if logprobs and chunk.tokens_end is not None:
-                start = reported[run.index]
-                choice_logprobs = translate.legacy_logprobs(
-                    run, start, chunk.tokens_end, offsets[run.index], token_texts
-                )
-                reported[run.index] = chunk.tokens_end
-            offsets[run.index] += len(chunk.text)
-            choice = CompletionChoice(
-                index=run.index,
-                text=chunk.text,
-                finish_reason=translate.finish_reason(run) if chunk.final else None,
-                logprobs=choice_logprobs,
-                response_id=run.response_id,
-            )
-            event = translate.completion_chunk(job, user, [choice])
-            if include_usage:
-                event["usage"] = None
-            yield dict(event)
-        if include_usage:
-            last = translate.completion_chunk(job, user, [])
-            last["usage"] = translate.usage(job)
-            yield dict(last)
-
-    async def _chunks(self, job: Job) -> AsyncGenerator[Chunk, None]:
+    async def _events(self, job: Job, face: translate.Face, include_usage: bool) -> Events:
+        sent = [translate.Sent() for _ in job.runs]
         async with contextlib.aclosing(self._generation.stream(job)) as chunks:
             async for chunk in chunks:
-                yield chunk
+                event = face.chunk(job, chunk, sent[chunk.run.index])
+                if include_usage:  # OpenAI's shape: every chunk says usage, null until the last
+                    event["usage"] = None
+                yield event
+        if include_usage:
+            yield face.usage_chunk(job)
 
     async def models(self, http: web.Request) -> web.Response:
         self._principal(http)

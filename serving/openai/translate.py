@@ -1,12 +1,15 @@
 """OpenAI bodies to the shared request path and back: a request becomes a GenerateRequest (the same
-message the gRPC face validates), each candidate run a choice."""
+message the gRPC face validates), each candidate run a choice; a Face builds one API's bodies, whole
+and as stream chunks."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from serving.generation import CandidateRun, Job, Options
+from serving.generation import CandidateRun, Chunk, Job, Options
 from serving.openai.schema import (
     ChatChoice,
     ChatCompletion,
@@ -128,28 +131,6 @@ def chat_completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts
     )
 
 
-def chat_chunk(job: Job, user: str, choices: list[ChunkChoice]) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
-        id=job.request_id,
-        object="chat.completion.chunk",
-        created=int(time.time()),
-        model=job.served.version,
-        system_fingerprint=job.served.version,
-        choices=choices,
-        user=user,
-    )
-
-
-def chunk_choice(run: CandidateRun, delta: ChunkDelta, final: bool, logprobs: ChoiceLogprobs | None) -> ChunkChoice:
-    return ChunkChoice(
-        index=run.index,
-        delta=delta,
-        finish_reason=finish_reason(run) if final else None,
-        logprobs=logprobs,
-        response_id=run.response_id,
-    )
-
-
 def chat_logprobs(run: CandidateRun, start: int, end: int, token_texts: TokenTexts) -> ChoiceLogprobs:
     """Tokens [start, end) of a candidate with their logprobs (and the likeliest alternatives, if asked)."""
     ids = run.token_ids[start:end]
@@ -190,18 +171,6 @@ def completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts) -> 
     )
 
 
-def completion_chunk(job: Job, user: str, choices: list[CompletionChoice]) -> Completion:
-    return Completion(
-        id=job.request_id,
-        object="text_completion",
-        created=int(time.time()),
-        model=job.served.version,
-        system_fingerprint=job.served.version,
-        choices=choices,
-        user=user,
-    )
-
-
 def legacy_logprobs(run: CandidateRun, start: int, end: int, offset: int, token_texts: TokenTexts) -> LegacyLogprobs:
     """The completions API's logprobs: parallel lists, the alternatives as {token: logprob}; `offset`
     is where tokens[start]'s text begins in the choice's text."""
@@ -216,3 +185,110 @@ def legacy_logprobs(run: CandidateRun, start: int, end: int, offset: int, token_
         top_logprobs=[{top["token"]: top["logprob"] for top in entry["top_logprobs"]} for entry in content],
         text_offset=offsets,
     )
+
+
+@dataclass
+class Sent:
+    """What a stream has sent of one candidate so far."""
+
+    chunks: int = 0
+    tokens: int = 0  # tokens whose logprobs went out
+    chars: int = 0  # characters of text
+
+
+class Face(Protocol):
+    """What differs between the chat and the completions API: the bodies."""
+
+    @property
+    def chat(self) -> bool:
+        """The prompt as a whole is `messages` (chat) or `prompt` (completions)."""
+
+    def whole(self, job: Job) -> dict[str, Any]: ...
+
+    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]: ...
+
+    def usage_chunk(self, job: Job) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ChatFace:
+    user: str
+    logprobs: bool
+    token_texts: TokenTexts
+    chat: bool = True
+
+    def whole(self, job: Job) -> dict[str, Any]:
+        return dict(chat_completion(job, self.user, self.logprobs, self.token_texts))
+
+    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]:
+        run = chunk.run
+        delta = ChunkDelta(content=chunk.text)
+        if not sent.chunks:  # OpenAI's first delta of a choice names the role
+            delta["role"] = "assistant"
+        logprobs = None
+        if self.logprobs and chunk.tokens_end is not None:
+            logprobs = chat_logprobs(run, sent.tokens, chunk.tokens_end, self.token_texts)
+            sent.tokens = chunk.tokens_end
+        sent.chunks += 1
+        final = finish_reason(run) if chunk.final else None
+        choice = ChunkChoice(
+            index=run.index, delta=delta, finish_reason=final, logprobs=logprobs, response_id=run.response_id
+        )
+        return self._envelope(job, [choice])
+
+    def usage_chunk(self, job: Job) -> dict[str, Any]:
+        return self._envelope(job, []) | {"usage": usage(job)}
+
+    def _envelope(self, job: Job, choices: list[ChunkChoice]) -> dict[str, Any]:
+        return dict(
+            ChatCompletionChunk(
+                id=job.request_id,
+                object="chat.completion.chunk",
+                created=int(time.time()),
+                model=job.served.version,
+                system_fingerprint=job.served.version,
+                choices=choices,
+                user=self.user,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class CompletionFace:
+    user: str
+    logprobs: bool
+    token_texts: TokenTexts
+    chat: bool = False
+
+    def whole(self, job: Job) -> dict[str, Any]:
+        return dict(completion(job, self.user, self.logprobs, self.token_texts))
+
+    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]:
+        run = chunk.run
+        logprobs = None
+        if self.logprobs and chunk.tokens_end is not None:
+            logprobs = legacy_logprobs(run, sent.tokens, chunk.tokens_end, sent.chars, self.token_texts)
+            sent.tokens = chunk.tokens_end
+        sent.chunks += 1
+        sent.chars += len(chunk.text)
+        final = finish_reason(run) if chunk.final else None
+        choice = CompletionChoice(
+            index=run.index, text=chunk.text, finish_reason=final, logprobs=logprobs, response_id=run.response_id
+        )
+        return self._envelope(job, [choice])
+
+    def usage_chunk(self, job: Job) -> dict[str, Any]:
+        return self._envelope(job, []) | {"usage": usage(job)}
+
+    def _envelope(self, job: Job, choices: list[CompletionChoice]) -> dict[str, Any]:
+        return dict(
+            Completion(
+                id=job.request_id,
+                object="text_completion",
+                created=int(time.time()),
+                model=job.served.version,
+                system_fingerprint=job.served.version,
+                choices=choices,
+                user=self.user,
+            )
+        )

@@ -171,19 +171,21 @@ def in_the_world(config: TrimtabConfig, judge: Literal["gold", "reward_model"]) 
 
 def with_free_ports(config: TrimtabConfig) -> TrimtabConfig:
     """Port 0 ("any free port") replaced by a free port now: the harness must know where to connect."""
-    serving = config.serving
-    feedback = config.feedback
-    return config.model_copy(
+    feedback = config.feedback.model_copy(
         update={
-            "serving": serving.model_copy(update={"port": serving.port or _free_port()}),
-            "feedback": feedback.model_copy(
-                update={
-                    "grpc_port": feedback.grpc_port or _free_port(),
-                    "http_port": feedback.http_port or _free_port(),
-                }
-            ),
+            "grpc_port": config.feedback.grpc_port or _free_port(),
+            "http_port": config.feedback.http_port or _free_port(),
         }
     )
+    # The OpenAI API's feedback goes to this run's own feedback service.
+    openai = config.serving.openai.model_copy(
+        update={
+            "port": config.serving.openai.port or _free_port(),
+            "feedback_address": f"{_loopback(feedback.grpc_host)}:{feedback.grpc_port}",
+        }
+    )
+    serving = config.serving.model_copy(update={"port": config.serving.port or _free_port(), "openai": openai})
+    return config.model_copy(update={"serving": serving, "feedback": feedback})
 
 
 def start_services(
