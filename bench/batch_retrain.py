@@ -26,7 +26,6 @@ from learner.checkpoint import TrainingState
 from learner.distributed import init_distributed, shutdown
 from learner.models import load_trainable
 from learner.offline import pad_token_id
-from learner.online.heads import FEEDBACK_IDS
 from learner.online.items import Item, ItemFactory, anchor_items
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Replay, plan_round
@@ -35,7 +34,7 @@ from learner.publish import Contents, VersionRecord, exported, publish
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.app.demo.archive import FEEDBACK_ARCHIVE, read_feedback
 from trimtab.config import TrimtabConfig, load_config
-from trimtab.registry import Registry
+from trimtab.registry import FEEDBACK_IDS, Registry
 from trimtab.suite import load_suite
 
 ROUND_SEED = 1  # the online learner seeds round n with n: this is its first and only round

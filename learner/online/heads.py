@@ -23,9 +23,8 @@ from learner.online.run import OnlineRun
 from learner.online.training import online_lora, online_optimizer, train_round, trains_reward_model
 from learner.publish import Contents, VersionRecord, exported, publish
 from trimtab.config.learner import LoraSettings
-from trimtab.registry import Registry
+from trimtab.registry import FEEDBACK_IDS, Registry
 
-FEEDBACK_IDS = "feedback_ids.json"  # in each version: the feedback the round trained (new items only)
 POLICY_ALGORITHM = "online"  # the policy's versions
 REWARD_MODEL_ALGORITHM = "online_reward_model"  # the reward model's versions
 

@@ -20,7 +20,7 @@ import torch
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from learner.online.heads import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
+from learner.online.heads import REWARD_MODEL_ALGORITHM
 from learner.online.items import Item, ItemFactory, Skipped
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
@@ -33,7 +33,7 @@ from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import FeedbackMix
 from trimtab.events import event_producer, send_event
-from trimtab.registry import Registry
+from trimtab.registry import FEEDBACK_IDS, Registry
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,12 +18,12 @@ import pytest
 from rich.console import Console
 from transformers import AutoModelForSequenceClassification
 
-from learner.online.heads import FEEDBACK_IDS, REWARD_MODEL_ALGORITHM
+from learner.online.heads import REWARD_MODEL_ALGORITHM
 from tests.loop.demo_config import short_demo_config
 from tests.serving_process import ServingProcess
 from trimtab.app.demo import run_demo
 from trimtab.app.demo.records import Interaction, read_jsonl
-from trimtab.registry import Registry
+from trimtab.registry import FEEDBACK_IDS, Registry
 
 pytestmark = pytest.mark.integration
 

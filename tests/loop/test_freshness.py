@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from bench.loop import batch_freshness
-from learner.online.heads import FEEDBACK_IDS
 from trimtab.app.demo import analysis
 from trimtab.app.demo.archive import read_feedback
 from trimtab.app.demo.quality import QualityCheck
-from trimtab.app.demo.records import FEEDBACK_IDS as RECORDED_FEEDBACK_IDS
 from trimtab.app.demo.records import Answer, Clock, CpuSample, Interaction, LearnerCpu, TrainedVersion, trained_versions
 from trimtab.app.demo.report import RunRecords, write_report
-from trimtab.registry import Registry
+from trimtab.registry import FEEDBACK_IDS, Registry
 from trimtab.registry.store import LORA_FILES
 from trimtab.v1 import events_pb2
 
@@ -101,10 +99,6 @@ def test_the_report_shows_freshness_and_cost(tmp_path: Path) -> None:
     assert "feedback -&gt; serving" in page and "3 of 5 accepted events reached serving" in page
     assert "+0.200 (r* +0.600)" in page
     assert "3.0 CPU min until v2 was published" in page
-
-
-def test_the_demo_reads_the_file_the_learner_writes() -> None:
-    assert RECORDED_FEEDBACK_IDS == FEEDBACK_IDS
 
 
 def test_archived_feedback_reads_back_as_events(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -121,6 +122,7 @@ def test_serving_answers_through_the_models_own_chat_template(real: RealStack) -
 
 def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(real: RealStack) -> None:
     feedback_ids = []
+    answers = []
     for i in range(THUMBS):
         user = f"real-user-{i % 6}"  # six users: none above the round's per-user share
         reply = generate(real.serving.address, user, QUESTIONS[i % len(QUESTIONS)], temperature=1.0)
@@ -135,6 +137,7 @@ def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(
             ),
         )
         feedback_ids.append(feedback_id)
+        answers.append(answer)
 
     learned = run_cli("learn", "--online", "--model", str(SMOLLM2), env=real.env | learner_settings(real.workdir))
     assert learned.returncode == 0, learned.stderr[-4000:]
@@ -154,6 +157,45 @@ def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(
     assert promoted.returncode == 0, promoted.stderr
     served = wait_for_version(real.serving.address, version.id)
     assert served.text.strip()
+    assert_the_lineage_connects_answers_feedback_and_versions(real, answers[0], feedback_ids[0], version, served)
+
+
+def lineage(real: RealStack, identifier: str) -> dict[str, Any]:
+    found = run_cli("lineage", identifier, "--json", env=real.env, timeout=60)
+    assert found.returncode == 0, found.stdout + found.stderr
+    return dict(json.loads(found.stdout))
+
+
+def assert_the_lineage_connects_answers_feedback_and_versions(
+    real: RealStack,
+    judged: inference_pb2.Candidate,
+    feedback_id: str,
+    version: Manifest,
+    served: inference_pb2.Candidate,
+) -> None:
+    """`trimtab lineage` on a feedback, the answer it judged, the version it trained and that version's answer."""
+    imported = judged.model_version
+    assert version.parent == imported
+    feedback = lineage(real, feedback_id)
+    assert feedback["feedback"]["state"] == "accepted" and feedback["feedback"]["record"]["offset"] >= 0
+    assert feedback["judged"] == [{"response": judged.response_id, "served_by": imported}]
+    assert feedback["trained_into"] == [version.id]
+
+    answered = lineage(real, judged.response_id)
+    assert answered["served_by"] == imported and answered["response"]["user"].startswith("real-user-")
+    assert [span["version"] for span in answered["version_spans"]] == [imported]
+
+    trained = lineage(real, version.id)
+    assert trained["version"]["serving"] == "current" and trained["version"]["algorithm"] == "online"
+    assert [ancestor["id"] for ancestor in trained["ancestry"]] == [imported]
+    assert trained["trained_on"]["event_counts"] == {"kto": THUMBS} and trained["metrics"] == version.metrics
+    assert lineage(real, served.response_id)["served_by"] == version.id
+    assert lineage(real, imported)["descendants"] == [version.id]
+
+    printed = run_cli("lineage", judged.response_id, env=real.env, timeout=60)
+    assert printed.returncode == 0 and f"  served by: {imported}" in printed.stdout.splitlines()
+    unknown = run_cli("lineage", "no-such-feedback", env=real.env, timeout=60)
+    assert unknown.returncode == 1 and "no response, version or feedback with id 'no-such-feedback'" in unknown.stdout
 
 
 def learner_settings(workdir: Path) -> dict[str, str]:

@@ -149,6 +149,12 @@ def cmd_reward(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config, version)
 
 
+def cmd_lineage(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.app.lineage import run
+
+    return run(config, args.id, args.json)
+
+
 def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.registry import commands
 
@@ -241,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--parent", help="publish: the version it was trained from")
     versions.add_argument("--base", help="publish: for a LoRA adapter, the full version it applies to")
     versions.add_argument("--algorithm", default="import", help="publish: how it was made")
+    lineage = add("lineage", cmd_lineage, "where a response, a feedback or a version came from and what it went into")
+    lineage.add_argument("id", metavar="ID", help="a response id (resp_...), a version id (ver_...) or a feedback id")
+    lineage.add_argument("--json", action="store_true", help="JSON instead of lines")
     learn = add("learn", cmd_learn, "train on a JSONL file (or live feedback: --online) and publish versions")
     learn.add_argument("--online", action="store_true", help="consume the feedback topic continuously (learner.online)")
     learn.add_argument("--algo", choices=(*ALGORITHMS, *RL_ALGORITHMS), help="the training algorithm (offline)")

@@ -10,6 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST = "manifest.json"
+# In a version the online learner published: the ids of the feedback its round trained on (new items only),
+# read by the demo's freshness report and `trimtab lineage`.
+FEEDBACK_IDS = "feedback_ids.json"
 CHUNK = 1 << 20
 
 

@@ -12,11 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trimtab.registry import Registry
-
-# Each version the online learner publishes lists the feedback ids its round trained on in this file
-# (learner.online.heads.FEEDBACK_IDS; the demo reads the registry, it does not import the learner).
-FEEDBACK_IDS = "feedback_ids.json"
+from trimtab.registry import FEEDBACK_IDS, Registry
 
 
 @dataclass(frozen=True)
