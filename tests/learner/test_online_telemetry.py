@@ -106,3 +106,16 @@ def test_a_round_is_traced_to_the_feedback_it_read_and_counted(stack: TrimtabCon
     age_sum = metric_points(reader, "trimtab.learner.feedback_age", histogram="sum")[()]
     assert AGE_S * 9 <= age_sum < (AGE_S + 300) * 9
     assert metric_points(reader, "trimtab.learner.phase_duration")[series(phase="train_policy")] == 1
+
+
+def test_a_gated_rounds_numbers_and_the_kl_bound_are_exported_for_alerts() -> None:
+    reader = InMemoryMetricReader()
+    telemetry = LearnerTelemetry(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    gate = {"gate/candidate_kl": 9.5, "gate/max_kl": 8.0, "gate/candidate_reward": math.nan}
+    telemetry.round_done("ver_x", "refused", [], gate)
+    # NaN (not judged) is left out: an alert must not compare it.
+    assert metric_points(reader, "trimtab.learner.gate") == {
+        series(metric="candidate_kl"): 9.5,
+        series(metric="max_kl"): 8.0,
+    }
+    assert metric_points(reader, "trimtab.learner.rounds") == {series(outcome="refused"): 1}
