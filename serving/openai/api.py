@@ -70,7 +70,8 @@ class OpenAIApi:
         principal = self._principal(http)
         body = _parse(ChatCompletionRequest, await http.read())
         request, options = translate.chat_request(body, principal, self._config.model_name)
-        face = translate.ChatFace(request.user_id, body.logprobs, self._generation.engine.token_texts)
+        texts = self._generation.engine.token_texts
+        face = translate.Face(chat=True, user=request.user_id, logprobs=body.logprobs, token_texts=texts)
         return await self._serve(http, CHAT_PATH, face, body, request=request, principal=principal, options=options)
 
     async def completions(self, http: web.Request) -> web.StreamResponse:
@@ -78,7 +79,8 @@ class OpenAIApi:
         body = _parse(CompletionRequest, await http.read())
         request, options = translate.completion_request(body, principal, self._config.model_name)
         logprobs = body.logprobs is not None
-        face = translate.CompletionFace(request.user_id, logprobs, self._generation.engine.token_texts)
+        texts = self._generation.engine.token_texts
+        face = translate.Face(chat=False, user=request.user_id, logprobs=logprobs, token_texts=texts)
         return await self._serve(
             http, COMPLETIONS_PATH, face, body, request=request, principal=principal, options=options
         )

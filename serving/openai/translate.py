@@ -4,22 +4,14 @@ and as stream chunks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from serving.generation import CandidateRun, Chunk, Job, Options
 from serving.openai.schema import (
-    ChatChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ChoiceLogprobs,
-    ChunkChoice,
-    ChunkDelta,
-    Completion,
-    CompletionChoice,
     CompletionRequest,
     LegacyLogprobs,
     Sampling,
@@ -108,29 +100,6 @@ def finish_reason(run: CandidateRun) -> str | None:
     return FINISH_REASONS.get(run.finish_reason or "")
 
 
-def chat_completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts) -> ChatCompletion:
-    choices = [
-        ChatChoice(
-            index=run.index,
-            message={"role": "assistant", "content": run.answer},
-            finish_reason=finish_reason(run),
-            logprobs=chat_logprobs(run, 0, len(run.token_ids), token_texts) if logprobs else None,
-            response_id=run.response_id,
-        )
-        for run in job.runs
-    ]
-    return ChatCompletion(
-        id=job.request_id,
-        object="chat.completion",
-        created=int(time.time()),
-        model=job.served.version,
-        system_fingerprint=job.served.version,
-        choices=choices,
-        usage=usage(job),
-        user=user,
-    )
-
-
 def chat_logprobs(run: CandidateRun, start: int, end: int, token_texts: TokenTexts) -> ChoiceLogprobs:
     """Tokens [start, end) of a candidate with their logprobs (and the likeliest alternatives, if asked)."""
     ids = run.token_ids[start:end]
@@ -146,29 +115,6 @@ def chat_logprobs(run: CandidateRun, start: int, end: int, token_texts: TokenTex
 
 def _top(text: str, logprob: float) -> TopLogprob:
     return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode()))
-
-
-def completion(job: Job, user: str, logprobs: bool, token_texts: TokenTexts) -> Completion:
-    choices = [
-        CompletionChoice(
-            index=run.index,
-            text=run.answer,
-            finish_reason=finish_reason(run),
-            logprobs=legacy_logprobs(run, 0, len(run.token_ids), 0, token_texts) if logprobs else None,
-            response_id=run.response_id,
-        )
-        for run in job.runs
-    ]
-    return Completion(
-        id=job.request_id,
-        object="text_completion",
-        created=int(time.time()),
-        model=job.served.version,
-        system_fingerprint=job.served.version,
-        choices=choices,
-        usage=usage(job),
-        user=user,
-    )
 
 
 def legacy_logprobs(run: CandidateRun, start: int, end: int, offset: int, token_texts: TokenTexts) -> LegacyLogprobs:
@@ -196,99 +142,65 @@ class Sent:
     chars: int = 0  # characters of text
 
 
-class Face(Protocol):
-    """What differs between the chat and the completions API: the bodies."""
+@dataclass(frozen=True)
+class Face:
+    """One API's bodies, whole and as stream chunks: chat completions (`chat`) or completions."""
+
+    chat: bool  # also: the prompt as a whole is `messages` (chat) or `prompt` (completions)
+    user: str
+    logprobs: bool
+    token_texts: TokenTexts
+
+    def whole(self, job: Job) -> dict[str, Any]:
+        choices = [self._choice(run, run.answer, 0, len(run.token_ids), 0, final=True) for run in job.runs]
+        return self._envelope(job, "chat.completion" if self.chat else "text_completion", choices) | {
+            "usage": usage(job)
+        }
+
+    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]:
+        start, end = sent.tokens, sent.tokens if chunk.tokens_end is None else chunk.tokens_end
+        choice = self._choice(chunk.run, chunk.text, start, end, sent.chars, final=chunk.final)
+        if self.chat:
+            choice["delta"] = {"content": choice.pop("message")["content"]}
+            if not sent.chunks:  # OpenAI's first delta of a choice names the role
+                choice["delta"]["role"] = "assistant"
+        if chunk.tokens_end is None:  # a guard holds text back: its tokens go out with the last chunk
+            choice["logprobs"] = None
+        sent.chunks, sent.tokens, sent.chars = sent.chunks + 1, end, sent.chars + len(chunk.text)
+        return self._envelope(job, self._chunk_object, [choice])
+
+    def usage_chunk(self, job: Job) -> dict[str, Any]:
+        return self._envelope(job, self._chunk_object, []) | {"usage": usage(job)}
 
     @property
-    def chat(self) -> bool:
-        """The prompt as a whole is `messages` (chat) or `prompt` (completions)."""
+    def _chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
 
-    def whole(self, job: Job) -> dict[str, Any]: ...
-
-    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]: ...
-
-    def usage_chunk(self, job: Job) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class ChatFace:
-    user: str
-    logprobs: bool
-    token_texts: TokenTexts
-    chat: bool = True
-
-    def whole(self, job: Job) -> dict[str, Any]:
-        return dict(chat_completion(job, self.user, self.logprobs, self.token_texts))
-
-    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]:
-        run = chunk.run
-        delta = ChunkDelta(content=chunk.text)
-        if not sent.chunks:  # OpenAI's first delta of a choice names the role
-            delta["role"] = "assistant"
-        logprobs = None
-        if self.logprobs and chunk.tokens_end is not None:
-            logprobs = chat_logprobs(run, sent.tokens, chunk.tokens_end, self.token_texts)
-            sent.tokens = chunk.tokens_end
-        sent.chunks += 1
-        final = finish_reason(run) if chunk.final else None
-        choice = ChunkChoice(
-            index=run.index, delta=delta, finish_reason=final, logprobs=logprobs, response_id=run.response_id
-        )
-        return self._envelope(job, [choice])
-
-    def usage_chunk(self, job: Job) -> dict[str, Any]:
-        return self._envelope(job, []) | {"usage": usage(job)}
-
-    def _envelope(self, job: Job, choices: list[ChunkChoice]) -> dict[str, Any]:
-        return dict(
-            ChatCompletionChunk(
-                id=job.request_id,
-                object="chat.completion.chunk",
-                created=int(time.time()),
-                model=job.served.version,
-                system_fingerprint=job.served.version,
-                choices=choices,
-                user=self.user,
+    def _choice(self, run: CandidateRun, text: str, start: int, end: int, chars: int, final: bool) -> dict[str, Any]:
+        """A choice with tokens [start, end)'s logprobs; `chars`: where `text` begins in the whole answer."""
+        logprobs: ChoiceLogprobs | LegacyLogprobs | None = None
+        if self.logprobs:
+            logprobs = (
+                chat_logprobs(run, start, end, self.token_texts)
+                if self.chat
+                else legacy_logprobs(run, start, end, chars, self.token_texts)
             )
-        )
+        said = {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+        return {
+            "index": run.index,
+            **said,
+            "finish_reason": finish_reason(run) if final else None,
+            "logprobs": logprobs,
+            "response_id": run.response_id,
+        }
 
-
-@dataclass(frozen=True)
-class CompletionFace:
-    user: str
-    logprobs: bool
-    token_texts: TokenTexts
-    chat: bool = False
-
-    def whole(self, job: Job) -> dict[str, Any]:
-        return dict(completion(job, self.user, self.logprobs, self.token_texts))
-
-    def chunk(self, job: Job, chunk: Chunk, sent: Sent) -> dict[str, Any]:
-        run = chunk.run
-        logprobs = None
-        if self.logprobs and chunk.tokens_end is not None:
-            logprobs = legacy_logprobs(run, sent.tokens, chunk.tokens_end, sent.chars, self.token_texts)
-            sent.tokens = chunk.tokens_end
-        sent.chunks += 1
-        sent.chars += len(chunk.text)
-        final = finish_reason(run) if chunk.final else None
-        choice = CompletionChoice(
-            index=run.index, text=chunk.text, finish_reason=final, logprobs=logprobs, response_id=run.response_id
-        )
-        return self._envelope(job, [choice])
-
-    def usage_chunk(self, job: Job) -> dict[str, Any]:
-        return self._envelope(job, []) | {"usage": usage(job)}
-
-    def _envelope(self, job: Job, choices: list[CompletionChoice]) -> dict[str, Any]:
-        return dict(
-            Completion(
-                id=job.request_id,
-                object="text_completion",
-                created=int(time.time()),
-                model=job.served.version,
-                system_fingerprint=job.served.version,
-                choices=choices,
-                user=self.user,
-            )
-        )
+    def _envelope(self, job: Job, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": job.request_id,
+            "object": kind,
+            "created": job.received_at.seconds,  # one time for a completion and all its chunks
+            "model": job.served.version,
+            "system_fingerprint": job.served.version,
+            "choices": choices,
+            "user": self.user,
+        }
