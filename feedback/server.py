@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from feedback.evaluation import EvaluationEvents
 from feedback.grpc_api import SERVICE_NAME, GrpcFeedback
 from feedback.http_api import HttpFeedback
 from feedback.metrics import FeedbackMetrics
@@ -39,7 +40,11 @@ class FeedbackServer:
     """Both transports over one FeedbackService; `start()` binds, `stop()` drains."""
 
     def __init__(
-        self, config: TrimtabConfig, metrics: FeedbackMetrics | None = None, tracer: trace.Tracer | None = None
+        self,
+        config: TrimtabConfig,
+        metrics: FeedbackMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+        evaluations: EvaluationEvents | None = None,
     ) -> None:
         self._config = config
         settings = config.feedback
@@ -50,7 +55,7 @@ class FeedbackServer:
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._producer = FeedbackProducer(config.kafka, config.kafka.topics.feedback.name, settings.produce_timeout_s)
-        self.service = FeedbackService(config, self._redis, self._producer, metrics, tracer)
+        self.service = FeedbackService(config, self._redis, self._producer, metrics, tracer, evaluations)
         self._http = HttpFeedback(self.service, settings.max_request_bytes)
         self._health = health.aio.HealthServicer()
         self._grpc = grpc.aio.server(

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from feedback import event as events
 from feedback.abuse import is_trainable, polarity
 from feedback.errors import FeedbackError, already_exists, rate_limited, unauthenticated, unavailable
+from feedback.evaluation import EvaluationEvents
 from feedback.keys import Keys
 from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited
 from feedback.limits import KeyRateLimiter
@@ -59,6 +60,7 @@ class FeedbackService:
         producer: FeedbackProducer,
         metrics: FeedbackMetrics | None = None,
         tracer: trace.Tracer | None = None,
+        evaluations: EvaluationEvents | None = None,
     ) -> None:
         self._config = config.feedback
         self._filter = config.guardrails.feedback_filter
@@ -73,6 +75,7 @@ class FeedbackService:
         self._key_limit = KeyRateLimiter(redis, config.feedback.key_rate)
         self._producer = producer
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
+        self._evaluations = evaluations or EvaluationEvents()
         self._background: set[asyncio.Task[None]] = set()
 
     async def submit(
@@ -91,6 +94,8 @@ class FeedbackService:
                 raise
             span.set_attribute("trimtab.feedback.replayed", response.replayed)
             self.metrics.accepted(kind_of(request), response.replayed)
+            if not response.replayed:  # a retry's events went out with the original
+                self._evaluations.accepted(request)
             return response
 
     def refused(self, error: FeedbackError) -> None:

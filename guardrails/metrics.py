@@ -14,6 +14,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import Counter, Histogram, Meter
 
 from guardrails.decisions import CheckResult, Stage
+from trimtab.telemetry import FAST_BUCKETS_S
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,10 @@ class GuardrailMetrics:
             decisions=meter.create_counter("trimtab.guardrails.decisions", description="Rail decisions"),
             checks=meter.create_counter("trimtab.guardrails.checks", description="Checks by overall outcome"),
             check_latency=meter.create_histogram(
-                "trimtab.guardrails.check_latency", unit="s", description="Seconds per check"
+                "trimtab.guardrails.check_latency",
+                unit="s",
+                description="Seconds per check",
+                explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
             ),
             reloads=meter.create_counter("trimtab.guardrails.reloads", description="Config reloads by outcome"),
         )

@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from guardrails.decisions import Decision, merge
 from guardrails.service import LiveGuardrails
+from serving import genai
 from serving.guarded import OutputGuard, check_prompt, last_user_text
 from serving.metrics import ServingMetrics
 from serving.protocol import Engine, EngineRequest, EngineStopped, VersionSpan
@@ -114,6 +115,8 @@ class Job:
     runs: list[CandidateRun]
     tenant: str
     options: Options
+    telemetry: genai.Attributes  # the request's GenAI attributes (the span's, and the metrics' base)
+    admitted_at: float = field(default_factory=time.perf_counter)
     guarded: bool = False  # the guardrails check this request (enabled, and for its tenant)
     refusal: str | None = None  # an input rail blocked the prompt: every candidate is this answer
 
@@ -171,12 +174,24 @@ class Generation:
     async def admitted(
         self, request: inference_pb2.GenerateRequest, principal: Principal, options: Options = Options()
     ) -> AsyncIterator[Job]:
-        """The admitted job, released (and its record queued) when the block ends; Refused otherwise."""
-        job = await self._admit(request, principal, options)
-        try:
-            yield job
-        finally:
-            self._release(job)
+        """The admitted job, released (and its record queued) when the block ends; Refused otherwise.
+        The block runs inside the request's GenAI span (`chat trimtab`), the parent of every span of it."""
+        attributes = genai.request_attributes(request, options.version or self._config.openai.model_name)
+        with tracer.start_as_current_span(genai.span_name(attributes), attributes=attributes) as span:
+            job = await self._admit(request, principal, options, attributes)
+            try:
+                yield job
+            finally:
+                self._release(job)
+                span.set_attributes(
+                    genai.response_attributes(
+                        request_id=job.request_id,
+                        version=job.served.version,
+                        finish_reasons=[run.finish_reason or "" for run in job.runs],
+                        input_tokens=len(job.valid.prompt_token_ids),
+                        output_tokens=sum(len(run.token_ids) for run in job.runs),
+                    )
+                )
 
     async def complete(self, job: Job) -> None:
         """Generate every candidate to its end."""
@@ -216,7 +231,13 @@ class Generation:
             "the inference engine stopped (see the server log); this replica is shutting down: retry on another",
         )
 
-    async def _admit(self, request: inference_pb2.GenerateRequest, principal: Principal, options: Options) -> Job:
+    async def _admit(
+        self,
+        request: inference_pb2.GenerateRequest,
+        principal: Principal,
+        options: Options,
+        telemetry: genai.Attributes,
+    ) -> Job:
         """Validate, run the input rails, take an in-flight slot and route. A prompt a rail refuses is still
         admitted: its answer is the refusal."""
         if request.tenant and request.tenant != principal.tenant and principal.key_name != ANONYMOUS:
@@ -254,7 +275,7 @@ class Generation:
         prompt_tokens = len(valid.prompt_token_ids)
         runs = [CandidateRun(i, new_id(RESPONSE_ID_PREFIX), served, prompt_tokens) for i in range(valid.n)]
         trace.get_current_span().set_attribute("trimtab.version", served.version)
-        job = Job(new_id("req_"), request, valid, served, received_at, runs, tenant, options)
+        job = Job(new_id("req_"), request, valid, served, received_at, runs, tenant, options, telemetry)
         if verdict is not None:
             job.guarded, job.refusal = True, verdict.refusal
             for run in runs:
@@ -280,6 +301,10 @@ class Generation:
             self._recorder.record(self._record(job))  # queued: the writes happen off the reply path
         outcome = "cancelled" if cancelled else "ok"
         self._meters.requests.add(1, {"outcome": outcome, "version": job.served.version})
+        error = "cancelled" if cancelled else None
+        self._meters.request_duration.record(
+            time.perf_counter() - job.admitted_at, genai.metric_attributes(job.telemetry, job.served.version, error)
+        )
 
     async def _drain(self, job: Job, run: CandidateRun, chunks: Chunks | None = None) -> None:
         """Run one candidate through the engine, collecting it (and streaming chunks when asked)."""
@@ -311,17 +336,17 @@ class Generation:
         guard = None
         if job.guarded and self._rails is not None:
             guard = OutputGuard(self._rails, last_user_text(job.request), streaming=chunks is not None)
-        started = last = time.perf_counter()
+        started = time.perf_counter()
+        first_at = started
+        measured = genai.metric_attributes(job.telemetry, job.served.version)
         try:
             # aclosing: leaving the loop early (a stream a rail blocked) aborts the request inside the engine.
             async with contextlib.aclosing(self.engine.generate(engine_request)) as deltas:
                 async for delta in deltas:
-                    now = time.perf_counter()
-                    if run.token_ids:
-                        self._meters.inter_token.record(now - last)
-                    else:  # a unary call's one delta comes at the end: the engine timed its first token
-                        self._meters.ttft.record(now - started if delta.first_token_s is None else delta.first_token_s)
-                    last = now
+                    if not run.token_ids:  # a unary call's one delta comes at the end: the engine timed its first token
+                        ttft = time.perf_counter() - started if delta.first_token_s is None else delta.first_token_s
+                        self._meters.time_to_first_token.record(ttft, measured)
+                        first_at = started + ttft
                     run.text.append(delta.text)
                     run.token_ids.extend(delta.token_ids)
                     run.logprobs.extend(delta.logprobs)
@@ -338,6 +363,9 @@ class Generation:
             if guard is not None:
                 await _finish_guarded(job, run, guard, chunks)
             self._meters.tokens.add(len(run.token_ids), {"version": job.served.version})
+            if len(run.token_ids) > 1 and run.finish_reason in ("stop", "length"):  # the conventions: successes
+                per_token = (time.perf_counter() - first_at) / (len(run.token_ids) - 1)
+                self._meters.time_per_output_token.record(per_token, measured)
         finally:
             if chunks is not None:
                 chunks.put_nowait(None)

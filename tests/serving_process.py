@@ -56,6 +56,9 @@ def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: s
         "TRIMTAB_SERVING__DRAIN_GRACE_S": "20",
         "TRIMTAB_SERVING__VERSION_POLL_S": "1",
         "TRIMTAB_REGISTRY__ROOT": str(registry_root),
+        # /metrics on a port of its own (a real Prometheus scrapes the session's in tests/loop/test_demo_learner.py)
+        "TRIMTAB_TELEMETRY__METRICS": "prometheus",
+        "TRIMTAB_TELEMETRY__PROMETHEUS_PORT": str(free_port()),
     }
     return env | {f"TRIMTAB_{key.upper()}": value for key, value in extra.items()}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import re
 
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+
 from tests.conftest import REPO
 
 PACKAGES = ("trimtab", "serving", "feedback", "learner", "guardrails")
@@ -28,6 +30,8 @@ def created_in_code() -> dict[str, tuple[str, str]]:
                 if node.func.attr not in KINDS:
                     continue
                 name = node.args[0]
+                if isinstance(name, ast.Name):  # a name of OpenTelemetry's conventions, imported from semconv
+                    name = ast.Constant(getattr(gen_ai_metrics, name.id))
                 assert isinstance(name, ast.Constant), f"{path}:{node.lineno}: a metric name must be a literal"
                 unit = next((k.value for k in node.keywords if k.arg == "unit"), ast.Constant(""))
                 assert isinstance(unit, ast.Constant), f"{path}:{node.lineno}: a unit must be a literal"

@@ -32,6 +32,8 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Link, Span, Tracer
 
+from trimtab.telemetry import SLOW_BUCKETS_S
+
 # A round can read thousands of events; a span's links are kept in memory until it ends and exporters
 # cap them anyway (the SDK's default span limit is 128).
 MAX_LINKS = 64
@@ -48,7 +50,10 @@ class LearnerTelemetry:
         self._backlog = meter.create_gauge("trimtab.learner.backlog", description="Consumed items awaiting a round.")
         self._rounds = meter.create_counter("trimtab.learner.rounds", description="Rounds by gate outcome.")
         self._phase = meter.create_histogram(
-            "trimtab.learner.phase_duration", unit="s", description="Wall time of each phase of a round."
+            "trimtab.learner.phase_duration",
+            unit="s",
+            description="Wall time of each phase of a round.",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
         )
         self._trained = meter.create_counter(
             "trimtab.learner.items_trained", description="New feedback items trained, by head and algorithm."
@@ -58,6 +63,7 @@ class LearnerTelemetry:
             "trimtab.learner.feedback_age",
             unit="s",
             description="From the feedback's acceptance to the publish of the policy version that trained it.",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
         )
         self._gate = meter.create_gauge(
             "trimtab.learner.gate", description="The last candidate's gate numbers and the KL bound, by metric."

@@ -1,16 +1,24 @@
 """deploy/observability/: the scrape config and the alert rules pass Prometheus's own checks
 (`promtool`, from Debian's prometheus package, installed by `make test`), the rules' unit tests pass, and
-every series an alert reads is one trimtab exports (docs/metrics.md, itself checked against the code)."""
+every series an alert or the Grafana dashboard reads is one trimtab exports (docs/metrics.md, itself
+checked against the code). The dashboard's queries are run against a real Prometheus scraping the running
+processes in tests/loop/test_demo_learner.py."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import yaml
 
 from tests.conftest import REPO
+from tests.deploy.prometheus import DASHBOARD, dashboard_queries
 from tests.test_metrics_documented import documented
+from trimtab.app.ops.panels import grafana_dashboard
+from trimtab.config import TelemetryConfig
 
 OBSERVABILITY = REPO / "deploy/observability"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_seconds_bucket", "_seconds_sum", "_seconds_count")}
@@ -35,13 +43,59 @@ def test_the_alert_rules_are_valid_and_fire_as_their_unit_tests_say() -> None:
     assert alerts == tested  # every alert has a unit test
 
 
-def test_every_series_an_alert_reads_is_one_trimtab_exports() -> None:
-    exported = set()
+def exported() -> set[str]:
+    """The Prometheus names of every documented metric."""
+    names = set()
     for name, (kind, unit) in documented().items():
         base = name.replace(".", "_")
         if kind == "histogram" and unit != "s":
-            exported |= {base + suffix.replace("_seconds", "") for suffix in SUFFIXES["histogram"]}
+            names |= {base + suffix.replace("_seconds", "") for suffix in SUFFIXES["histogram"]}
         else:
-            exported |= {base + suffix for suffix in SUFFIXES.get(kind, ("",))}
+            names |= {base + suffix for suffix in SUFFIXES.get(kind, ("",))}
+    return names
+
+
+def test_every_series_an_alert_reads_is_one_trimtab_exports() -> None:
     read = set(re.findall(r"\btrimtab_[a-z_]+", (OBSERVABILITY / "alerts.yml").read_text()))
-    assert read and read <= exported, sorted(read - exported)
+    assert read and read <= exported(), sorted(read - exported())
+
+
+def test_the_dashboard_reads_only_exported_series_through_its_datasource_variable() -> None:
+    queries = dashboard_queries()
+    read = {name for _, expr in queries for name in re.findall(r"\b(?:trimtab|gen_ai_server)_[a-z_]+", expr)}
+    assert read and read <= exported(), sorted(read - exported())
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+            assert all(target["datasource"] == panel["datasource"] for target in panel["targets"]), panel["title"]
+    # vLLM's series come from serving's /metrics: names its PrometheusStatLogger registers.
+    vllm = {name for _, expr in queries for name in re.findall(r"\bvllm:[a-z_]+", expr)}
+    spec = importlib.util.find_spec("vllm.v1.metrics.loggers")
+    assert spec is not None and spec.origin is not None
+    loggers = Path(spec.origin).read_text()
+    assert vllm and all(f'name="{name}"' in loggers for name in vllm), vllm
+
+
+def test_the_collector_config_takes_what_trimtab_sends_and_wires_every_pipeline() -> None:
+    """No collector binary installs from our registries: this checks the config's wiring and that it
+    listens where trimtab's telemetry.otlp_endpoint sends by default, for each signal trimtab emits."""
+    collector = yaml.safe_load((OBSERVABILITY / "otel-collector.yaml").read_text())
+    default = TelemetryConfig()
+    grpc_endpoint = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert grpc_endpoint.rsplit(":", 1)[1] == default.otlp_endpoint.rsplit(":", 1)[1]
+    pipelines = collector["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics", "logs"}  # spans, metrics, events
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            assert pipeline[kind] and all(part in collector[kind] for part in pipeline[kind]), (name, kind)
+        assert pipeline["processors"][0] == "memory_limiter", name  # the collector's own advice: first
+    assert set(collector["service"]["extensions"]) <= set(collector["extensions"])
+
+
+def test_the_committed_dashboard_is_the_one_the_ops_panels_write() -> None:
+    """One list of panels (trimtab/app/ops/panels.py) for the ops page and Grafana: regenerate with
+    `python -m trimtab.app.ops.panels > deploy/observability/grafana/trimtab.json`."""
+    assert json.loads(DASHBOARD.read_text()) == grafana_dashboard()

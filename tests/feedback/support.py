@@ -17,12 +17,15 @@ import grpc
 from google.protobuf import json_format
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from feedback.evaluation import EvaluationEvents
 from feedback.metrics import FeedbackMetrics
 from feedback.server import FeedbackServer
 from tests.metrics import Series, metric_points
@@ -129,6 +132,10 @@ class InProcessServer:
         self.spans = InMemorySpanExporter()
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.events = InMemoryLogRecordExporter()
+        logger_provider = LoggerProvider()
+        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.events))
+        self._evaluations = EvaluationEvents(logger_provider.get_logger("test"))
         meter = MeterProvider(metric_readers=[self.metric_reader]).get_meter("test")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="feedback-server", daemon=True)
@@ -141,7 +148,7 @@ class InProcessServer:
         self.url = f"http://127.0.0.1:{self.server.http_port}"
 
     async def _create(self, metrics: FeedbackMetrics, tracer_provider: TracerProvider) -> FeedbackServer:
-        return FeedbackServer(self.config, metrics, tracer_provider.get_tracer("test"))
+        return FeedbackServer(self.config, metrics, tracer_provider.get_tracer("test"), self._evaluations)
 
     def run(self, work: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)

@@ -236,3 +236,55 @@ def test_submit_spans_link_to_the_judged_responses_trace_and_metrics_count(feedb
     assert accepted[(("kind", "thumb"), ("replayed", "false"))] >= 1
     assert feedback_server.metric_points("trimtab.feedback.rejected")[(("reason", "not_found"),)] >= 1
     assert sum(feedback_server.metric_points("trimtab.feedback.produce_latency").values()) >= 1
+
+
+def test_each_accepted_feedback_is_an_evaluation_result_event_on_the_judged_responses(
+    feedback_server: InProcessServer,
+) -> None:
+    """OpenTelemetry's GenAI `gen_ai.evaluation.result`: one per judged response and score, in the Submit
+    span's trace, named by `gen_ai.response.id`; a replay emits nothing new."""
+    record = feedback_server.put(response_record())
+    chosen, rejected = response_ids(record)
+    pair = feedback_pb2.SubmitRequest(
+        feedback_id=str(uuid.uuid4()),
+        user_id="user-1",
+        label=label(pairwise=feedback_pb2.Pairwise(chosen_response_id=chosen, rejected_response_id=rejected)),
+    )
+    steer = feedback_pb2.SubmitRequest(
+        feedback_id=str(uuid.uuid4()),
+        user_id="user-1",
+        response_id=chosen,
+        label=label(attributes=attributes(helpfulness=4, toxicity=0)),
+    )
+    for request in (pair, steer, pair):  # the second `pair` is a replay
+        assert call(feedback_server, request, "grpc").status == "OK"
+
+    mine = {pair.feedback_id, steer.feedback_id}
+    events = [
+        e.log_record
+        for e in feedback_server.events.get_finished_logs()
+        if e.log_record.attributes and e.log_record.attributes.get("trimtab.feedback.id") in mine
+    ]
+    assert {e.event_name for e in events} == {"gen_ai.evaluation.result"}
+    seen = sorted(
+        (
+            str(e.attributes["gen_ai.evaluation.name"]),  # type: ignore[index]
+            str(e.attributes["gen_ai.response.id"]),  # type: ignore[index]
+            e.attributes.get("gen_ai.evaluation.score.value"),  # type: ignore[union-attr]
+            e.attributes.get("gen_ai.evaluation.score.label"),  # type: ignore[union-attr]
+        )
+        for e in events
+    )
+    assert seen == sorted(
+        [
+            ("user.preference", chosen, 1.0, "preferred"),
+            ("user.preference", rejected, 0.0, "not_preferred"),
+            ("steerlm.helpfulness", chosen, 4.0, None),
+            ("steerlm.toxicity", chosen, 0.0, None),
+        ]
+    )
+    submits: dict[object, int] = {}  # each feedback's first Submit span (the replay's comes later)
+    for span in feedback_server.spans.get_finished_spans():
+        if span.name == "feedback.Submit" and span.attributes and span.attributes.get("trimtab.feedback.id") in mine:
+            submits.setdefault(span.attributes["trimtab.feedback.id"], span.context.trace_id)
+    assert all(e.trace_id == submits[e.attributes["trimtab.feedback.id"]] for e in events)  # type: ignore[index]

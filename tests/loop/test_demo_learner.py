@@ -3,6 +3,9 @@ the learner's two torchrun ranks started by the harness, simulated users for two
 learner must consume the users' feedback, train rounds, gate each candidate through vLLM and publish
 it with its numbers and its feedback ids, and stop cleanly on the harness's SIGTERM.
 
+A real Prometheus scrapes the three processes meanwhile (the shipped scrape config, its alert rules
+loaded), and every query of the shipped Grafana dashboard must return data from it.
+
 The canary is off here: the serving process is shared with the rest of the suite, whose tests expect
 its current version to stay put. Promotion and roll-back are tested on their own
 (tests/learner/test_online.py); the full loop with promotions is `make demo`."""
@@ -11,29 +14,60 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import grpc
 import pytest
+from playwright.sync_api import sync_playwright
 from rich.console import Console
 from transformers import AutoModelForSequenceClassification
 
 from learner.online.heads import REWARD_MODEL_ALGORITHM
+from tests.conftest import REPO, free_port
+from tests.deploy.prometheus import Prometheus, queries_without_data, running_prometheus
 from tests.loop.demo_config import short_demo_config
-from tests.serving_process import ServingProcess
-from trimtab.app.demo import run_demo
+from tests.serving_process import GUARDED_TENANT, ServingProcess
+from trimtab.app.demo import DemoResult, run_demo
 from trimtab.app.demo.records import Interaction, read_jsonl
+from trimtab.app.ops.panels import panels
+from trimtab.config import TrimtabConfig
 from trimtab.registry import FEEDBACK_IDS, Registry
+from trimtab.v1 import feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 USERS_S = 120
+SCREENSHOTS = REPO / ".trimtab/test-artifacts"
 
 
-def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
-    serving: ServingProcess, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class LearnerDemo:
+    """A finished run, and the Prometheus that scraped it (still running: its data can be queried)."""
+
+    config: TrimtabConfig
+    result: DemoResult
+    topic: str
+    prometheus: Prometheus
+    started: float
+    ended: float
+
+
+@pytest.fixture(scope="module")
+def demo(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LearnerDemo]:
+    tmp_path = tmp_path_factory.mktemp("learner-demo")
     topic = f"trimtab.feedback.learner-demo-{uuid.uuid4().hex[:8]}"  # only this run's feedback
+    metrics_port, feedback_port = free_ports_in_a_row(3), free_port()  # the demo's children: +1 feedback, +2 learner
     config = short_demo_config(
         serving,
         tmp_path,
@@ -54,9 +88,31 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
         TRIMTAB_DEMO__REWARD_JUDGE="reward_model",
         TRIMTAB_LEARNER__ONLINE__REWARD_MODEL__MIN_EXAMPLES="8",
         TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED="false",
+        TRIMTAB_TELEMETRY__METRICS="prometheus",
+        TRIMTAB_TELEMETRY__PROMETHEUS_PORT=str(metrics_port),
+        TRIMTAB_FEEDBACK__GRPC_PORT=str(feedback_port),
     )
-    result = run_demo(config, Console(file=io.StringIO(), width=240, force_terminal=False))
+    targets = {
+        "trimtab-serving": f"127.0.0.1:{serving.config.telemetry.prometheus_port}",
+        "trimtab-feedback": f"127.0.0.1:{metrics_port + 1}",
+        "trimtab-learner": f"127.0.0.1:{metrics_port + 2}",
+    }
+    with running_prometheus(tmp_path / "prometheus", targets) as prometheus:
+        started = time.time()
+        # What the simulated users do not: a refused feedback, and prompts the guardrails check.
+        refusal = threading.Thread(target=refuse_one_feedback, args=(f"127.0.0.1:{feedback_port}",), daemon=True)
+        refusal.start()
+        result = run_demo(config, Console(file=io.StringIO(), width=240, force_terminal=False))
+        refusal.join(timeout=30)
+        ask_as_the_guarded_tenant(serving.address)
+        time.sleep(3)  # three more scrapes
+        yield LearnerDemo(config, result, topic, prometheus, started, time.time())
 
+
+def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
+    serving: ServingProcess, demo: LearnerDemo
+) -> None:
+    result, topic = demo.result, demo.topic
     rows = [Interaction.from_json(row) for row in read_jsonl(result.run_dir / "interactions.jsonl")]
     assert result.failed_requests == 0, [row.error for row in rows if row.failed][:5]
     log = (result.run_dir / "learner.log").read_text(errors="replace")
@@ -82,3 +138,120 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     assert judged and all(rm_numbers <= set(m.metrics) for m in judged)
     scorer = AutoModelForSequenceClassification.from_pretrained(registry.path(reward_models[-1].id))
     assert scorer.config.num_labels == 1
+
+
+def test_every_dashboard_query_has_data_from_a_real_prometheus_scraping_the_three_processes(
+    demo: LearnerDemo,
+) -> None:
+    prometheus = demo.prometheus
+    assert not queries_without_data(prometheus, demo.started, demo.ended), prometheus.log.read_text()[-2000:]
+    # A latency histogram with the SDK's default buckets (0-5 s first) made this alert pending at once.
+    assert prometheus.query_range('ALERTS{alertname="TrimtabFeedbackProduceSlow"}', demo.started, demo.ended) == []
+
+
+def test_the_ops_page_shows_versions_gates_and_live_charts_in_a_real_browser(demo: LearnerDemo) -> None:
+    """`trimtab ops` over the run's registry, pointers, versions topic and Prometheus, in Debian's chromium
+    driven by Playwright; the screenshot is kept in .trimtab/test-artifacts/."""
+    registry = Registry(demo.config.registry.root)
+    published = [m.id for m in registry.versions() if m.algorithm == "online" and m.data_source == demo.topic]
+    assert published
+    with running_ops(demo) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"))
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(url)
+        page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+        assert page.locator("#problems").inner_text() == ""
+        for version in published:
+            row = page.locator(f'#versions tr[data-version="{version}"]')
+            assert "PUBLISHED" in row.inner_text() and "candidate_kl" in row.inner_text(), row.inner_text()
+        assert page.locator("#current").inner_text().startswith("ver_")
+        charts = page.locator("#panels .panel")
+        assert charts.count() == len(panels())
+        assert page.locator("#panels .nodata").count() == 0, page.locator("#panels").inner_text()
+        assert page.locator('#panels .panel[data-title="Requests/s by outcome"] polyline').count() >= 1
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "ops-page.png", full_page=True)
+        browser.close()
+    assert (SCREENSHOTS / "ops-page.png").read_bytes().startswith(b"\x89PNG")
+
+
+@contextmanager
+def running_ops(demo: LearnerDemo) -> Iterator[str]:
+    """`trimtab ops` as an operator starts it, reading what the demo wrote; its URL."""
+    config, port = demo.config, free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIMTAB_")} | {
+        "TRIMTAB_REGISTRY__ROOT": str(config.registry.root),
+        "TRIMTAB_REDIS__URL": config.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
+        "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+        "TRIMTAB_KAFKA__TOPICS__VERSIONS__NAME": config.kafka.topics.versions.name,
+        "TRIMTAB_OPS__PORT": str(port),
+        "TRIMTAB_OPS__PROMETHEUS_URL": demo.prometheus.url,
+        "TRIMTAB_OPS__WINDOW_S": str(round(time.time() - demo.started) + 60),
+        "TRIMTAB_OPS__STEP_S": "5",
+    }
+    log = demo.prometheus.log.with_name("ops.log")
+    command = [sys.executable, "-m", "trimtab.app.cli", "ops"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url + "healthz"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """A port P with P .. P+count-1 all free now."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {count} free ports in a row")
+
+
+def refuse_one_feedback(address: str) -> None:
+    """Once the demo's feedback service answers: one submission it refuses (an unknown response)."""
+    bad = feedback_pb2.SubmitRequest(
+        feedback_id=str(uuid.uuid4()),
+        user_id="nobody",
+        response_id="resp_unknown",
+        label=feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP),
+    )
+    deadline = time.monotonic() + 300
+    with grpc.insecure_channel(address) as channel:
+        stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                stub.Submit(bad, timeout=5)
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    return  # refused, and counted
+            time.sleep(1)
+
+
+def ask_as_the_guarded_tenant(address: str) -> None:
+    """Two prompts of the tenant whose guardrails are on in the session's serving process."""
+    with grpc.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        for text in ("What is 3 plus 5?", "My email is ana42@example.com. What is 2 plus 2?"):
+            request = inference_pb2.GenerateRequest(user_id="guarded-user", tenant=GUARDED_TENANT)
+            request.prompt.chat.messages.add(role="user", content=text)
+            stub.Generate(request, timeout=120)

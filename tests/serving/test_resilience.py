@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openai
@@ -113,7 +114,14 @@ def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: Serv
     assert codes.count(grpc.StatusCode.OK) >= 4
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
     assert 'outcome="resource_exhausted"' in metrics and "trimtab_serving_requests_total" in metrics
-    assert "trimtab_serving_ttft_seconds_bucket" in metrics and "trimtab_serving_tokens_total" in metrics
+    assert "trimtab_serving_tokens_total" in metrics
+    # OpenTelemetry's GenAI server metrics, with the conventions' attributes and bucket boundaries:
+    for name in ("time_to_first_token", "time_per_output_token", "request_duration"):
+        assert f'gen_ai_server_{name}_seconds_bucket{{gen_ai_operation_name="chat"' in metrics, name
+    assert 'gen_ai_provider_name="trimtab",gen_ai_request_model="trimtab",gen_ai_response_model="ver_' in metrics
+    assert "gen_ai_server_time_to_first_token_seconds_bucket{" in metrics and 'le="0.04"' in metrics
+    # and vLLM's own engine metrics, under vLLM's names, from the same endpoint
+    assert "vllm:num_requests_running" in metrics and "vllm:time_to_first_token_seconds_bucket" in metrics
 
 
 def test_generation_goes_on_while_redis_is_down_and_records_land_when_it_returns(
@@ -164,9 +172,32 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: Servin
     assert strict.process.wait(timeout=60) == 0
     log = strict.log.read_text()
     assert "draining" in log
-    # Console spans, flushed at shutdown: the request, each candidate's generation and the record, with the version.
-    assert '"name": "GenerateStream"' in log and '"name": "generate"' in log and '"name": "record"' in log
-    assert '"trimtab.version": "ver_' in log
+    # Console spans, flushed at shutdown: the RPC, inside it the GenAI span of the request (OpenTelemetry's
+    # conventions), inside that each candidate's generation and the record, with the version.
+    spans = console_spans(log)
+    [stream] = [s for s in spans if s["name"] == "GenerateStream"][-1:]
+    chats = [s for s in spans if s["name"] == "chat trimtab" and s["parent_id"] == stream["context"]["span_id"]]
+    assert len(chats) == 1, [s["name"] for s in spans]
+    chat = chats[0]["attributes"]
+    assert chat["gen_ai.operation.name"] == "chat" and chat["gen_ai.provider.name"] == "trimtab"
+    assert chat["gen_ai.request.max_tokens"] == 96 and chat["gen_ai.response.model"].startswith("ver_")
+    assert chat["gen_ai.response.id"].startswith("req_") and chat["gen_ai.usage.input_tokens"] > 0
+    assert chat["gen_ai.usage.output_tokens"] > 0 and chat["gen_ai.response.finish_reasons"][0] in ("stop", "length")
+    inside = {s["name"] for s in spans if s["parent_id"] == chats[0]["context"]["span_id"]}
+    assert {"generate", "record"} <= inside
+
+
+def console_spans(log: str) -> list[dict[str, Any]]:
+    """The spans OpenTelemetry's console exporter wrote into a log (each a JSON object from a `{` line to
+    a `}` line), among the process's other output."""
+    spans, lines = [], log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == "{"]
+    for start in starts:
+        end = lines.index("}", start)
+        span = json.loads("\n".join(lines[start : end + 1]))
+        if "context" in span and "name" in span:
+            spans.append(span)
+    return spans
 
 
 def test_a_replica_whose_engine_dies_answers_unavailable_and_exits_non_zero(

@@ -155,6 +155,12 @@ def cmd_lineage(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config, args.id, args.json)
 
 
+def cmd_ops(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from trimtab.app.ops.server import run
+
+    return run(config)
+
+
 def cmd_versions(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.registry import commands
 
@@ -250,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     lineage = add("lineage", cmd_lineage, "where a response, a feedback or a version came from and what it went into")
     lineage.add_argument("id", metavar="ID", help="a response id (resp_...), a version id (ver_...) or a feedback id")
     lineage.add_argument("--json", action="store_true", help="JSON instead of lines")
+    add("ops", cmd_ops, "the operators' page: versions, gates and decisions, live charts from Prometheus (config: ops)")
     learn = add("learn", cmd_learn, "train on a JSONL file (or live feedback: --online) and publish versions")
     learn.add_argument("--online", action="store_true", help="consume the feedback topic continuously (learner.online)")
     learn.add_argument("--algo", choices=(*ALGORITHMS, *RL_ALGORITHMS), help="the training algorithm (offline)")

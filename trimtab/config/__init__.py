@@ -22,6 +22,7 @@ from trimtab.config.guardrails import GuardrailsConfig
 from trimtab.config.learner import LearnerConfig, OptimConfig
 from trimtab.config.loader import ConfigError, load_model, resolve_config_path
 from trimtab.config.model import DefaultModelRecipe, ModelConfig
+from trimtab.config.ops import OpsConfig
 from trimtab.config.registry import RegistryConfig
 from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
 from trimtab.config.serving import ServingConfig
@@ -56,6 +57,7 @@ class TrimtabConfig(Section):
     )
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Input and output rails.")
     demo: DemoConfig = Field(default_factory=DemoConfig, description="The `make demo` harness and its users.")
+    ops: OpsConfig = Field(default_factory=OpsConfig, description="The operators' page (`trimtab ops`).")
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
@@ -73,6 +75,7 @@ __all__ = [
     "KafkaConfig",
     "LearnerConfig",
     "ModelConfig",
+    "OpsConfig",
     "OptimConfig",
     "RedisConfig",
     "RegistryConfig",

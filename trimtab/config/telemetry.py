@@ -19,8 +19,12 @@ class TelemetryConfig(Section):
     metrics: Literal["off", "console", "otlp", "prometheus"] = Field(
         default="off", description="Where metrics go; 'prometheus' serves /metrics on prometheus_port."
     )
+    events: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="Where events go (each accepted feedback as gen_ai.evaluation.result): nowhere, stderr, OTLP.",
+    )
     otlp_endpoint: str = Field(
-        default="http://127.0.0.1:4317", description="OTLP/gRPC collector endpoint for traces and metrics."
+        default="http://127.0.0.1:4317", description="OTLP/gRPC collector endpoint for traces, metrics and events."
     )
     prometheus_host: str = Field(default="127.0.0.1", description="Bind address of the /metrics endpoint.")
     prometheus_port: int = Field(default=9464, ge=0, le=65535, description="Port of the /metrics endpoint.")

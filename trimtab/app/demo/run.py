@@ -195,12 +195,17 @@ def start_services(
     and feedback say SERVING. Appends to `services.processes` as it goes, so the caller can stop them."""
     demo = config.demo
     env = child_env(config_file)
+    ports = metrics_ports(config)
     if demo.serving_address is None:
-        services.processes.append(DemoProcess("serve", trimtab_command("serve"), run_dir / "serve.log", env))
+        serve_env = env | ports.get("serve", {})
+        services.processes.append(DemoProcess("serve", trimtab_command("serve"), run_dir / "serve.log", serve_env))
         services.serving_address = f"{_loopback(config.serving.host)}:{config.serving.port}"
     else:
         services.serving_address = demo.serving_address
-    services.processes.append(DemoProcess("feedback", trimtab_command("feedback"), run_dir / "feedback.log", env))
+    feedback_env = env | ports.get("feedback", {})
+    services.processes.append(
+        DemoProcess("feedback", trimtab_command("feedback"), run_dir / "feedback.log", feedback_env)
+    )
     services.feedback_address = f"{_loopback(config.feedback.grpc_host)}:{config.feedback.grpc_port}"
     for process in services.processes:
         process.start()
@@ -216,13 +221,40 @@ def start_services(
         console.print(
             f"  {process.name:<8} {address:<22} SERVING after {time.monotonic() - started:.0f} s (pid {process.pid})"
         )
+    for process in services.processes:
+        if process.name in ports:
+            console.print(
+                f"  {process.name:<8} /metrics on port {ports[process.name]['TRIMTAB_TELEMETRY__PROMETHEUS_PORT']}"
+            )
     warm_up(services.serving_address, demo.start_timeout_s, console)
     if demo.learner:
         argv, extra = learner_command()
-        learner = DemoProcess("learner", argv, run_dir / "learner.log", env | extra, stop_through_children=True)
+        learner_env = env | extra | ports.get("learner", {})
+        learner = DemoProcess("learner", argv, run_dir / "learner.log", learner_env, stop_through_children=True)
         services.processes.append(learner)
         learner.start()
         console.print(f"  learner  {' '.join(argv[1:])}  (pid {learner.pid})")
+        if "learner" in ports:
+            console.print(
+                f"  learner  /metrics on port {ports['learner']['TRIMTAB_TELEMETRY__PROMETHEUS_PORT']} (rank 0)"
+            )
+
+
+# With telemetry.metrics: prometheus, each child serves /metrics on a port of its own: serving on
+# telemetry.prometheus_port, feedback on the next, the learner's rank 0 on the one after, as
+# deploy/observability/prometheus.yml scrapes them (9464, 9465, 9466 by default).
+METRICS_PORT_OFFSETS = {"serve": 0, "feedback": 1, "learner": 2}
+
+
+def metrics_ports(config: TrimtabConfig) -> dict[str, dict[str, str]]:
+    """Each child's extra environment for its /metrics port (none unless metrics go to Prometheus)."""
+    if config.telemetry.metrics != "prometheus":
+        return {}
+    base = config.telemetry.prometheus_port
+    return {
+        name: {"TRIMTAB_TELEMETRY__PROMETHEUS_PORT": str(base + offset)}
+        for name, offset in METRICS_PORT_OFFSETS.items()
+    }
 
 
 def warm_up(serving_address: str, timeout_s: float, console: Console) -> None:

@@ -1,0 +1,220 @@
+"""What an operator watches, as PromQL: one list of panels for both the ops page (`trimtab ops`) and
+the Grafana dashboard (deploy/observability/grafana/trimtab.json, written from this list by
+`python -m trimtab.app.ops.panels`; a test checks the committed file is what this writes).
+
+Every query reads series trimtab exports (docs/metrics.md) or vLLM's own (`vllm:*`, from serving's
+/metrics); `$__rate_interval` is Grafana's rate window, which the ops page sets from its step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str  # Grafana's legendFormat: {{label}} placeholders
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    unit: str  # a Grafana unit: reqps, s, short, percentunit
+    queries: tuple[Query, ...]
+
+
+def quantiles(histogram: str, *qs: float, by: str = "", window: str = RATE) -> tuple[Query, ...]:
+    """p50/p99-style queries of an OpenTelemetry histogram (`..._seconds`), optionally per label."""
+    group = f"le, {by}" if by else "le"
+    legend = f"{{{{{by}}}}} " if by else ""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[{window}])))",
+            f"{legend}p{round(q * 100)}",
+        )
+        for q in qs
+    )
+
+
+def rate(counter: str, by: str = "", selector: str = "", window: str = RATE) -> Query:
+    grouping = f" by ({by})" if by else ""
+    legend = " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(",")) if by else counter
+    return Query(f"sum{grouping} (rate({counter}{selector}[{window}]))", legend)
+
+
+ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
+    (
+        "Serving",
+        (
+            Panel("Requests/s by outcome", "reqps", (rate("trimtab_serving_requests_total", "outcome"),)),
+            Panel("Generated tokens/s by version", "short", (rate("trimtab_serving_tokens_total", "version"),)),
+            Panel("Time to first token", "s", quantiles("gen_ai_server_time_to_first_token_seconds", 0.5, 0.99)),
+            Panel("Time per output token", "s", quantiles("gen_ai_server_time_per_output_token_seconds", 0.5, 0.99)),
+            Panel(
+                "Request duration by answering version",
+                "s",
+                quantiles("gen_ai_server_request_duration_seconds", 0.99, by="gen_ai_response_model"),
+            ),
+            Panel(
+                "In flight: trimtab and the engine",
+                "short",
+                (
+                    Query("sum(trimtab_serving_inflight)", "trimtab in flight"),
+                    Query("sum(vllm:num_requests_running)", "engine running"),
+                    Query("sum(vllm:num_requests_waiting)", "engine waiting"),
+                ),
+            ),
+            Panel("Engine KV cache usage", "percentunit", (Query("max(vllm:kv_cache_usage_perc)", "KV cache"),)),
+        ),
+    ),
+    (
+        "Guardrails",
+        (
+            Panel(
+                "Guardrail decisions/s by rail and action",
+                "reqps",
+                (rate("trimtab_guardrails_decisions_total", "rail, action"),),
+            ),
+            Panel(
+                "Guardrail check latency", "s", quantiles("trimtab_guardrails_check_latency_seconds", 0.99, by="stage")
+            ),
+        ),
+    ),
+    (
+        "Feedback",
+        (
+            Panel(
+                "Feedback accepted/s by kind",
+                "reqps",
+                (rate("trimtab_feedback_accepted_total", "kind", selector='{replayed="false"}'),),
+            ),
+            Panel("Feedback refused/s by reason", "reqps", (rate("trimtab_feedback_rejected_total", "reason"),)),
+            Panel(
+                "Feedback: send to the broker's ack",
+                "s",
+                quantiles("trimtab_feedback_produce_latency_seconds", 0.5, 0.99),
+            ),
+        ),
+    ),
+    (
+        "Learner",
+        (
+            Panel(
+                "Learner backlog and intake",
+                "short",
+                (
+                    Query("max(trimtab_learner_backlog)", "backlog (items)"),
+                    Query(f"sum(rate(trimtab_learner_feedback_consumed_total[{RATE}]))", "consumed/s"),
+                ),
+            ),
+            Panel(
+                "Rounds by outcome (last 15 min)",
+                "short",
+                (Query("sum by (outcome) (increase(trimtab_learner_rounds_total[15m]))", "{{outcome}}"),),
+            ),
+            Panel(
+                "Round phases, wall time",
+                "s",
+                quantiles("trimtab_learner_phase_duration_seconds", 0.5, by="phase", window="15m"),
+            ),
+            Panel(
+                "Training loss by head",
+                "short",
+                (Query("max by (head, algorithm) (trimtab_learner_loss)", "{{head}} {{algorithm}}"),),
+            ),
+            Panel(
+                "Gate: KL of the last candidate and its bound",
+                "short",
+                (Query('max by (metric) (trimtab_learner_gate{metric=~"candidate_kl|max_kl"})', "{{metric}}"),),
+            ),
+            Panel(
+                "Gate: reward of the last candidate and the current version",
+                "short",
+                (
+                    Query(
+                        'max by (metric) (trimtab_learner_gate{metric=~"candidate_reward|current_reward"})',
+                        "{{metric}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Freshness: feedback accepted to a version trained on it",
+                "s",
+                quantiles("trimtab_learner_feedback_age_seconds", 0.5, 0.9, window="15m"),
+            ),
+            Panel(
+                "Version decisions (last 15 min)",
+                "short",
+                (Query("sum by (type) (increase(trimtab_learner_version_events_total[15m]))", "{{type}}"),),
+            ),
+            Panel(
+                "Feedback items trained/s by head",
+                "short",
+                (rate("trimtab_learner_items_trained_total", "head", window="5m"),),
+            ),
+        ),
+    ),
+)
+
+
+def panels() -> list[Panel]:
+    return [panel for _, row in ROWS for panel in row]
+
+
+def grafana_dashboard() -> dict[str, object]:
+    """The panels as a Grafana dashboard (JSON model, schema 39): a row per group, three panels a line,
+    every query through the `datasource` variable (pick your Prometheus on import)."""
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    items: list[dict[str, object]] = []
+    y = 0
+    for title, row in ROWS:
+        items.append({"id": len(items) + 1, "type": "row", "title": title, "collapsed": False, "panels": []})
+        items[-1]["gridPos"] = {"h": 1, "w": 24, "x": 0, "y": y}
+        y += 1
+        for i, panel in enumerate(row):
+            if i and i % 3 == 0:
+                y += 8
+            targets = [
+                {"refId": chr(ord("A") + j), "datasource": datasource, "expr": q.expr, "legendFormat": q.legend}
+                for j, q in enumerate(panel.queries)
+            ]
+            items.append(
+                {
+                    "id": len(items) + 1,
+                    "type": "timeseries",
+                    "title": panel.title,
+                    "datasource": datasource,
+                    "gridPos": {"h": 8, "w": 8, "x": (i % 3) * 8, "y": y},
+                    "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                    "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+                    "targets": targets,
+                }
+            )
+        y += 8
+    return {
+        "title": "trimtab",
+        "uid": "trimtab-overview",
+        "description": "Serving, guardrails, feedback and the online learner of one trimtab deployment"
+        " (deploy/observability/prometheus.yml's jobs). Written by `python -m trimtab.app.ops.panels`.",
+        "tags": ["trimtab"],
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-3h", "to": "now"},
+        "refresh": "30s",
+        "timezone": "",
+        "templating": {
+            "list": [{"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"}]
+        },
+        "annotations": {"list": []},
+        "panels": items,
+    }
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json.dumps(grafana_dashboard(), indent=2) + "\n")
