@@ -22,6 +22,7 @@ from guardrails.runtime import BUNDLED_CONFIG
 from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.health import wait_serving
+from trimtab.registry import Registry
 from trimtab.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 START_TIMEOUT_S = 180
@@ -164,7 +165,26 @@ def stop_serving(serving: ServingProcess) -> int:
 
 
 @pytest.fixture(scope="session")
-def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
+def served_reward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A RewardService for the session's serving process to score a share of its answers with (the reward
+    of served answers, on its /metrics): a tiny untrained reward model, as real a service as any."""
+    from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
+    from tests.reward_service import Served
+
+    work = tmp_path_factory.mktemp("served-reward")
+    registry = Registry(work / "registry")
+    model = make_tiny_reward_model(work / "rm", make_tiny_model(work / "policy"))
+    reward = registry.publish(model, parent=None, algorithm="rm")
+    config = load_config(environ={"TRIMTAB_REGISTRY__ROOT": str(registry.root), "TRIMTAB_REWARD_SERVICE__PORT": "0"})
+    service = Served(config, reward.id)
+    yield service.address
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def serving(
+    stack: TrimtabConfig, served_reward: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServingProcess]:
     workdir = tmp_path_factory.mktemp("serving")
     # Guardrails check only the GUARDED_TENANT's requests (tests/guardrails), on a copy of their config
     # that those tests edit to see it reload; every other tenant is served as if they were off.
@@ -177,6 +197,8 @@ def serving(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> I
         guardrails__tenants=f"[{GUARDED_TENANT}]",
         guardrails__config_dir=str(rails_dir),
         guardrails__reload_poll_s="0.5",
+        serving__served_reward__address=served_reward,
+        serving__served_reward__share="0.25",
     )
     running = start_serving(env, workdir / "serve.log")
     yield running

@@ -24,13 +24,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from datetime import UTC, datetime
 from statistics import NormalDist
 
 from learner.online.telemetry import LearnerTelemetry
+from learner.online.version_events import VersionEvents
 from trimtab.config import TrimtabConfig
-from trimtab.events import event_producer, send_event
-from trimtab.ids import new_id
 from trimtab.registry import Registry
 from trimtab.registry.commands import with_pointers
 from trimtab.registry.pointers import Pointers, PointerStore
@@ -40,13 +38,15 @@ log = logging.getLogger(__name__)
 
 
 class CanaryJudge:
-    def __init__(self, config: TrimtabConfig, telemetry: LearnerTelemetry | None = None) -> None:
+    def __init__(
+        self, config: TrimtabConfig, telemetry: LearnerTelemetry | None = None, events: VersionEvents | None = None
+    ) -> None:
         self.config = config
         self.telemetry = telemetry or LearnerTelemetry()
+        self.events = events or VersionEvents(config, self.telemetry)
         self.settings = config.learner.online.canary
         self.ups: Counter[str] = Counter()
         self.downs: Counter[str] = Counter()
-        self._producer = event_producer(config.kafka, "learner")
         self.pointers = self._read()
         self.waiting: tuple[str, dict[str, float]] | None = None  # the newest passed candidate, not yet canary
         # Current's (ups, downs) when each canary started: the comparison counts the same period on both
@@ -138,17 +138,4 @@ class CanaryJudge:
         numbers: dict[str, float],
         share: float = 0.0,
     ) -> None:
-        event = events_pb2.VersionEvent(
-            event_id=new_id("vev_"),
-            type=kind,
-            version_id=version_id,
-            reason=reason,
-            actor="learner",
-            metrics=numbers,
-            canary_share=share,
-        )
-        event.occurred_at.FromDatetime(datetime.now(UTC))
-        send_event(self._producer, self.config.kafka.topics.versions.name, version_id, event).get(timeout=10)
-        name = events_pb2.VersionEventType.Name(kind).removeprefix("VERSION_EVENT_TYPE_")
-        self.telemetry.version_event(name)
-        log.info("%s %s: %s", name, version_id, reason)
+        self.events.send(kind, version_id, reason, numbers, share=share)

@@ -28,6 +28,7 @@ from learner.online.training import anchor_loss
 from learner.publish import exported, publish
 from trimtab.registry import Registry
 from trimtab.registry.commands import with_pointers
+from trimtab.v1 import events_pb2
 
 STOPPED = "<stopped>"  # broadcast instead of a version id when rank 0 was stopped while gating
 
@@ -84,6 +85,10 @@ def publish_candidate(
     return version
 
 
+def _outcome(run: OnlineRun, verdict: GateVerdict) -> str:
+    return "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
+
+
 def _gate_and_publish(
     run: OnlineRun, head: Head, trained: Trained, memory: LearnerMemory, judge: CanaryJudge | None
 ) -> str | None:
@@ -109,7 +114,11 @@ def _gate_and_publish(
         )
         with run.telemetry.phase("publish"):
             version = publish(registry, out, record)
-    outcome = "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
+            if run.events is not None:
+                said = f"round {memory.rounds}: {len(trained.new)} new items, gates: {_outcome(run, verdict)}"
+                kind = events_pb2.VERSION_EVENT_TYPE_PUBLISHED
+                run.events.send(kind, version, said, verdict.numbers, parent=record.parent or "")
+    outcome = _outcome(run, verdict)
     run.console.print(f"round {memory.rounds}: {len(trained.new)} new items -> {version} ({_said(verdict, outcome)})")
     gate = verdict.numbers | {"gate/max_kl": run.online.gates.max_kl} if run.online.gates.enabled else {}
     run.telemetry.round_done(version, outcome, [item.accepted_at for item in trained.new], gate)

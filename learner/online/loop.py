@@ -44,6 +44,7 @@ from learner.online.run import OnlineRun, StopFlag
 from learner.online.source import FeedbackSource
 from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import by_head
+from learner.online.version_events import VersionEvents
 from learner.runtime import device_and_dtype, seed_everything
 from trimtab.config import TrimtabConfig
 from trimtab.registry import Registry
@@ -65,6 +66,7 @@ def run_online(
     """Learn from the feedback topic until stopped; the learner's memory at the end."""
     context = init_distributed(config.learner)
     providers = None
+    run: OnlineRun | None = None
     try:
         if context.is_main and telemetry is None:
             providers = setup_telemetry(config.telemetry, "learner")
@@ -74,7 +76,7 @@ def run_online(
         checkpointer = Checkpointer(online.checkpoint_dir, _fingerprint(run, heads), context, online.keep_checkpoints)
         memory = _resume(run, checkpointer, heads)
         run.telemetry.resumed(memory.skipped)
-        judge = CanaryJudge(config, run.telemetry) if context.is_main and online.canary.enabled else None
+        judge = CanaryJudge(config, run.telemetry, run.events) if context.is_main and online.canary.enabled else None
         with closing(FeedbackSource(run, memory, judge)) as source, OnlineRL.started(run, heads.policy) as rl:
             run.stop.install()
             try:
@@ -85,6 +87,8 @@ def run_online(
                 console.print("online learner: stopped during a round; it will be redone on restart")
         return memory
     finally:
+        if run is not None and run.events is not None:
+            run.events.close()
         shutdown(context)
         if providers is not None:
             providers.shutdown()
@@ -144,6 +148,7 @@ def _start(
         pad_id=pad_token_id(tokenizer),
         dtype=dtype,
         stop=StopFlag(),
+        events=VersionEvents(config, telemetry) if context.is_main else None,
     )
 
 

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from learner.distributed import DistContext
 from learner.online.memory import LearnerMemory
 from learner.online.telemetry import LearnerTelemetry
+from learner.online.version_events import VersionEvents
 from trimtab.config import TrimtabConfig
 from trimtab.config.online import OnlineConfig
 from trimtab.suite import EvaluationSuite
@@ -53,6 +54,7 @@ class OnlineRun:
     pad_id: int
     dtype: torch.dtype  # the weights' (learner.dtype)
     stop: StopFlag
+    events: VersionEvents | None  # the versions topic: rank 0 only
 
     @property
     def online(self) -> OnlineConfig:

@@ -72,7 +72,7 @@ def test_the_dashboard_reads_only_exported_series_through_its_datasource_variabl
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
             assert all(target["datasource"] == panel["datasource"] for target in panel["targets"]), panel["title"]
     # vLLM's series come from serving's /metrics: names its PrometheusStatLogger registers.
-    vllm = {name for _, expr in queries for name in re.findall(r"\bvllm:[a-z_]+", expr)}
+    vllm = {f"vllm:{name}" for _, expr in queries for name in re.findall(r"vllm\[:_\]([a-z_]+)", expr)}
     spec = importlib.util.find_spec("vllm.v1.metrics.loggers")
     assert spec is not None and spec.origin is not None
     loggers = Path(spec.origin).read_text()

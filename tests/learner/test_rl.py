@@ -1,8 +1,8 @@
 """RL on the policy's own samples, for real: the default model, its rollouts from a long-lived vLLM engine
 refitted after every update, the world's gold reward as a verifiable reward (a scorer entry point).
-GRPO, RLOO and PPO each raise the reward with the KL to the starting policy bounded; one rank and two
-give the same curve; a run killed with SIGKILL resumes onto the same curve; a bad --reward is a clear
-error. Each run is a handful of steps (about a minute with the engine's start)."""
+PPO (GRPO and RLOO too, in `make test-long`) raises the reward with the KL to the starting policy
+bounded; one rank and two give the same curve; a run killed with SIGKILL resumes onto the same curve;
+a bad --reward is a clear error. Each run is a handful of steps (about a minute with the engine's start)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,14 @@ def version_of(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize(("algorithm", "steps"), [("grpo", 16), ("rloo", 16), ("ppo", 16)])
+# PPO (a critic, GAE, clipping) in `make test`; GRPO and RLOO, whose paths PPO's run and the GRPO runs below
+# also take, in `make test-long`.
+LONG = pytest.mark.long
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "steps"), [pytest.param("grpo", 16, marks=LONG), pytest.param("rloo", 16, marks=LONG), ("ppo", 16)]
+)
 def test_each_algorithm_raises_the_gold_reward_with_the_kl_bounded(
     default_model_config: TrimtabConfig, workdir: Path, algorithm: str, steps: int
 ) -> None:
@@ -152,7 +159,11 @@ def assert_same_curve(a: list[dict[str, float]], b: list[dict[str, float]]) -> N
             "--reward ver_0000000000000000000000000: neither 'module:function' nor a version",
         ),
         ("tests.learner.rl_judges:raises", "scorer tests.learner.rl_judges:raises raised RuntimeError: rubric service"),
-        ("tests.learner.rl_judges:not_a_number", "scorer tests.learner.rl_judges:not_a_number returned nan"),
+        pytest.param(
+            "tests.learner.rl_judges:not_a_number",
+            "scorer tests.learner.rl_judges:not_a_number returned nan",
+            marks=LONG,  # the same check as the raising scorer's, after the same engine start
+        ),
     ],
 )
 def test_a_bad_reward_is_a_clear_error_not_a_traceback(

@@ -43,7 +43,7 @@ from trimtab.app.demo.records import Interaction, read_jsonl
 from trimtab.app.ops.panels import panels
 from trimtab.config import TrimtabConfig
 from trimtab.registry import FEEDBACK_IDS, Registry
-from trimtab.v1 import feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import admin_pb2, admin_pb2_grpc, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ class LearnerDemo:
     prometheus: Prometheus
     started: float
     ended: float
+    promoted: str  # the run's last policy version, made current after the run (a real hot swap)
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +105,21 @@ def demo(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> I
         refusal.start()
         result = run_demo(config, Console(file=io.StringIO(), width=240, force_terminal=False))
         refusal.join(timeout=30)
-        ask_as_the_guarded_tenant(serving.address)
-        time.sleep(3)  # three more scrapes
-        yield LearnerDemo(config, result, topic, prometheus, started, time.time())
+        with grpc.insecure_channel(serving.address) as channel:
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            initial = admin.GetStatus(admin_pb2.GetStatusRequest()).status.current_version_id
+            registry = Registry(config.registry.root)
+            published = [m.id for m in registry.versions() if m.algorithm == "online" and m.data_source == topic]
+            assert published, (result.run_dir / "learner.log").read_text(errors="replace")[-3000:]
+            # An operator's promotion of the run's last version: a hot swap, and answers from it.
+            status = admin.Promote(admin_pb2.PromoteRequest(version_id=published[-1]), timeout=120).status
+            assert status.current_version_id == published[-1]
+            try:
+                ask_as_the_guarded_tenant(serving.address)
+                time.sleep(3)  # three more scrapes
+                yield LearnerDemo(config, result, topic, prometheus, started, time.time(), published[-1])
+            finally:  # the rest of the session expects its serving process back on its first version
+                admin.Promote(admin_pb2.PromoteRequest(version_id=initial), timeout=120)
 
 
 def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
@@ -164,7 +177,8 @@ def test_the_ops_page_shows_versions_gates_and_live_charts_in_a_real_browser(dem
         for version in published:
             row = page.locator(f'#versions tr[data-version="{version}"]')
             assert "PUBLISHED" in row.inner_text() and "candidate_kl" in row.inner_text(), row.inner_text()
-        assert page.locator("#current").inner_text().startswith("ver_")
+        assert page.locator("#current").inner_text() == demo.promoted
+        assert "current" in page.locator(f'#versions tr[data-version="{demo.promoted}"]').inner_text()
         charts = page.locator("#panels .panel")
         assert charts.count() == len(panels())
         assert page.locator("#panels .nodata").count() == 0, page.locator("#panels").inner_text()

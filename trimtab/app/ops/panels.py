@@ -3,7 +3,8 @@ the Grafana dashboard (deploy/observability/grafana/trimtab.json, written from t
 `python -m trimtab.app.ops.panels`; a test checks the committed file is what this writes).
 
 Every query reads series trimtab exports (docs/metrics.md) or vLLM's own (`vllm:*`, from serving's
-/metrics); `$__rate_interval` is Grafana's rate window, which the ops page sets from its step.
+/metrics, matched by `vllm()` however the scrape spelt them); `$__rate_interval` is Grafana's rate
+window, which the ops page sets from its step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import sys
 from dataclasses import dataclass
 
 RATE = "$__rate_interval"
+
+
+def vllm(name: str) -> str:
+    """A vLLM metric whichever way the scrape spelt it: prometheus_client writes `vllm:x` as `vllm_x` in
+    OpenMetrics unless the scraper asks for UTF-8 names (Prometheus 2.x never does; 3.x does by default)."""
+    return f'{{__name__=~"vllm[:_]{name}"}}'
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,32 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "short",
                 (
                     Query("sum(trimtab_serving_inflight)", "trimtab in flight"),
-                    Query("sum(vllm:num_requests_running)", "engine running"),
-                    Query("sum(vllm:num_requests_waiting)", "engine waiting"),
+                    Query(f"sum({vllm('num_requests_running')})", "engine running"),
+                    Query(f"sum({vllm('num_requests_waiting')})", "engine waiting"),
                 ),
             ),
-            Panel("Engine KV cache usage", "percentunit", (Query("max(vllm:kv_cache_usage_perc)", "KV cache"),)),
+            Panel("Engine KV cache usage", "percentunit", (Query(f"max({vllm('kv_cache_usage_perc')})", "KV cache"),)),
+            Panel(
+                "Reward of served answers by version (15 min mean)",
+                "short",
+                (
+                    Query(
+                        "sum by (version) (delta(trimtab_serving_served_reward_sum[15m]))"
+                        " / sum by (version) (increase(trimtab_serving_served_reward_scored_total[15m]))",
+                        "{{version}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Weight swaps (last 15 min)",
+                "short",
+                (Query("sum by (role, ok) (increase(trimtab_serving_swaps_total[15m]))", "{{role}} ok={{ok}}"),),
+            ),
+            Panel(
+                "Swap stall: generation paused",
+                "s",
+                quantiles("trimtab_serving_swap_stall_seconds", 0.99, by="mode", window="15m"),
+            ),
         ),
     ),
     (
