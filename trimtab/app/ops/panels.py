@@ -88,15 +88,23 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                     ),
                 ),
             ),
+            # Rare events (swaps, rounds, version decisions) as totals since the process started: a windowed
+            # increase is mostly empty for them, and a series' first event cannot enter an increase at all.
             Panel(
-                "Weight swaps (last 15 min)",
+                "Weight swaps since the replica started",
                 "short",
-                (Query("sum by (role, ok) (increase(trimtab_serving_swaps_total[15m]))", "{{role}} ok={{ok}}"),),
+                (Query("sum by (role, ok) (trimtab_serving_swaps_total)", "{{role}} ok={{ok}}"),),
             ),
             Panel(
-                "Swap stall: generation paused",
+                "Swap stall: generation paused, mean per swap",
                 "s",
-                quantiles("trimtab_serving_swap_stall_seconds", 0.99, by="mode", window="15m"),
+                (
+                    Query(
+                        "sum by (mode) (trimtab_serving_swap_stall_seconds_sum)"
+                        " / sum by (mode) (trimtab_serving_swap_stall_seconds_count)",
+                        "{{mode}}",
+                    ),
+                ),
             ),
         ),
     ),
@@ -141,9 +149,9 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
             ),
             Panel(
-                "Rounds by outcome (last 15 min)",
+                "Rounds by outcome since the learner started",
                 "short",
-                (Query("sum by (outcome) (increase(trimtab_learner_rounds_total[15m]))", "{{outcome}}"),),
+                (Query("sum by (outcome) (trimtab_learner_rounds_total)", "{{outcome}}"),),
             ),
             Panel(
                 "Round phases, wall time",
@@ -176,9 +184,9 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 quantiles("trimtab_learner_feedback_age_seconds", 0.5, 0.9, window="15m"),
             ),
             Panel(
-                "Version decisions (last 15 min)",
+                "Version decisions since the learner started",
                 "short",
-                (Query("sum by (type) (increase(trimtab_learner_version_events_total[15m]))", "{{type}}"),),
+                (Query("sum by (type) (trimtab_learner_version_events_total)", "{{type}}"),),
             ),
             Panel(
                 "Feedback items trained/s by head",
