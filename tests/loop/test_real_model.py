@@ -202,6 +202,7 @@ def learner_settings(workdir: Path) -> dict[str, str]:
     """One round of KTO on the thumbs as a LoRA adapter, gated on the file suite, no canary, no reward model."""
     settings = {
         "learner__online__group_id": f"real-{uuid.uuid4().hex[:6]}",
+        "telemetry__prometheus_port": str(free_port()),  # its own /metrics: serving's env holds serving's port
         "learner__online__checkpoint_dir": str(workdir / "checkpoints"),
         "learner__online__max_rounds": "1",
         "learner__online__batch_size": "4",
