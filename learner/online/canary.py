@@ -56,7 +56,7 @@ class CanaryJudge:
     def candidate(self, version_id: str, passed: bool, reasons: list[str], numbers: dict[str, float]) -> None:
         """A new candidate: the canary (or current, for full weights) if it passed the gates."""
         if not passed:
-            self._event(events_pb2.VERSION_EVENT_TYPE_REFUSED, version_id, "; ".join(reasons), numbers)
+            self.events.send(events_pb2.VERSION_EVENT_TYPE_REFUSED, version_id, "; ".join(reasons), numbers)
             return
         if Registry(self.config.registry.root).get(version_id).kind != "lora":
             self._promote(version_id, "passed the gates (full weights: no canary on one replica)", numbers)
@@ -73,7 +73,7 @@ class CanaryJudge:
             self.baseline[version_id] = (self.ups[current], self.downs[current])
         share = self.settings.share
         self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
-        self._event(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share)
+        self.events.send(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share=share)
 
     def observe(self, event: events_pb2.FeedbackEvent) -> None:
         if event.label.WhichOneof("kind") != "thumb":
@@ -113,7 +113,7 @@ class CanaryJudge:
         if difference + z * se < 0:
             self.pointers = with_pointers(self.config, lambda p: p.rollback(canary)).after
             reason = f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
-            self._event(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
+            self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
         elif difference >= -self.settings.margin:
             self._promote(canary, f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}", numbers)
 
@@ -125,17 +125,7 @@ class CanaryJudge:
             return await pointers.read()
 
         self.pointers = with_pointers(self.config, promote)
-        self._event(events_pb2.VERSION_EVENT_TYPE_PROMOTED, version_id, reason, numbers)
+        self.events.send(events_pb2.VERSION_EVENT_TYPE_PROMOTED, version_id, reason, numbers)
 
     def _read(self) -> Pointers:
         return with_pointers(self.config, lambda p: p.read())
-
-    def _event(
-        self,
-        kind: events_pb2.VersionEventType,
-        version_id: str,
-        reason: str,
-        numbers: dict[str, float],
-        share: float = 0.0,
-    ) -> None:
-        self.events.send(kind, version_id, reason, numbers, share=share)

@@ -85,10 +85,6 @@ def publish_candidate(
     return version
 
 
-def _outcome(run: OnlineRun, verdict: GateVerdict) -> str:
-    return "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
-
-
 def _gate_and_publish(
     run: OnlineRun, head: Head, trained: Trained, memory: LearnerMemory, judge: CanaryJudge | None
 ) -> str | None:
@@ -103,6 +99,7 @@ def _gate_and_publish(
             run.console.print(f"round {memory.rounds}: gating the candidate on {prompts} held-out prompts")
         with run.telemetry.phase("gate"):
             verdict = _gate(run, registry, out, trained, memory)
+        outcome = "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
         record = head.record(run, memory, trained, parent=memory.last_version)
         record = replace(
             record,
@@ -115,10 +112,9 @@ def _gate_and_publish(
         with run.telemetry.phase("publish"):
             version = publish(registry, out, record)
             if run.events is not None:
-                said = f"round {memory.rounds}: {len(trained.new)} new items, gates: {_outcome(run, verdict)}"
+                said = f"round {memory.rounds}: {len(trained.new)} new items, gates: {outcome}"
                 kind = events_pb2.VERSION_EVENT_TYPE_PUBLISHED
                 run.events.send(kind, version, said, verdict.numbers, parent=record.parent or "")
-    outcome = _outcome(run, verdict)
     run.console.print(f"round {memory.rounds}: {len(trained.new)} new items -> {version} ({_said(verdict, outcome)})")
     gate = verdict.numbers | {"gate/max_kl": run.online.gates.max_kl} if run.online.gates.enabled else {}
     run.telemetry.round_done(version, outcome, [item.accepted_at for item in trained.new], gate)
