@@ -64,21 +64,31 @@ def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: s
     return env | {f"TRIMTAB_{key.upper()}": value for key, value in extra.items()}
 
 
+# The ports a serving process binds, picked free by the caller but bound only after the engine starts
+# (10-30 s later): another process may take one meanwhile. Then the start is tried again on new ones.
+LATE_BOUND_PORTS = ("TRIMTAB_SERVING__PORT", "TRIMTAB_SERVING__OPENAI__PORT")
+
+
 def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str], ...] = ()) -> ServingProcess:
     """Start `trimtab serve` and wait until its health service says SERVING (or fail with its log)."""
-    address = f"127.0.0.1:{env['TRIMTAB_SERVING__PORT']}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trimtab.app.cli", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if not wait_serving(address, process, START_TIMEOUT_S, metadata):
+    for attempt in range(3):
+        address = f"127.0.0.1:{env['TRIMTAB_SERVING__PORT']}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trimtab.app.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if wait_serving(address, process, START_TIMEOUT_S, metadata):
+            return ServingProcess(address, load_config(environ=env), process, log)
         process.kill()
-        pytest.fail(f"trimtab serve not SERVING (exit code {process.poll()}):\n{log.read_text()[-3000:]}")
-    return ServingProcess(address, load_config(environ=env), process, log)
+        process.wait()
+        if "address already in use" not in log.read_text() or attempt == 2:
+            break
+        env = env | {name: str(free_port()) for name in LATE_BOUND_PORTS}
+    pytest.fail(f"trimtab serve not SERVING (exit code {process.poll()}):\n{log.read_text()[-3000:]}")
 
 
 async def seeded_load(address: str, requests: int = 256) -> list[str]:

@@ -184,6 +184,8 @@ def test_the_ops_page_shows_versions_gates_and_live_charts_in_a_real_browser(dem
             row = page.locator(f'#versions tr[data-version="{version}"]')
             assert "PUBLISHED" in row.inner_text() and "candidate_kl" in row.inner_text(), row.inner_text()
         assert page.locator("#current").inner_text() == demo.initial
+        # The operator's promotion reached the timeline as serving's own version events.
+        assert "SWAP_APPLIED" in page.locator(f'#versions tr[data-version="{demo.promoted}"]').inner_text()
         charts = page.locator("#panels .panel")
         assert charts.count() == len(panels())
         assert page.locator("#panels .nodata").count() == 0, page.locator("#panels").inner_text()

@@ -26,7 +26,6 @@ from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
-METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -
         serving__max_inflight="4",
         telemetry__traces="console",  # spans land in the log, read after shutdown
         telemetry__metrics="prometheus",
-        telemetry__prometheus_port=str(METRICS_PORT),
+        telemetry__prometheus_port=str(free_port()),  # bound at start-up, before the engine
     )
     running = start_serving(env, workdir / "serve.log", metadata=(("x-api-key", KEY),))
     yield running
@@ -112,7 +111,8 @@ def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: Serv
     codes = asyncio.run(burst())
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.OK) >= 4
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+    port = strict.config.telemetry.prometheus_port
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'outcome="resource_exhausted"' in metrics and "trimtab_serving_requests_total" in metrics
     assert "trimtab_serving_tokens_total" in metrics
     # OpenTelemetry's GenAI server metrics, with the conventions' attributes and bucket boundaries:
