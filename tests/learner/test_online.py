@@ -26,14 +26,13 @@ from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
 from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import importance_weights
-from tests.learner.online_support import feedback, small_learner_env
+from tests.learner.online_support import feedback, lineage_ids, newest_checkpoint, produce, small_learner_env
 from tests.learner.tiny import make_tiny_model
 from tests.metrics import metric_points, series
 from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import FeedbackMix
-from trimtab.events import event_producer, send_event
-from trimtab.registry import FEEDBACK_IDS, Registry
+from trimtab.registry import Registry
 from trimtab.v1 import common_pb2, events_pb2, feedback_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,49 +184,6 @@ def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cann
 
 
 # Exactly once across SIGKILLs: the real thing.
-
-
-def produce(config: TrimtabConfig, n: int) -> dict[str, list[str]]:
-    """n events on tiny-model-sized answers, straight onto the feedback topic, their ids by kind: every
-    fifth a pair, every seventh (not a pair) a rating, the rest thumbs (half up)."""
-    producer = event_producer(config.kafka, "test")
-    ids: dict[str, list[str]] = {"thumb": [], "pairwise": [], "rating": []}
-    for i in range(n):
-        good = i % 2 == 1
-        if i % 5 == 0:
-            label = feedback_pb2.FeedbackLabel(pairwise=feedback_pb2.Pairwise(
-                chosen_response_id="res_0", rejected_response_id="res_1"))  # fmt: skip
-        elif i % 7 == 0:
-            label = feedback_pb2.FeedbackLabel(rating=5 if good else 1)
-        else:
-            label = feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP if good else feedback_pb2.THUMB_DOWN)
-        event = feedback(label)
-        event.user_id = f"user{i % 5}"
-        event.served.prompt.chat.messages[0].content = f"What is {i % 7} plus {i % 3}?"
-        event.served.candidates[0].reply.text = f"It is {i % 7 + i % 3}." if good else "No idea, go away."
-        ids[str(label.WhichOneof("kind"))].append(event.feedback_id)
-        send_event(producer, config.kafka.topics.feedback.name, event.served.request_id, event).get(timeout=10)
-    producer.flush()
-    producer.close()
-    return ids
-
-
-def lineage_ids(registry: Registry, last: str) -> list[str]:
-    """The feedback ids trained along the lineage ending at `last` (through its own algorithm's versions)."""
-    ids: list[str] = []
-    version: str | None = last
-    algorithm = registry.get(last).algorithm
-    while version is not None:
-        manifest = registry.get(version)
-        if manifest.algorithm != algorithm:
-            break
-        ids += json.loads((registry.path(version) / FEEDBACK_IDS).read_text())
-        version = manifest.parent
-    return ids
-
-
-def newest_checkpoint(directory: Path) -> int:
-    return max((int(p.name.removeprefix("step-")) for p in directory.glob("step-*")), default=0)
 
 
 def killed_after_a_new_checkpoint(process: subprocess.Popen[bytes], checkpoints: Path, rng: random.Random) -> bool:

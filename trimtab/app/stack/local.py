@@ -7,7 +7,7 @@ stopped. `down` stops only what `up` started, found through the pid files in `st
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +36,14 @@ class Endpoint:
 
     @property
     def local(self) -> bool:
+        """Whether the address is one of this machine's (loopback or an interface's), where trimtab can start
+        the service: a socket binds to it."""
         try:
-            return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
+            family, kind, _, _, address = socket.getaddrinfo(self.host, 0, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind) as sock:
+                sock.bind(address)
+            return True
+        except OSError:
             return False
 
 
