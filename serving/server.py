@@ -28,6 +28,7 @@ from guardrails.metrics import GuardrailMetrics
 from guardrails.service import LiveGuardrails
 from serving.admin import AdminServicer, version_event
 from serving.generation import Generation
+from serving.grpc_options import GRPC_OPTIONS, SERVICE_NAMES
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
 from serving.openai.api import OpenAIApi
@@ -44,23 +45,9 @@ from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
-from trimtab.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import admin_pb2_grpc, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
-SERVICE_NAMES = (
-    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-)
-
-GRPC_OPTIONS = [
-    # Refuse to share the port with another server: two replicas on one port would split traffic silently.
-    ("grpc.so_reuseport", 0),
-    # Prompts are capped at serving.max_prompt_chars; 1 MiB bounds what a client can make us buffer.
-    ("grpc.max_receive_message_length", 1 << 20),
-    # Detect dead clients on long streams so their requests are aborted inside the engine.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-]
 
 
 @dataclass
@@ -173,6 +160,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         lora=config.engine.lora,
         meters=meters,
         announce=lambda swap, manifest: recorder.version_event(version_event(swap, manifest, replica_name)),
+        role=config.serving.role,
     )
     authenticator = Authenticator(config.auth)
     engine_stopped = asyncio.Event()

@@ -9,19 +9,20 @@ that cannot apply leaves the old one serving; the refusal is logged, counted and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from serving.metrics import ServingMetrics
 from serving.protocol import Engine, PauseMode
 from serving.routing import Router, Served
 from serving.weights import SwapRefused, TensorSpec, check_compatible, tensor_specs
-from trimtab.registry import Manifest, PointerStore, Registry, RegistryError
+from trimtab.registry import Manifest, Pointers, PointerStore, Registry, RegistryError
+from trimtab.registry.pointers import follow
 
 log = logging.getLogger(__name__)
 ZERO_ADAPTER = "trimtab-base"  # the all-zero adapter "base" requests use while LoRA is on
@@ -46,6 +47,22 @@ class Swap:
 
 
 Announce = Callable[[Swap, Manifest | None], None]
+Role = Literal["all", "current", "canary"]
+
+
+def wanted_versions(pointers: Pointers, role: Role, is_full: Callable[[str], bool]) -> tuple[str | None, str | None]:
+    """What a replica in `role` (serving.role) should serve: its base weights and its adapter canary.
+
+    One engine holds one set of base weights, so behind `trimtab route` a full-weight canary runs on replicas
+    of its own ('canary', which serve current while there is none) and the others ('current') leave it to
+    them; adapter canaries run beside current on the 'current' replicas as on 'all' ones. A replica on its
+    own ('all') is given both pointers, and refuses a full-weight canary with the reason."""
+    full_canary = pointers.canary is not None and is_full(pointers.canary)
+    if role == "canary":
+        return (pointers.canary if full_canary else pointers.current), None
+    if role == "current" and full_canary:
+        return pointers.current, None
+    return pointers.current, pointers.canary
 
 
 class VersionManager:
@@ -61,8 +78,10 @@ class VersionManager:
         lora: bool,
         meters: ServingMetrics,
         announce: Announce,
+        role: Role = "all",
     ) -> None:
         self._engine = engine
+        self._role = role
         self._registry = registry
         self._pointers = pointers
         self._lora = lora
@@ -88,44 +107,28 @@ class VersionManager:
         async with self._lock:
             pointers = await self._pointers.read()
             self.refused &= {pointers.current, pointers.canary}  # a refusal lasts while a pointer names it
-            wanted = pointers.current
+            wanted, wanted_canary = wanted_versions(pointers, self._role, self._is_full)
             if wanted is not None and wanted != self.router.current.version and wanted not in self.refused:
                 await self._apply("current", wanted)
             canary = self.router.canary.version if self.router.canary else None
-            if pointers.canary != canary and pointers.canary not in self.refused:
-                if pointers.canary is None:
+            if wanted_canary != canary and wanted_canary not in self.refused:
+                if wanted_canary is None:
                     self._retire(self.router.canary)
                     self.router.canary, self.router.canary_share = None, 0.0
                 else:
-                    await self._apply("canary", pointers.canary, pointers.canary_share)
-            elif pointers.canary is not None:
+                    await self._apply("canary", wanted_canary, pointers.canary_share)
+            elif wanted_canary is not None:
                 self.router.canary_share = pointers.canary_share
+
+    def _is_full(self, version_id: str) -> bool:
+        try:
+            return self._registry.get(version_id).kind == "full"
+        except RegistryError:
+            return False  # applying it says why it cannot serve
 
     async def follow(self, poll_s: float) -> None:
         """Reconcile on every announced change, and every `poll_s` in case a message was missed."""
-        changed = asyncio.Event()
-
-        async def listen() -> None:
-            while True:
-                try:
-                    async for _ in self._pointers.changes():
-                        changed.set()
-                except Exception as exc:  # Redis went away: the timer keeps us in step meanwhile
-                    log.warning("pointer subscription lost (%s); resubscribing", exc)
-                    await asyncio.sleep(poll_s)
-
-        listener = asyncio.create_task(listen())
-        try:
-            while True:
-                changed.clear()
-                try:
-                    await self.reconcile()
-                except Exception:  # a Redis hiccup must not stop following; the next round retries
-                    log.exception("reconciling with the registry pointers failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), poll_s)
-        finally:
-            listener.cancel()
+        await follow(self._pointers, self.reconcile, poll_s)
 
     async def _apply(self, role: str, version_id: str, share: float = 0.0) -> None:
         previous = self.router.current if role == "current" else self.router.canary
@@ -182,10 +185,11 @@ class VersionManager:
         if manifest.kind == "reward":
             raise SwapRefused(f"version {version_id} is a reward model, not a policy: it cannot serve")
         if manifest.kind == "full":
-            if role == "canary":
+            if role == "canary" and self._role == "all":
                 raise SwapRefused(
-                    "a full-weight canary needs a second serving replica (one engine holds one set of base "
-                    "weights); publish the canary as a LoRA adapter or run two replicas (README)"
+                    "a full-weight canary needs replicas of its own (one engine holds one set of base weights):"
+                    " run serving.role=canary replicas behind `trimtab route` (docs/deploy.md), or publish the"
+                    " canary as a LoRA adapter"
                 )
             check_compatible(tensor_specs(self._registry.path(version_id)), self._base_specs)
         elif not self._lora:

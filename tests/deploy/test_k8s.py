@@ -18,6 +18,7 @@ from tests.conftest import REPO
 from tests.deploy.k8s import OVERLAYS, Manifests, env_value, pod_labels, pod_spec, port_numbers, render
 
 KUBERNETES = "1.34.0"  # the oldest release we support: sidecar-free preStop `sleep`, Job index labels
+REPLICAS = ("serving-current", "serving-canary")  # serving.role current and canary, behind the router
 CUSTOM = {  # resources of operators the cluster installs: checked below for what trimtab relies on
     "Kafka": "kafka.strimzi.io/v1beta2",
     "KafkaNodePool": "kafka.strimzi.io/v1beta2",
@@ -44,7 +45,7 @@ def test_every_resource_passes_the_kubernetes_schemas_strictly(manifests: Manife
 
 
 def test_the_schema_check_refuses_a_misspelt_field() -> None:
-    serving = copy.deepcopy(Manifests("dev-cpu", render("dev-cpu")).get("Deployment", "serving"))
+    serving = copy.deepcopy(Manifests("dev-cpu", render("dev-cpu")).get("Deployment", "serving-current"))
     pod_spec(serving)["containers"][0]["readinesProbe"] = pod_spec(serving)["containers"][0].pop("readinessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(serving, KUBERNETES, strict=True)
@@ -65,11 +66,18 @@ def test_every_trimtab_pod_loads_a_valid_config_pointing_at_the_clusters_service
         assert redis.port in [p["port"] for p in services[str(redis.hostname)]["spec"]["ports"]]
         otlp = urlsplit(config.telemetry.otlp_endpoint)
         assert otlp.port in [p["port"] for p in services[str(otlp.hostname)]["spec"]["ports"]]
-        host, port = config.serving.openai.feedback_address.split(":")
-        assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]]
+        router = config.serving.router
+        for address in (config.serving.openai.feedback_address, router.current, router.canary):
+            host, port = address.removeprefix("dns:///").split(":")
+            assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]], address
+        for target in (router.current, router.canary):  # resolved to every replica, balanced by the router
+            assert target.startswith("dns:///") and services[target[7:].split(":")[0]]["spec"]["clusterIP"] == "None"
+        for url, replicas in ((router.current_http, "serving-current"), (router.canary_http, "serving-canary")):
+            parts = urlsplit(url)
+            assert parts.hostname == replicas and parts.port in [p["port"] for p in services[replicas]["spec"]["ports"]]
         volumes = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
         assert "/etc/trimtab" in volumes and env_value(container, "TRIMTAB_CONFIG") == "/etc/trimtab/trimtab.yaml"
-        if workload["metadata"]["name"] in ("serving", "learner", "ops"):  # they read models and the registry
+        if workload["metadata"]["name"] in (*REPLICAS, "router", "learner", "ops"):  # they read the registry
             for path in (config.model.path, config.registry.root):
                 assert str(path).startswith("/data/") and "/data" in volumes
         if workload["metadata"]["name"] == "learner":  # it writes versions and checkpoints
@@ -78,14 +86,19 @@ def test_every_trimtab_pod_loads_a_valid_config_pointing_at_the_clusters_service
 
 
 def test_the_ports_probed_and_exposed_are_the_ones_each_process_binds(manifests: Manifests) -> None:
-    serving = manifests.container("Deployment", "serving")
-    config = manifests.config(serving)
-    assert config.serving.host == config.feedback.grpc_host == config.telemetry.prometheus_host == "0.0.0.0"
-    assert port_numbers(serving) == {
-        "grpc": config.serving.port, "http": config.serving.openai.port, "metrics": config.telemetry.prometheus_port,
-    }  # fmt: skip
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert serving[probe]["grpc"]["port"] == config.serving.port  # standard gRPC health, which trimtab serves
+    for name, role in zip(REPLICAS, ("current", "canary"), strict=True):
+        serving = manifests.container("Deployment", name)
+        config = manifests.config(serving)
+        assert config.serving.role == role
+        assert config.serving.host == config.feedback.grpc_host == config.telemetry.prometheus_host == "0.0.0.0"
+        ports = {"grpc": config.serving.port, "http": config.serving.openai.port}
+        assert port_numbers(serving) == ports | {"metrics": config.telemetry.prometheus_port}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert serving[probe]["grpc"]["port"] == config.serving.port  # standard gRPC health, which trimtab serves
+    router = manifests.container("Deployment", "router")
+    settings = manifests.config(router).serving.router
+    assert port_numbers(router) == {"grpc": settings.port, "http": settings.http_port}
+    assert router["readinessProbe"]["grpc"]["port"] == settings.port
     feedback = manifests.container("Deployment", "feedback")
     metrics = config.telemetry.prometheus_port
     assert port_numbers(feedback) == {
@@ -97,7 +110,10 @@ def test_the_ports_probed_and_exposed_are_the_ones_each_process_binds(manifests:
     assert port_numbers(manifests.container("Deployment", "ops"))["http"] == config.ops.port
     # Draining: the pod is out of the endpoints (preStop) before SIGTERM starts trimtab's own drain, and
     # the grace period covers both.
-    for name, drain in (("serving", config.serving.drain_grace_s), ("feedback", config.feedback.drain_grace_s)):
+    drains = {name: config.serving.drain_grace_s for name in (*REPLICAS, "router")} | {
+        "feedback": config.feedback.drain_grace_s
+    }
+    for name, drain in drains.items():
         spec = pod_spec(manifests.get("Deployment", name))
         (container,) = spec["containers"]
         assert spec["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"] + drain
@@ -118,8 +134,9 @@ def test_every_service_and_service_monitor_finds_its_pods_and_their_port(manifes
     for monitor in manifests.of("ServiceMonitor"):
         wanted = monitor["spec"]["selector"]["matchLabels"]
         found = [s for s in manifests.of("Service") if wanted.items() <= s["metadata"].get("labels", {}).items()]
-        assert len(found) == 1, monitor["metadata"]["name"]
-        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in found[0]["spec"]["ports"]}
+        assert found, monitor["metadata"]["name"]
+        for service in found:
+            assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
     for budget in manifests.of("PodDisruptionBudget"):
         wanted = budget["spec"]["selector"]["matchLabels"].items()
         assert any(wanted <= pod_labels(w).items() for w in manifests.workloads()), budget["metadata"]["name"]
@@ -191,20 +208,19 @@ def test_the_learner_is_an_indexed_job_meeting_at_its_own_pod_zero(manifests: Ma
 
 
 def test_gpus_are_asked_for_exactly_where_the_code_is_told_to_use_them(manifests: Manifests) -> None:
-    serving, learner = manifests.container("Deployment", "serving"), manifests.container("Job", "learner")
+    serving, learner = manifests.container("Deployment", "serving-canary"), manifests.container("Job", "learner")
     serving_config, learner_config = manifests.config(serving), manifests.config(learner)
-    gpus = {
-        name: int(container["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
-        for name, container in (("serving", serving), ("learner", learner))
-    }
+    containers = {name: manifests.container("Deployment", name) for name in REPLICAS} | {"learner": learner}
+    gpus = {name: int(c["resources"].get("limits", {}).get("nvidia.com/gpu", 0)) for name, c in containers.items()}
     if manifests.overlay == "prod-gpu":
-        assert gpus == {"serving": 1, "learner": int(env_value(learner, "LEARNER_PROCS_PER_NODE") or 0)}
+        per_node = int(env_value(learner, "LEARNER_PROCS_PER_NODE") or 0)
+        assert gpus == {"serving-current": 1, "serving-canary": 1, "learner": per_node}
         assert (learner_config.learner.device, learner_config.learner.dtype, learner_config.learner.backend) == (
             "cuda", "bfloat16", "nccl")  # fmt: skip
         assert serving_config.engine.dtype == "bfloat16"
-        assert manifests.get("Deployment", "serving")["spec"]["template"]["spec"]["tolerations"]
+        assert all(pod_spec(manifests.get("Deployment", name))["tolerations"] for name in REPLICAS)
     else:
-        assert gpus == {"serving": 0, "learner": 0}
+        assert set(gpus.values()) == {0}
         assert (learner_config.learner.device, learner_config.learner.backend) == ("cpu", "gloo")
         assert serving_config.engine.dtype == "float32"
 

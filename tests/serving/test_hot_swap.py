@@ -292,4 +292,4 @@ def test_full_weight_canaries_are_refused_with_the_reason(serving: ServingProces
     with pytest.raises(grpc.RpcError) as refused:
         admin(serving).SetCanary(admin_pb2.SetCanaryRequest(version_id=versions.full, share=0.5))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "full-weight canary needs a second serving replica" in refused.value.details()
+    assert "full-weight canary needs replicas of its own" in refused.value.details()

@@ -91,6 +91,12 @@ def cmd_serve(config: TrimtabConfig, args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_route(config: TrimtabConfig, args: argparse.Namespace) -> int:
+    from serving.router.server import run
+
+    return run(config)
+
+
 def cmd_learn(config: TrimtabConfig, args: argparse.Namespace) -> int:
     if args.online:
         return _learn_online(config, args)
@@ -243,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="JSON instead of YAML")
     _add_model_commands(commands)
     add("serve", cmd_serve, "serve the model over gRPC (InferenceService, AdminService) until SIGTERM")
+    add("route", cmd_route, "send each user to the current or the full-weight canary replicas until SIGTERM")
     add("feedback", cmd_feedback, "take feedback over gRPC and HTTP/JSON (FeedbackService) until SIGTERM")
     reward = add("reward", cmd_reward, "serve a reward model over gRPC (RewardService.Score) until SIGTERM")
     reward.add_argument("--version", help="the reward version of the registry to serve (reward_service.version)")

@@ -27,6 +27,26 @@ class OpenAIConfig(Section):
     max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body read (413 beyond).")
 
 
+class RouterConfig(Section):
+    """`trimtab route`: the user-hash router in front of two replica sets, for full-weight canaries (one
+    engine holds one set of base weights, so a full-weight canary needs replicas of its own)."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the router's gRPC and HTTP ports.")
+    port: int = Field(default=50050, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="OpenAI API port (0 picks a free one).")
+    current: str = Field(
+        default="127.0.0.1:50051",
+        description=(
+            "gRPC target of the replicas with serving.role current: host:port, or dns:///name:port to spread calls"
+            " over every address the name resolves to."
+        ),
+    )
+    current_http: str = Field(default="http://127.0.0.1:8000", description="Base URL of those replicas' OpenAI API.")
+    canary: str = Field(default="127.0.0.1:50061", description="gRPC address of the replicas with serving.role canary.")
+    canary_http: str = Field(default="http://127.0.0.1:8010", description="Base URL of those replicas' OpenAI API.")
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Largest HTTP body forwarded (413 beyond).")
+
+
 class ServingConfig(Section):
     """`trimtab serve`: InferenceService and AdminService over grpc.aio, vLLM's AsyncLLM in process."""
 
@@ -72,6 +92,17 @@ class ServingConfig(Section):
             "CPU backend only: cores vLLM leaves to this process (gRPC, tokenising, the response log). On 2 cores,"
             " 1 gave the tier 1.24x the throughput of 0: vLLM's threads otherwise fight the server for the CPU."
         ),
+    )
+    role: Literal["all", "current", "canary"] = Field(
+        default="all",
+        description=(
+            "'all': serve current and adapter canaries, refuse a full-weight canary. Behind `trimtab route`:"
+            " 'current' leaves full-weight canaries to the canary replicas; 'canary' serves a full-weight canary"
+            " as its own weights (current while there is none)."
+        ),
+    )
+    router: RouterConfig = Field(
+        default_factory=RouterConfig, description="`trimtab route`, the router for full-weight canaries."
     )
     openai: OpenAIConfig = Field(
         default_factory=OpenAIConfig, description="The OpenAI-compatible HTTP API (chat, completions, feedback)."

@@ -9,13 +9,18 @@ channel; followers re-read the hash on a message and on a timer, so a missed mes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from trimtab.errors import TrimtabError
+
+log = logging.getLogger(__name__)
 
 PROMOTE = """
 local current = redis.call('HGET', KEYS[1], 'current')
@@ -123,6 +128,34 @@ class PointerStore:
                     yield _text(message["data"])
         finally:
             await pubsub.aclose()
+
+
+async def follow(store: PointerStore, on_change: Callable[[], Awaitable[None]], poll_s: float) -> None:
+    """Call `on_change` now, on every announced change, and every `poll_s` in case a message was missed
+    (until cancelled). Neither a lost subscription nor a failing `on_change` stops it: the timer goes on."""
+    changed = asyncio.Event()
+
+    async def listen() -> None:
+        while True:
+            try:
+                async for _ in store.changes():
+                    changed.set()
+            except Exception as exc:  # Redis went away: the timer keeps the follower in step meanwhile
+                log.warning("pointer subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(poll_s)
+
+    listener = asyncio.create_task(listen())
+    try:
+        while True:
+            changed.clear()
+            try:
+                await on_change()
+            except Exception:  # a Redis hiccup must not stop following; the next round retries
+                log.exception("following the registry pointers failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), poll_s)
+    finally:
+        listener.cancel()
 
 
 def _text(value: bytes | str) -> str:

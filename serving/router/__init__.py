@@ -1,0 +1,1 @@
+"""`trimtab route`: the user-hash router in front of the current and the canary replica sets."""

@@ -1,0 +1,252 @@
+"""`trimtab route`: each user of a full-weight canary's share goes to the canary replicas, everyone else
+(and every adapter canary's user) to the current ones, over gRPC and the OpenAI API, with the replicas'
+answers, errors and streams passed through.
+
+The current side is the session's real serving process. The canary side is a stand-in that answers with
+its own marker: two vLLM engines do not run side by side on our 2-core machines, so a second real replica
+is not started here. The router's forwarding is one code path for both sides (the real test above covers
+it); what a canary replica serves is `wanted_versions` (unit-tested below) on the swap path that
+tests/serving/test_hot_swap.py runs for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+import grpc
+import openai
+import pytest
+import redis
+
+from serving.router.split import Split
+from serving.routing import user_bucket
+from serving.versions import wanted_versions
+from tests.conftest import REPO, free_port
+from tests.learner.tiny import make_tiny_model
+from tests.serving.test_inference import chat_request
+from tests.serving_process import ServingProcess
+from trimtab.health import wait_serving
+from trimtab.registry import Pointers, Registry
+from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+CANARY_MARK = "ver_stand_in_canary_replica"
+
+
+def test_a_full_weight_canary_splits_users_by_the_replicas_hash_and_anything_else_goes_to_current(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    full = registry.publish(make_tiny_model(tmp_path / "full"), parent=None, algorithm="dpo").id
+    split = Split()
+    assert split.side("anyone") == "current"  # no canary
+    split.update(Pointers(current=full, canary=full, canary_share=0.3), registry)
+    users = [f"user{i}" for i in range(200)]
+    assert [split.side(u) for u in users] == ["canary" if user_bucket(u, full) < 0.3 else "current" for u in users]
+    assert 40 < sum(split.side(u) == "canary" for u in users) < 80
+    assert split.side(users[0], pinned=full) == "canary" and split.side(users[0], pinned="ver_other") == "current"
+    split.update(Pointers(current=full, canary="ver_not_in_the_registry", canary_share=1.0), registry)
+    assert split.side("anyone") == "current"  # unknown (or a LoRA adapter): the current replicas handle it
+
+
+def test_each_replica_role_serves_what_the_router_sends_it() -> None:
+    full = {"ver_full"}.__contains__
+    with_full = Pointers(current="ver_a", canary="ver_full", canary_share=0.5)
+    with_adapter = Pointers(current="ver_a", canary="ver_lora", canary_share=0.5)
+    none = Pointers(current="ver_a")
+    assert wanted_versions(with_full, "all", full) == ("ver_a", "ver_full")  # then refused, saying why
+    assert wanted_versions(with_full, "current", full) == ("ver_a", None)
+    assert wanted_versions(with_full, "canary", full) == ("ver_full", None)  # its own base weights
+    assert wanted_versions(with_adapter, "current", full) == ("ver_a", "ver_lora")  # beside current
+    assert wanted_versions(with_adapter, "canary", full) == ("ver_a", None)
+    assert wanted_versions(none, "canary", full) == ("ver_a", None)
+
+
+# The canary side: answers every call with CANARY_MARK.
+
+
+class StandInInference(inference_pb2_grpc.InferenceServiceServicer):
+    def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.ServicerContext) -> object:
+        return inference_pb2.GenerateResponse(request_id="req_canary", candidates=[self._candidate(request)])
+
+    def GenerateStream(self, request: inference_pb2.GenerateRequest, context: grpc.ServicerContext) -> Iterator[object]:
+        yield inference_pb2.GenerateStreamResponse(request_id="req_canary", text_delta="from the canary")
+        yield inference_pb2.GenerateStreamResponse(request_id="req_canary", final=self._candidate(request))
+
+    @staticmethod
+    def _candidate(request: inference_pb2.GenerateRequest) -> inference_pb2.Candidate:
+        return inference_pb2.Candidate(text=f"from the canary for {request.user_id}", model_version=CANARY_MARK)
+
+
+class StandInHttp(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        reply = {
+            "id": "chatcmpl-canary", "object": "chat.completion", "created": 0, "model": CANARY_MARK,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"canary for {body.get('user')}"},
+                         "finish_reason": "stop"}],
+        }  # fmt: skip
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Routed:
+    grpc: inference_pb2_grpc.InferenceServiceStub
+    openai: openai.OpenAI
+    pointers: redis.Redis
+    key: str  # the router's pointers hash
+    canary: str  # a full-weight version in the router's registry
+
+
+@pytest.fixture(scope="module")
+def routed(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
+    """`trimtab route` in front of the session's serving process (current) and the stand-in (canary), on
+    pointers of its own naming a full-weight canary for half the users."""
+    workdir = tmp_path_factory.mktemp("router")
+    canary_grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(StandInInference(), canary_grpc)
+    canary_port = canary_grpc.add_insecure_port("127.0.0.1:0")
+    canary_grpc.start()
+    canary_http = ThreadingHTTPServer(("127.0.0.1", 0), StandInHttp)
+    Thread(target=canary_http.serve_forever, daemon=True).start()
+    registry = Registry(workdir / "registry")
+    canary = registry.publish(make_tiny_model(workdir / "full"), parent=None, algorithm="dpo").id
+    prefix = f"{serving.config.redis.key_prefix}router-{uuid.uuid4().hex[:6]}:"
+    client = redis.Redis.from_url(serving.config.redis.url)
+    key = f"{prefix}registry:pointers"
+    client.hset(key, mapping={"current": "ver_whatever", "canary": canary, "canary_share": "0.5"})
+    port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | {
+        "TRIMTAB_REDIS__URL": serving.config.redis.url,
+        "TRIMTAB_REDIS__KEY_PREFIX": prefix,
+        "TRIMTAB_REGISTRY__ROOT": str(registry.root),
+        "TRIMTAB_SERVING__VERSION_POLL_S": "0.5",
+        "TRIMTAB_SERVING__ROUTER__PORT": str(port),
+        "TRIMTAB_SERVING__ROUTER__HTTP_PORT": str(http_port),
+        "TRIMTAB_SERVING__ROUTER__CURRENT": serving.address,
+        "TRIMTAB_SERVING__ROUTER__CURRENT_HTTP": serving.openai_url.removesuffix("/v1"),
+        "TRIMTAB_SERVING__ROUTER__CANARY": f"127.0.0.1:{canary_port}",
+        "TRIMTAB_SERVING__ROUTER__CANARY_HTTP": f"http://127.0.0.1:{canary_http.server_port}",
+    }
+    log = workdir / "router.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trimtab.app.cli", "route"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert wait_serving(f"127.0.0.1:{port}", process, timeout_s=60), log.read_text()[-3000:]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Routed(
+                grpc=inference_pb2_grpc.InferenceServiceStub(channel),
+                openai=openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0),
+                pointers=client,
+                key=key,
+                canary=canary,
+            )
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+        canary_grpc.stop(grace=None)
+        canary_http.shutdown()
+        client.delete(key)
+
+
+def on_canary(user: str, canary: str) -> bool:
+    return user_bucket(user, canary) < 0.5
+
+
+def test_grpc_calls_go_to_the_side_of_their_user_and_come_back_as_the_replica_sent_them(routed: Routed) -> None:
+    users = [f"router-user-{i}" for i in range(12)]
+    assert {on_canary(u, routed.canary) for u in users} == {True, False}  # both sides are exercised
+    for user in users:
+        reply = routed.grpc.Generate(
+            chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=8)), timeout=60
+        )
+        (candidate,) = reply.candidates
+        if on_canary(user, routed.canary):
+            assert (candidate.model_version, candidate.text) == (CANARY_MARK, f"from the canary for {user}")
+        else:  # the real replica: its own version, ids and token counts
+            assert candidate.model_version.startswith("ver_") and candidate.model_version != CANARY_MARK
+            assert candidate.response_id.startswith("resp_") and candidate.completion_tokens > 0
+    for user in users[:4]:
+        chunks = list(
+            routed.grpc.GenerateStream(
+                chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=8)), timeout=60
+            )
+        )
+        final = chunks[-1].final
+        assert (final.model_version == CANARY_MARK) is on_canary(user, routed.canary)
+        assert "".join(c.text_delta for c in chunks) == final.text or final.model_version == CANARY_MARK
+
+
+def test_a_replicas_refusal_reaches_the_client_with_its_code_and_reason(
+    routed: Routed, serving: ServingProcess
+) -> None:
+    user = next(f"refused-{i}" for i in range(100) if not on_canary(f"refused-{i}", routed.canary))
+    too_many = serving.config.serving.max_tokens_limit + 1
+    with pytest.raises(grpc.RpcError) as refused:
+        routed.grpc.Generate(
+            chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=too_many)), timeout=60
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_tokens" in str(refused.value.details())
+    with pytest.raises(openai.BadRequestError) as bad:
+        routed.openai.chat.completions.create(
+            model="trimtab", messages=[{"role": "user", "content": "hi"}], user=user, max_tokens=too_many
+        )
+    assert bad.value.body is not None and "max_tokens" in json.dumps(bad.value.body)
+
+
+def test_openai_calls_split_by_user_or_pinned_version_and_other_paths_go_to_current(routed: Routed) -> None:
+    for user in [f"http-user-{i}" for i in range(8)]:
+        answer = routed.openai.chat.completions.create(
+            model="trimtab", messages=[{"role": "user", "content": "What is 3 plus 5?"}], user=user, max_tokens=8
+        )
+        assert (answer.model == CANARY_MARK) is on_canary(user, routed.canary)
+    user = next(f"pin-{i}" for i in range(100) if not on_canary(f"pin-{i}", routed.canary))
+    pinned = routed.openai.chat.completions.create(
+        model=routed.canary, messages=[{"role": "user", "content": "hi"}], user=user, max_tokens=8
+    )
+    assert pinned.model == CANARY_MARK  # the version it names is served by the canary replicas
+    streamed = routed.openai.chat.completions.create(
+        model="trimtab", messages=[{"role": "user", "content": "hi"}], user=user, max_tokens=8, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)  # SSE through
+    assert next(m.id for m in routed.openai.models.list()) == "trimtab"  # from the current replicas
+
+
+def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed) -> None:
+    canary = routed.canary
+    routed.pointers.hdel(routed.key, "canary", "canary_share")
+    try:
+        deadline = time.monotonic() + 10
+        user = next(f"back-{i}" for i in range(100) if on_canary(f"back-{i}", canary))
+        while time.monotonic() < deadline:
+            reply = routed.grpc.Generate(
+                chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=4)), timeout=60
+            )
+            if reply.candidates[0].model_version != CANARY_MARK:
+                break
+            time.sleep(0.2)
+        assert reply.candidates[0].model_version != CANARY_MARK
+    finally:
+        routed.pointers.hset(routed.key, mapping={"canary": canary, "canary_share": "0.5"})
