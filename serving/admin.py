@@ -102,7 +102,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListVersions(
         self, request: admin_pb2.ListVersionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListVersionsResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         newest_first = [
             m for m in reversed(self._registry.versions()) if not request.page_token or m.id < request.page_token
@@ -114,7 +114,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetVersion(
         self, request: admin_pb2.GetVersionRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetVersionResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         manifest = await self._manifest(request.version_id, context)
         return admin_pb2.GetVersionResponse(
             version=await self._describe(manifest), manifest_json=manifest.model_dump_json()
@@ -123,7 +123,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetCanary(
         self, request: admin_pb2.SetCanaryRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetCanaryResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         if not 0.0 < request.share <= 1.0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"share: must be in (0, 1], got {request.share:g}")
         await self._check(request.version_id, "canary", context)
@@ -134,7 +134,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Promote(
         self, request: admin_pb2.PromoteRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PromoteResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         await self._check(request.version_id, "current", context)
         await self._pointers.promote(request.version_id)
         await self._manager.reconcile()
@@ -143,7 +143,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Rollback(
         self, request: admin_pb2.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RollbackResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         try:
             rolled = await self._pointers.rollback(request.version_id or None)
         except PointerError as exc:
@@ -155,8 +155,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetStatusResponse:
-        await authenticate(self._authenticator, context)
+        await self._authorize(context)
         return admin_pb2.GetStatusResponse(status=self.status())
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        """Only operators' keys (auth.api_keys[].admin) see and change what serves; inference keys get
+        PERMISSION_DENIED. With auth off every caller may."""
+        principal = await authenticate(self._authenticator, context)
+        if not principal.admin:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"API key {principal.key_name!r} is not an admin key: AdminService takes keys with admin: true",
+            )
 
     async def _manifest(self, version_id: str, context: grpc.aio.ServicerContext) -> Manifest:
         if not version_id:

@@ -29,6 +29,7 @@ class Principal:
     key_name: str  # the API key's configured name, or "anonymous" while auth is off
     tenant: str
     allow_raters: bool  # the tenant lets users other than the served one give feedback
+    admin: bool = False  # may change what serves (AdminService); every caller while auth is off
 
 
 def hash_key(key: str) -> str:
@@ -57,7 +58,7 @@ class Authenticator:
 
     def principal(self, presented: str | None) -> Principal:
         if not self._config.enabled:
-            return self._principal(ANONYMOUS, self._config.default_tenant)
+            return self._principal(ANONYMOUS, self._config.default_tenant, admin=True)
         if not presented:
             raise Unauthenticated("missing API key: send `authorization: Bearer KEY` or `x-api-key: KEY`")
         digest = hash_key(presented)
@@ -65,7 +66,8 @@ class Authenticator:
         match = [key for sha, key in self._keys.items() if hmac.compare_digest(sha, digest)]
         if not match:
             raise Unauthenticated("unknown API key")
-        return self._principal(match[0].name, match[0].tenant)
+        return self._principal(match[0].name, match[0].tenant, admin=match[0].admin)
 
-    def _principal(self, key_name: str, tenant: str) -> Principal:
-        return Principal(key_name=key_name, tenant=tenant, allow_raters=self._config.tenants[tenant].allow_raters)
+    def _principal(self, key_name: str, tenant: str, admin: bool) -> Principal:
+        allow_raters = self._config.tenants[tenant].allow_raters
+        return Principal(key_name=key_name, tenant=tenant, allow_raters=allow_raters, admin=admin)

@@ -59,6 +59,7 @@ class HttpProxy:
             self._side(body, request.headers) if request.method == "POST" and request.path in GENERATING else "current"
         )
         url = self._bases[side] + request.path_qs
+        response = None
         try:
             async with self._session.request(request.method, url, data=body, headers=copied(request.headers)) as reply:
                 response = web.StreamResponse(status=reply.status, reason=reply.reason, headers=copied(reply.headers))
@@ -68,6 +69,8 @@ class HttpProxy:
                 await response.write_eof()
                 return response
         except aiohttp.ClientConnectionError as exc:
+            if response is not None:  # lost mid-answer: the client sees the connection end, as from the replica
+                raise
             message = f"the {side} replicas at {self._bases[side]} cannot be reached: {exc}"
             error = {"message": message, "type": "server_error", "param": None, "code": "upstream_unavailable"}
             return web.json_response({"error": error}, status=502)

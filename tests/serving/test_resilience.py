@@ -1,6 +1,7 @@
-"""A second serving process, configured to be hard to please: API keys on, a tiny in-flight limit, and a
-Redis of its own that we stop and restart. Generation never waits on the response log; records written
-while Redis is down land when it comes back; SIGTERM lets in-flight streams finish."""
+"""A second serving process, configured to be hard to please: API keys on (an inference key and an
+operator's admin key), a tiny in-flight limit, and a Redis of its own that we stop and restart. Generation
+never waits on the response log; records written while Redis is down land when it comes back; SIGTERM lets
+in-flight streams finish; no key is ever written to the log."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from trimtab.app.stack import down, up
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
 from trimtab.records import ResponseStore, redis_client
-from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from trimtab.v1 import admin_pb2, admin_pb2_grpc, common_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
+ADMIN_KEY = "operator-key-456"
+UNKNOWN_KEY = "not-a-configured-key-789"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,10 @@ def own_redis(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
     workdir = tmp_path_factory.mktemp("strict")
-    keys = json.dumps([{"name": "tester", "sha256": hash_key(KEY), "tenant": "default"}])
+    keys = json.dumps([
+        {"name": "tester", "sha256": hash_key(KEY), "tenant": "default"},
+        {"name": "operator", "sha256": hash_key(ADMIN_KEY), "tenant": "default", "admin": True},
+    ])  # fmt: skip
     env = serving_env(
         own_redis,
         free_port(),
@@ -92,6 +98,23 @@ def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(strict: ServingProc
         client("wrong").models.list()
     answered = client(KEY).chat.completions.create(**chat)  # type: ignore[call-overload]
     assert answered.choices[0].message.content and answered.model_extra["user"] == "tester"  # the key's name
+
+
+def test_only_an_admin_key_may_see_or_change_what_serves(strict: ServingProcess) -> None:
+    stub = admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(strict.address))
+    operator = (("x-api-key", ADMIN_KEY),)
+    current = stub.GetStatus(admin_pb2.GetStatusRequest(), metadata=operator, timeout=30).status.current_version_id
+    assert current.startswith("ver_")
+    for call, message in ((stub.GetStatus, admin_pb2.GetStatusRequest()), (stub.Rollback, admin_pb2.RollbackRequest())):
+        with pytest.raises(grpc.RpcError) as denied:
+            call(message, metadata=AUTH, timeout=30)  # an inference key
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED and "'tester'" in str(denied.value.details())
+    for metadata in ((), (("x-api-key", UNKNOWN_KEY),)):
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.ListVersions(admin_pb2.ListVersionsRequest(), metadata=metadata, timeout=30)
+        assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    after = stub.GetStatus(admin_pb2.GetStatusRequest(), metadata=operator, timeout=30).status.current_version_id
+    assert after == current  # the refused rollback moved nothing
 
 
 def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: ServingProcess) -> None:
@@ -185,6 +208,17 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: Servin
     assert chat["gen_ai.usage.output_tokens"] > 0 and chat["gen_ai.response.finish_reasons"][0] in ("stop", "length")
     inside = {s["name"] for s in spans if s["parent_id"] == chats[0]["context"]["span_id"]}
     assert {"generate", "record"} <= inside
+
+
+def test_no_api_key_reaches_the_log(strict: ServingProcess) -> None:
+    """After the tests above (calls with both keys, refused calls with an unknown one) and the shutdown, which
+    flushed the spans and their attributes into the log."""
+    if strict.process.poll() is None:  # run on its own: the shutdown flushes the spans
+        stop_serving(strict)
+    log = strict.log.read_text()
+    assert console_spans(log)
+    for secret in (KEY, ADMIN_KEY, UNKNOWN_KEY):
+        assert secret not in log
 
 
 def console_spans(log: str) -> list[dict[str, Any]]:

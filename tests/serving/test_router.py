@@ -113,6 +113,7 @@ class Routed:
     pointers: redis.Redis
     key: str  # the router's pointers hash
     canary: str  # a full-weight version in the router's registry
+    stand_ins: tuple[grpc.Server, ThreadingHTTPServer]
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,7 @@ def routed(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) ->
                 pointers=client,
                 key=key,
                 canary=canary,
+                stand_ins=(canary_grpc, canary_http),
             )
     finally:
         process.terminate()
@@ -250,3 +252,20 @@ def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed)
         assert reply.candidates[0].model_version != CANARY_MARK
     finally:
         routed.pointers.hset(routed.key, mapping={"canary": canary, "canary_share": "0.5"})
+
+
+def test_when_the_canary_replicas_are_gone_their_users_hear_so_and_the_others_are_served(routed: Routed) -> None:
+    lost = next(f"lost-{i}" for i in range(100) if on_canary(f"lost-{i}", routed.canary))
+    kept = next(f"kept-{i}" for i in range(100) if not on_canary(f"kept-{i}", routed.canary))
+    stand_in_grpc, stand_in_http = routed.stand_ins
+    stand_in_grpc.stop(grace=None)
+    stand_in_http.shutdown()
+    stand_in_http.server_close()
+    sampling = common_pb2.SamplingParams(max_tokens=4)
+    with pytest.raises(grpc.RpcError) as unavailable:
+        routed.grpc.Generate(chat_request(user_id=lost, sampling=sampling), timeout=30)
+    assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(openai.InternalServerError) as bad_gateway:
+        routed.openai.chat.completions.create(model="trimtab", messages=[{"role": "user", "content": "hi"}], user=lost)
+    assert bad_gateway.value.status_code == 502 and "upstream_unavailable" in json.dumps(bad_gateway.value.body)
+    assert routed.grpc.Generate(chat_request(user_id=kept, sampling=sampling), timeout=60).candidates

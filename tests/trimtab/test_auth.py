@@ -18,11 +18,18 @@ def auth_on() -> AuthConfig:
 
 
 def test_auth_off_acts_for_the_default_tenant_without_a_key() -> None:
-    assert Authenticator(AuthConfig()).principal(None) == Principal(ANONYMOUS, "default", allow_raters=False)
+    expected = Principal(ANONYMOUS, "default", allow_raters=False, admin=True)  # nothing to tell callers apart
+    assert Authenticator(AuthConfig()).principal(None) == expected
 
 
 def test_a_configured_key_maps_to_its_tenant_and_what_the_tenant_allows() -> None:
     assert Authenticator(auth_on()).principal("s3cret") == Principal("acme-app", "acme", allow_raters=True)
+
+
+def test_only_keys_configured_as_admin_are_admins() -> None:
+    operator = ApiKeyConfig(name="ops", sha256=hash_key("0ps"), tenant="default", admin=True)
+    keys = Authenticator(auth_on().model_copy(update={"api_keys": [*auth_on().api_keys, operator]}))
+    assert keys.principal("0ps").admin and not keys.principal("s3cret").admin
 
 
 @pytest.mark.parametrize(("presented", "message"), [(None, "missing API key"), ("", "missing API key"),

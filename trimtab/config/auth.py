@@ -26,6 +26,10 @@ class ApiKeyConfig(Section):
     name: str = Field(min_length=1, description="Who holds the key, for logs, metrics and rate limits.")
     sha256: str = Field(description="Lower-case hex SHA-256 of the key (`trimtab.auth.hash_key(key)`).")
     tenant: str = Field(min_length=1, description="The tenant every request made with this key acts for.")
+    admin: bool = Field(
+        default=False,
+        description="May call AdminService (list versions, set the canary, promote, roll back): operators' keys only.",
+    )
 
     @field_validator("sha256")
     @classmethod
