@@ -166,29 +166,34 @@ def test_two_nodes_learn_the_same_loss_curve_as_one_node_with_the_same_ranks(
         assert all(math.isclose(one[k], two[k], rel_tol=1e-4, abs_tol=1e-6) for k in one), (one, two)
 
 
+@pytest.mark.parametrize("lost", [1, pytest.param(0, marks=pytest.mark.long)], ids=["node1", "node0"])
 def test_a_node_lost_mid_round_comes_back_and_nothing_is_trained_twice(
-    network: Network, services: TrimtabConfig, launch: Launch, tmp_path: Path
+    network: Network, services: TrimtabConfig, launch: Launch, tmp_path: Path, lost: int
 ) -> None:
     base = learner_env(services, tmp_path)
     ids = produce(load_config(path=None, environ=base), 36)
-    node0, node1 = network.hosts
-    run = job(launch, base, tmp_path / "lost-node", rendezvous=node0, nodes=2, ranks_per_node=1)
-    logs = [run.workdir / name for name in ("node0.log", "node1.log", "node1-again.log")]
-    survivor = run.start(node0, 0, logs[0].open("w"))
-    lost = run.start(node1, 1, logs[1].open("w"))
+    hosts = network.hosts
+    run = job(launch, base, tmp_path / "lost-node", rendezvous=hosts[0], nodes=2, ranks_per_node=1)
+    logs = {index: run.workdir / f"node{index}.log" for index in (0, 1)}
+    nodes = {index: run.start(hosts[index], index, logs[index].open("w")) for index in (0, 1)}
     deadline = time.monotonic() + 240
     while newest_checkpoint(run.checkpoints) < 1 and time.monotonic() < deadline:  # a round done: mid-run
-        assert survivor.poll() is None and lost.poll() is None, logs[0].read_text()[-3000:]
+        assert all(node.poll() is None for node in nodes.values()), logs[0].read_text()[-3000:]
         time.sleep(0.1)
     time.sleep(random.Random(11).uniform(0.0, 1.5))  # anywhere in the next round
-    assert lost.poll() is None and node1.kill_everything() >= 2  # its agent and its rank
-    lost.wait(timeout=30)
+    assert nodes[lost].poll() is None and hosts[lost].kill_everything() >= 2  # its agent and its rank
+    nodes[lost].wait(timeout=30)
     rounds_before = newest_checkpoint(run.checkpoints)
+    other = 1 - lost
+    if lost == 0:  # the rendezvous store went with node 0: node 1's agent fails on its own ...
+        assert nodes[other].wait(timeout=240) != 0
     time.sleep(3)  # the Job controller noticing, a new pod starting
-    back = run.start(node1, 1, logs[2].open("w"))
-    finish([survivor, back], [logs[0], logs[2]])
-    # Node 0's agent never exited: it stopped its rank, met the new node and started a rank that resumed.
-    assert "online learner: resuming after round" in logs[0].read_text()
+    again = {index: run.workdir / f"node{index}-again.log" for index in (lost, *([other] if lost == 0 else []))}
+    for index, log in again.items():  # ... and the Job starts every failed index again
+        nodes[index] = run.start(hosts[index], index, log.open("w"))
+    finish([nodes[0], nodes[1]], [again.get(0, logs[0]), again.get(1, logs[1])])
+    if lost == 1:  # node 0's agent never exited: it stopped its rank, met the new node, started a rank that resumed
+        assert "online learner: resuming after round" in logs[0].read_text()
     registry = run.registry
     policy = [v for v in registry.versions() if v.algorithm == "online"]
     assert sorted(lineage_ids(registry, policy[-1].id)) == sorted(ids["thumb"] + ids["pairwise"])

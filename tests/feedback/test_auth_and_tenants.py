@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ACME = {"authorization": "Bearer acme-secret"}
 GLOBEX = {"x-api-key": "globex-secret"}
+UNKNOWN_KEY = "a-guessed-key-never-logged"
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +86,18 @@ def test_the_same_feedback_id_from_another_tenant_is_a_different_submission(guar
     assert call(guarded, first, "grpc", ACME).status == "OK"
     same_id = thumb(response_ids(theirs)[0], user_id="u", feedback_id=first.feedback_id)
     assert call(guarded, same_id, "grpc", GLOBEX).status == "ALREADY_EXISTS"
+
+
+def test_no_api_key_reaches_the_log(guarded: InProcessServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Every record any logger wrote while keys were accepted and refused, down to DEBUG (the broker client's
+    chatter included), is free of them."""
+    caplog.set_level(logging.DEBUG)
+    for transport in TRANSPORTS:
+        record = guarded.put(response_record(user_id="u", tenant="acme"))
+        assert call(guarded, thumb(response_ids(record)[0], user_id="u"), transport, ACME).status == "OK"
+        refused = call(guarded, thumb(response_ids(record)[1], user_id="u"), transport, {"x-api-key": UNKNOWN_KEY})
+        assert refused.status == "UNAUTHENTICATED"
+    assert caplog.records
+    logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
+    for secret in ("acme-secret", "globex-secret", UNKNOWN_KEY):
+        assert secret not in logged

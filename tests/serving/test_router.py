@@ -177,6 +177,14 @@ def on_canary(user: str, canary: str) -> bool:
     return user_bucket(user, canary) < 0.5
 
 
+def answered_by(routed: Routed, user: str) -> str:
+    """The version that answered a short request of `user` through the router."""
+    reply = routed.grpc.Generate(
+        chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=4)), timeout=60
+    )
+    return str(reply.candidates[0].model_version)
+
+
 def test_grpc_calls_go_to_the_side_of_their_user_and_come_back_as_the_replica_sent_them(routed: Routed) -> None:
     users = [f"router-user-{i}" for i in range(12)]
     assert {on_canary(u, routed.canary) for u in users} == {True, False}  # both sides are exercised
@@ -242,14 +250,9 @@ def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed)
     try:
         deadline = time.monotonic() + 10
         user = next(f"back-{i}" for i in range(100) if on_canary(f"back-{i}", canary))
-        while time.monotonic() < deadline:
-            reply = routed.grpc.Generate(
-                chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=4)), timeout=60
-            )
-            if reply.candidates[0].model_version != CANARY_MARK:
-                break
+        while answered_by(routed, user) == CANARY_MARK:  # until the router has read the cleared pointer
+            assert time.monotonic() < deadline, "the canary's users still go to the canary replicas"
             time.sleep(0.2)
-        assert reply.candidates[0].model_version != CANARY_MARK
     finally:
         routed.pointers.hset(routed.key, mapping={"canary": canary, "canary_share": "0.5"})
 
@@ -257,11 +260,15 @@ def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed)
 def test_when_the_canary_replicas_are_gone_their_users_hear_so_and_the_others_are_served(routed: Routed) -> None:
     lost = next(f"lost-{i}" for i in range(100) if on_canary(f"lost-{i}", routed.canary))
     kept = next(f"kept-{i}" for i in range(100) if not on_canary(f"kept-{i}", routed.canary))
+    sampling = common_pb2.SamplingParams(max_tokens=4)
+    deadline = time.monotonic() + 10  # the router follows the pointers the test before restored
+    while answered_by(routed, lost) != CANARY_MARK:
+        assert time.monotonic() < deadline, "the router never sent the canary's users to the canary replicas again"
+        time.sleep(0.2)
     stand_in_grpc, stand_in_http = routed.stand_ins
     stand_in_grpc.stop(grace=None)
     stand_in_http.shutdown()
     stand_in_http.server_close()
-    sampling = common_pb2.SamplingParams(max_tokens=4)
     with pytest.raises(grpc.RpcError) as unavailable:
         routed.grpc.Generate(chat_request(user_id=lost, sampling=sampling), timeout=30)
     assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
