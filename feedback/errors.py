@@ -11,6 +11,7 @@ import math
 import grpc
 
 from trimtab.status import HTTP_STATUS
+from trimtab.v1 import feedback_pb2
 
 
 class FeedbackError(Exception):
@@ -42,6 +43,21 @@ class FeedbackError(Exception):
         if self.retry_after_s is None:
             return None
         return str(max(1, math.ceil(self.retry_after_s)))
+
+    def refusal(self) -> feedback_pb2.Refusal:
+        """This refusal as one SubmitBatch item's result."""
+        retry = self.retry_after_header
+        return feedback_pb2.Refusal(
+            status=self.code.name,
+            http_status=self.http_status,
+            message=self.message,
+            retry_after_s=int(retry) if retry else 0,
+        )
+
+
+def internal() -> FeedbackError:
+    """A bug: the caller learns nothing about it, the log has the traceback."""
+    return FeedbackError(grpc.StatusCode.INTERNAL, "internal error", "internal")
 
 
 def invalid(field: str, problem: str) -> FeedbackError:

@@ -1,6 +1,7 @@
-"""FeedbackService over gRPC: Submit, with FeedbackError rendered as a status, message and retry-after.
+"""FeedbackService over gRPC: Submit and SubmitBatch, with FeedbackError rendered as a status, message
+and retry-after (a batch item's as its Refusal).
 
-The method handler takes the raw request bytes and parses them itself, so a message that does not
+The method handlers take the raw request bytes and parse them themselves, so a message that does not
 parse is INVALID_ARGUMENT naming the message, not the INTERNAL that gRPC's own deserializer failure
 would give. RESOURCE_EXHAUSTED and UNAVAILABLE carry a `retry-after` trailer (whole seconds).
 """
@@ -8,12 +9,13 @@ would give. RESOURCE_EXHAUSTED and UNAVAILABLE carry a `retry-after` trailer (wh
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from feedback.errors import FeedbackError, invalid
-from feedback.service import FeedbackService
+from feedback.errors import FeedbackError, internal, invalid
+from feedback.service import FeedbackService, batch_response
 from trimtab.auth import credential
 from trimtab.v1 import feedback_pb2
 
@@ -34,7 +36,12 @@ class GrpcFeedback:
             request_deserializer=None,  # raw bytes: see the module docstring
             response_serializer=feedback_pb2.SubmitResponse.SerializeToString,
         )
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Submit": submit})
+        batch = grpc.unary_unary_rpc_method_handler(
+            self.submit_batch,
+            request_deserializer=None,
+            response_serializer=feedback_pb2.SubmitBatchResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Submit": submit, "SubmitBatch": batch})
 
     async def submit(self, raw: bytes, context: grpc.aio.ServicerContext) -> feedback_pb2.SubmitResponse:
         metadata = list(context.invocation_metadata() or ())
@@ -48,10 +55,22 @@ class GrpcFeedback:
             refusal = await self._submit(request, metadata)
             if isinstance(refusal, feedback_pb2.SubmitResponse):
                 return refusal
-        if refusal.retry_after_header is not None:
-            context.set_trailing_metadata((("retry-after", refusal.retry_after_header),))
-        await context.abort(refusal.code, refusal.message)
-        raise AssertionError("context.abort returns only by raising")
+        await _abort(context, refusal)
+
+    async def submit_batch(self, raw: bytes, context: grpc.aio.ServicerContext) -> feedback_pb2.SubmitBatchResponse:
+        metadata = list(context.invocation_metadata() or ())
+        batch = feedback_pb2.SubmitBatchRequest()
+        try:
+            batch.ParseFromString(raw)
+        except DecodeError:
+            refusal = invalid("request", "does not parse as a trimtab.v1.SubmitBatchRequest message")
+            self._service.refused(refusal)
+            await _abort(context, refusal)
+        try:
+            outcomes = await self._service.submit_batch(batch.items, credential(metadata), metadata)
+        except FeedbackError as error:
+            await _abort(context, error)
+        return batch_response(outcomes)
 
     async def _submit(
         self, request: feedback_pb2.SubmitRequest, metadata: list[tuple[str, str | bytes]]
@@ -63,6 +82,13 @@ class GrpcFeedback:
             return error
         except Exception:  # a bug: say so without details, keep serving
             log.exception("Submit failed unexpectedly")
-            refusal = FeedbackError(grpc.StatusCode.INTERNAL, "internal error", "internal")
+            refusal = internal()
             self._service.refused(refusal)
             return refusal
+
+
+async def _abort(context: grpc.aio.ServicerContext, refusal: FeedbackError) -> NoReturn:
+    if refusal.retry_after_header is not None:
+        context.set_trailing_metadata((("retry-after", refusal.retry_after_header),))
+    await context.abort(refusal.code, refusal.message)
+    raise AssertionError("context.abort returns only by raising")

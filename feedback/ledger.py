@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import redis.asyncio as aioredis
-
 from feedback.abuse import UserCounts
 from feedback.limits import LUA_HELPERS
+from feedback.roundtrips import RoundTrips
 from trimtab.config.feedback import RateLimit
 from trimtab.ids import new_id
 
@@ -182,22 +181,22 @@ class Limited:
 
 
 class Ledger:
-    """The scripts above, bound to one Redis client."""
+    """The scripts above, run through one service's shared round trips."""
 
-    def __init__(self, client: aioredis.Redis, lease_s: float, ttl_s: int) -> None:
+    def __init__(self, redis: RoundTrips, lease_s: float, ttl_s: int) -> None:
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
-        self._client = client
-        self._reserve = client.register_script(_RESERVE)
-        self._take_over = client.register_script(_TAKE_OVER)
-        self._release = client.register_script(_RELEASE)
-        self._accept = client.register_script(_ACCEPT)
+        self._redis = redis
+        self._reserve = redis.client.register_script(_RESERVE)
+        self._take_over = redis.client.register_script(_TAKE_OVER)
+        self._release = redis.client.register_script(_RELEASE)
+        self._accept = redis.client.register_script(_ACCEPT)
 
     async def get(self, key: str) -> Entry | None:
-        fields = await self._client.hgetall(key)  # bytes: the client does not decode responses
+        fields = await self._redis.execute("HGETALL", key)  # bytes: the client does not decode responses
         if not fields:  # the common case, a new feedback_id: no second round trip for the time
             return None
-        seconds, micros = await self._client.time()
+        seconds, micros = await self._redis.execute("TIME")
         flat = [item for pair in fields.items() for item in pair]
         return _entry(cast(list[bytes], flat), seconds * 1000 + micros // 1000)
 
@@ -212,7 +211,7 @@ class Ledger:
         args += [a.polarity if a.population_key else 0, a.user_field, a.min_population_votes, a.agreement_ttl_s]
         owner = new_id("own_")
         args += [self._lease_ms, owner]
-        result = await self._reserve(keys=keys, args=args)
+        result = await self._redis.script(self._reserve, keys, args)
         outcome = result[0].decode()
         if outcome == "limited":
             return Limited(int(result[1]) / 1000)
@@ -241,15 +240,15 @@ class Ledger:
 
     async def take_over(self, key: str) -> tuple[bool, Entry | None]:
         """(True, entry) if this caller now owns the expired pending entry; else (False, current entry)."""
-        won, now, fields = await self._take_over(keys=[key], args=[self._lease_ms, new_id("own_")])
+        won, now, fields = await self._redis.script(self._take_over, [key], [self._lease_ms, new_id("own_")])
         return bool(won), _entry(fields, int(now))
 
     async def release(self, key: str, owner: str) -> None:
         """End the owner's lease now: its event was never handed to the broker, so a retry may write it."""
-        await self._release(keys=[key], args=[owner])
+        await self._redis.script(self._release, [key], [owner])
 
     async def accept(self, key: str, floor_key: str, offset: int) -> None:
-        await self._accept(keys=[key, floor_key], args=[offset])
+        await self._redis.script(self._accept, [key, floor_key], [offset])
 
 
 def _entry(flat: list[bytes], now_ms: int) -> Entry | None:

@@ -12,9 +12,8 @@ so a retry of an accepted submission always gets its acceptance back.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from feedback.errors import rate_limited
+from feedback.roundtrips import RoundTrips
 from trimtab.config.feedback import RateLimit
 from trimtab.ids import new_id
 
@@ -49,13 +48,14 @@ return admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now_ms())
 class KeyRateLimiter:
     """The per-API-key limit."""
 
-    def __init__(self, client: aioredis.Redis, limit: RateLimit) -> None:
+    def __init__(self, redis: RoundTrips, limit: RateLimit) -> None:
         self._limit = limit
-        self._admit = client.register_script(_ADMIT_SCRIPT)
+        self._redis = redis
+        self._admit = redis.client.register_script(_ADMIT_SCRIPT)
 
     async def check(self, key: str) -> None:
         """Admit one call on `key` (a Redis key), or raise RESOURCE_EXHAUSTED with retry-after."""
         window_ms = int(self._limit.window_s * 1000)
-        wait_ms = int(await self._admit(keys=[key], args=[self._limit.max_requests, window_ms, new_id()]))
+        wait_ms = int(await self._redis.script(self._admit, [key], [self._limit.max_requests, window_ms, new_id()]))
         if wait_ms >= 0:
             raise rate_limited("API key", wait_ms / 1000)

@@ -13,6 +13,7 @@ from trimtab.openapi import SECURITY, SECURITY_SCHEMES, message_schemas
 from trimtab.v1 import feedback_pb2
 
 SUBMIT_PATH = "/v1/feedback"
+BATCH_PATH = "/v1/feedback:batch"
 OPENAPI_PATH = "/v1/openapi.json"
 HEALTH_PATH = "/healthz"
 
@@ -32,7 +33,9 @@ _ERRORS = {
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     request, response = feedback_pb2.SubmitRequest.DESCRIPTOR, feedback_pb2.SubmitResponse.DESCRIPTOR
+    batch, results = feedback_pb2.SubmitBatchRequest.DESCRIPTOR, feedback_pb2.SubmitBatchResponse.DESCRIPTOR
     schemas = message_schemas(request) | message_schemas(response) | {"Error": _error_schema()}
+    schemas |= message_schemas(batch) | message_schemas(results)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -42,7 +45,10 @@ def document() -> dict[str, Any]:
             "protobuf's JSON mapping (field names as in the proto or lowerCamelCase). Errors carry the same "
             "messages as the gRPC statuses. Field documentation: proto/trimtab/v1/feedback.proto.",
         },
-        "paths": {SUBMIT_PATH: {"post": _submit_operation(request.full_name, response.full_name)}},
+        "paths": {
+            SUBMIT_PATH: {"post": _submit_operation(request.full_name, response.full_name)},
+            BATCH_PATH: {"post": _batch_operation(batch.full_name, results.full_name)},
+        },
         "components": {
             "schemas": schemas,
             "securitySchemes": SECURITY_SCHEMES,
@@ -51,21 +57,39 @@ def document() -> dict[str, Any]:
     }
 
 
-def _submit_operation(request: str, response: str) -> dict[str, Any]:
-    def ref(name: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+def _ref(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
+
+def _submit_operation(request: str, response: str) -> dict[str, Any]:
     retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
-    accepted = {"description": "Accepted (or, for a retry, the original acceptance)", "content": ref(response)}
+    accepted = {"description": "Accepted (or, for a retry, the original acceptance)", "content": _ref(response)}
     responses: dict[str, Any] = {"200": accepted}
     for code, description in _ERRORS.items():
-        responses[code] = {"description": description, "content": ref("Error")}
+        responses[code] = {"description": description, "content": _ref("Error")}
         if code in ("429", "503"):
             responses[code]["headers"] = retry_after
     return {
         "operationId": "Submit",
         "summary": "Submit one piece of feedback on a served response; safe to retry with the same feedback_id.",
-        "requestBody": {"required": True, "content": ref(request)},
+        "requestBody": {"required": True, "content": _ref(request)},
+        "responses": responses,
+    }
+
+
+def _batch_operation(request: str, response: str) -> dict[str, Any]:
+    whole = {
+        "400": "INVALID_ARGUMENT: no items, more than feedback.max_batch_items, or a feedback_id twice in the batch",
+        "401": _ERRORS["401"],
+        "413": _ERRORS["413"],
+    }
+    results = "One result per item, in order: `accepted` (as Submit's 200) or `refused` (Submit's error for it alone)"
+    responses: dict[str, Any] = {"200": {"description": results, "content": _ref(response)}}
+    responses |= {code: {"description": text, "content": _ref("Error")} for code, text in whole.items()}
+    return {
+        "operationId": "SubmitBatch",
+        "summary": "Submit many pieces of feedback in one call; each item is handled as Submit would handle it.",
+        "requestBody": {"required": True, "content": _ref(request)},
         "responses": responses,
     }
 

@@ -11,10 +11,11 @@ here before the record. So a missing record is final (NOT_FOUND) only when it ca
     any missing id that is not serving's, older, or from the      the caller's validation says NOT_FOUND,
       future                                                      at once, as before
 
-Polls back off from 10 ms to 200 ms (a record normally lands within milliseconds). Each is one GET
-through the shared connection pool and the wait between them is an asyncio sleep, so a waiting call
-holds no Redis connection between polls and blocks no other call. At most `max_waiting` calls wait at
-once; beyond that a call with a fresh id gets UNAVAILABLE at once (made-up fresh ids cost polls).
+Polls back off from 10 ms to 200 ms (a record normally lands within milliseconds). Each is one MGET
+sent with the service's other commands (`feedback.roundtrips`) and the wait between them is an asyncio
+sleep, so a waiting call holds no Redis connection between polls and blocks no other call. At most
+`max_waiting` calls wait at once; beyond that a call with a fresh id gets UNAVAILABLE at once (made-up
+fresh ids cost polls).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from opentelemetry import trace
 
 from feedback.errors import record_pending
 from feedback.metrics import FeedbackMetrics
+from feedback.roundtrips import RoundTrips
 from trimtab.config.feedback import FreshRecords
 from trimtab.ids import RESPONSE_ID_PREFIX, minted_at_ms
 from trimtab.records import ResponseStore
@@ -56,8 +58,11 @@ def fresh_wait_s(missing: Collection[str], now_s: float, settings: FreshRecords)
 class RecordReader:
     """Reads the records a submission judges from the response log, waiting for fresh ones."""
 
-    def __init__(self, store: ResponseStore, settings: FreshRecords, metrics: FeedbackMetrics) -> None:
+    def __init__(
+        self, store: ResponseStore, redis: RoundTrips, settings: FreshRecords, metrics: FeedbackMetrics
+    ) -> None:
         self._store = store
+        self._redis = redis
         self._settings = settings
         self._metrics = metrics
         self._waiting = 0
@@ -105,4 +110,5 @@ class RecordReader:
         return found
 
     async def _get(self, response_ids: list[str]) -> Records:
-        return dict(zip(response_ids, await asyncio.gather(*(self._store.get(i) for i in response_ids)), strict=True))
+        values = await self._redis.execute("MGET", *(self._store.key(i) for i in response_ids))
+        return {i: self._store.decode(value) for i, value in zip(response_ids, values, strict=True)}

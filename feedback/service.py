@@ -8,6 +8,9 @@
 
 "Accepted" is returned only after the broker acked the event. See the package docstring for why no
 path can write a feedback_id's event twice.
+
+A batch (`submit_batch`) runs each item through the same path, all at once: their Redis steps share
+round trips (`feedback.roundtrips`) and their events share the producer's batches.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,7 +29,15 @@ from redis.exceptions import RedisError
 
 from feedback import event as events
 from feedback.abuse import is_trainable, polarity
-from feedback.errors import FeedbackError, already_exists, rate_limited, unauthenticated, unavailable
+from feedback.errors import (
+    FeedbackError,
+    already_exists,
+    internal,
+    invalid,
+    rate_limited,
+    unauthenticated,
+    unavailable,
+)
 from feedback.evaluation import EvaluationEvents
 from feedback.keys import Keys
 from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited
@@ -35,6 +46,7 @@ from feedback.metrics import FeedbackMetrics
 from feedback.producer import BrokerUnavailable, FeedbackProducer
 from feedback.records import RecordReader
 from feedback.recovery import ScanTimeout, find_event
+from feedback.roundtrips import RoundTrips
 from feedback.validation import check_against_records, check_shape, judged_responses, kind_of
 from feedback.votes import vote_target
 from guardrails.training import training_label
@@ -66,13 +78,13 @@ class FeedbackService:
         self._filter = config.guardrails.feedback_filter
         self._kafka = config.kafka
         self._keys = Keys(config.redis.key_prefix)
-        self._redis = redis
+        self._redis = RoundTrips(redis)  # every Redis step of every call, coalesced per event-loop turn
         self._auth = Authenticator(config.auth)
         self.metrics = metrics or FeedbackMetrics()
         store = ResponseStore(redis, config.redis.key_prefix)
-        self._records = RecordReader(store, config.feedback.fresh_records, self.metrics)
-        self._ledger = Ledger(redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
-        self._key_limit = KeyRateLimiter(redis, config.feedback.key_rate)
+        self._records = RecordReader(store, self._redis, config.feedback.fresh_records, self.metrics)
+        self._ledger = Ledger(self._redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
+        self._key_limit = KeyRateLimiter(self._redis, config.feedback.key_rate)
         self._producer = producer
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._evaluations = evaluations or EvaluationEvents()
@@ -82,9 +94,56 @@ class FeedbackService:
         self, request: feedback_pb2.SubmitRequest, credential: str | None, carrier: Iterable[tuple[str, str | bytes]]
     ) -> feedback_pb2.SubmitResponse:
         """Accept one submission or raise FeedbackError. `carrier`: the call's headers/metadata (trace context)."""
+        return await self._submit_within(request, credential, context_from_grpc(list(carrier)), trace.SpanKind.SERVER)
+
+    async def submit_batch(
+        self,
+        requests: Sequence[feedback_pb2.SubmitRequest],
+        credential: str | None,
+        carrier: Iterable[tuple[str, str | bytes]],
+    ) -> list[feedback_pb2.SubmitResponse | FeedbackError]:
+        """Each item as `submit` would answer it alone, in order. Raises FeedbackError only for the call
+        as a whole: a missing or unknown key, no items or too many, a feedback_id twice in the batch."""
         with self._tracer.start_as_current_span(
-            "feedback.Submit", context=context_from_grpc(list(carrier)), kind=trace.SpanKind.SERVER
+            "feedback.SubmitBatch", context=context_from_grpc(list(carrier)), kind=trace.SpanKind.SERVER
         ) as span:
+            span.set_attribute("trimtab.feedback.batch_items", len(requests))
+            try:
+                self._auth.principal(credential)  # a bad key fails the call, not each item
+                _check_batch(requests, self._config.max_batch_items)
+            except Unauthenticated as exc:
+                raise self._refused_call(span, unauthenticated(str(exc))) from None
+            except FeedbackError as error:
+                raise self._refused_call(span, error) from None
+            items = (self._item(request, credential) for request in requests)
+            return list(await asyncio.gather(*items))
+
+    async def _item(
+        self, request: feedback_pb2.SubmitRequest, credential: str | None
+    ) -> feedback_pb2.SubmitResponse | FeedbackError:
+        try:
+            return await self._submit_within(request, credential, None, trace.SpanKind.INTERNAL)
+        except FeedbackError as error:
+            return error
+        except Exception:  # a bug: this item says so without details, the others go on
+            log.exception("a SubmitBatch item failed unexpectedly")
+            refusal = internal()
+            self.refused(refusal)
+            return refusal
+
+    def _refused_call(self, span: trace.Span, error: FeedbackError) -> FeedbackError:
+        span.set_status(trace.StatusCode.ERROR, error.message)
+        self.refused(error)
+        return error
+
+    async def _submit_within(
+        self,
+        request: feedback_pb2.SubmitRequest,
+        credential: str | None,
+        context: Context | None,
+        kind: trace.SpanKind,
+    ) -> feedback_pb2.SubmitResponse:
+        with self._tracer.start_as_current_span("feedback.Submit", context=context, kind=kind) as span:
             try:
                 response = await self._submit(request, credential, span)
             except FeedbackError as error:
@@ -269,7 +328,7 @@ class FeedbackService:
 
     async def _note_flagged(self, event: events_pb2.FeedbackEvent) -> None:
         key = self._keys.flagged(event.served.tenant, event.user_id)
-        if await self._redis.set(key, 1, nx=True, ex=self._config.agreement.state_ttl_s):
+        if await self._redis.execute("SET", key, 1, "NX", "EX", self._config.agreement.state_ttl_s):
             self.metrics.user_flagged()
 
     def _response(self, entry: Entry, partition: int, offset: int, replayed: bool) -> feedback_pb2.SubmitResponse:
@@ -287,6 +346,32 @@ class FeedbackService:
         """Let background ledger updates finish."""
         if self._background:
             await asyncio.wait(self._background, timeout=self._config.drain_grace_s)
+
+
+def batch_response(outcomes: list[feedback_pb2.SubmitResponse | FeedbackError]) -> feedback_pb2.SubmitBatchResponse:
+    """One SubmitResult per item, in order (both transports answer with it)."""
+    response = feedback_pb2.SubmitBatchResponse()
+    for outcome in outcomes:
+        if isinstance(outcome, FeedbackError):
+            response.results.add(refused=outcome.refusal())
+        else:
+            response.results.add(accepted=outcome)
+    return response
+
+
+def _check_batch(requests: Sequence[feedback_pb2.SubmitRequest], max_items: int) -> None:
+    if not requests:
+        raise invalid("items", "at least one submission is required")
+    if len(requests) > max_items:
+        raise invalid(
+            "items", f"at most {max_items} submissions per call (feedback.max_batch_items), got {len(requests)}"
+        )
+    seen: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        if request.feedback_id in seen:  # concurrent items with one id would each wait on the other
+            first = seen[request.feedback_id]
+            raise invalid(f"items[{index}].feedback_id", f"{request.feedback_id!r} is also items[{first}]'s")
+        seen[request.feedback_id] = index
 
 
 def _link_to_response(span: trace.Span, served: events_pb2.ResponseLogged) -> None:

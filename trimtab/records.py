@@ -46,6 +46,11 @@ class ResponseStore:
     async def get(self, response_id: str) -> events_pb2.ResponseLogged | None:
         """The record holding `response_id`, or None if it never existed or has expired."""
         value = await self._client.get(self.key(response_id))
+        return self.decode(value.encode() if isinstance(value, str) else value)
+
+    @staticmethod
+    def decode(value: bytes | None) -> events_pb2.ResponseLogged | None:
+        """A stored record's bytes as the message (None stays None)."""
         if value is None:
             return None
         record = events_pb2.ResponseLogged()

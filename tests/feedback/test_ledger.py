@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from feedback.ledger import ACCEPTED, PENDING, Admission, Existing, Ledger, Limited, Reserved
+from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
 from trimtab.config.feedback import RateLimit
 from trimtab.records import redis_client
@@ -42,7 +43,8 @@ def run(stack: TrimtabConfig, scenario: object) -> None:
         client = redis_client(stack.redis)
         try:
             await scenario(
-                Ledger(client, lease_s=0.3, ttl_s=60), f"{stack.redis.key_prefix}ledger-{uuid.uuid4().hex[:6]}:"
+                Ledger(RoundTrips(client), lease_s=0.3, ttl_s=60),
+                f"{stack.redis.key_prefix}ledger-{uuid.uuid4().hex[:6]}:",
             )  # type: ignore[operator]
         finally:
             await client.aclose()

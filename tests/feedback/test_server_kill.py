@@ -1,4 +1,5 @@
-"""The kill test: SIGKILL `python -m feedback` twice in the middle of a load while clients retry.
+"""The kill test: SIGKILL `python -m feedback` twice in the middle of a load while clients retry,
+submitting one at a time or in batches.
 
 Afterwards the topic holds exactly one event per feedback_id, and it is the event every acceptance of
 that id named: events on the topic == acceptances, no duplicates, none lost.
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,36 @@ def retrying_client(address: str, requests: list[feedback_pb2.SubmitRequest], se
     channel.close()
 
 
+def retrying_batch_client(
+    address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float, size: int = 8
+) -> None:
+    """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried."""
+    channel = grpc.insecure_channel(address)
+    stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+    pending = list(requests)
+    while pending and time.monotonic() < stop:
+        items = pending[:size]
+        try:
+            response = stub.SubmitBatch(feedback_pb2.SubmitBatchRequest(items=items), timeout=2)
+        except grpc.RpcError as error:
+            code = error.code()
+            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
+            with seen.lock:
+                seen.failures[code.name] += 1
+            time.sleep(0.1)
+            continue
+        for request, result in zip(items, response.results, strict=True):
+            if result.HasField("refused"):
+                assert result.refused.status == "UNAVAILABLE", result.refused.message
+                with seen.lock:
+                    seen.failures["item UNAVAILABLE"] += 1
+                continue
+            with seen.lock:
+                seen.accepted.setdefault(request.feedback_id, []).append(result.accepted)
+            pending.remove(request)
+    channel.close()
+
+
 @pytest.fixture
 def feedback_process(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
     config = service_config(
@@ -148,8 +179,9 @@ def put_records(config: TrimtabConfig, count: int) -> list[events_pb2.ResponseLo
     return asyncio.run(put())
 
 
+@pytest.mark.parametrize("client", [retrying_client, retrying_batch_client], ids=["Submit", "SubmitBatch"])
 def test_sigkill_mid_load_leaves_exactly_one_event_per_acceptance(
-    feedback_process: tuple[FeedbackProcess, TrimtabConfig],
+    feedback_process: tuple[FeedbackProcess, TrimtabConfig], client: Callable[..., None]
 ) -> None:
     process, config = feedback_process
     records = put_records(config, SUBMISSIONS // 2)
@@ -161,19 +193,17 @@ def test_sigkill_mid_load_leaves_exactly_one_event_per_acceptance(
     seen = Ledger()
     stop = time.monotonic() + LOAD_LIMIT_S
     shares = [requests[i::CLIENTS] for i in range(CLIENTS)]
-    clients = [
-        threading.Thread(target=retrying_client, args=(process.grpc_address, share, seen, stop)) for share in shares
-    ]
-    for client in clients:
-        client.start()
+    threads = [threading.Thread(target=client, args=(process.grpc_address, share, seen, stop)) for share in shares]
+    for thread in threads:
+        thread.start()
     for fraction in (1 / 3, 2 / 3):  # kill twice, each time with calls in flight
         while len(seen.accepted) < fraction * len(requests) and time.monotonic() < stop:
             time.sleep(0.01)
         process.kill()
         time.sleep(0.3)
         process.start()
-    for client in clients:
-        client.join(timeout=LOAD_LIMIT_S)
+    for thread in threads:
+        thread.join(timeout=LOAD_LIMIT_S)
     assert process.terminate() == 0  # SIGTERM: a graceful drain and a clean exit
 
     assert len(seen.accepted) == len(requests), f"not all accepted within {LOAD_LIMIT_S} s"

@@ -26,6 +26,7 @@ from google.protobuf.json_format import MessageToDict
 
 from feedback.keys import Keys
 from feedback.ledger import Ledger
+from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
 from trimtab.errors import TrimtabError
 from trimtab.ids import RESPONSE_ID_PREFIX
@@ -205,7 +206,7 @@ async def lineage(config: TrimtabConfig, identifier: str) -> Lineage:
             registry=Registry(config.registry.root),
             pointers=pointers,
             responses=ResponseStore(client, config.redis.key_prefix),
-            ledger=Ledger(client, config.feedback.lease_s, config.feedback.idempotency_ttl_s),
+            ledger=Ledger(RoundTrips(client), config.feedback.lease_s, config.feedback.idempotency_ttl_s),
             keys=Keys(config.redis.key_prefix),
             feedback_topic=config.kafka.topics.feedback.name,
         )

@@ -88,8 +88,11 @@ class FeedbackConfig(Section):
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP/JSON API.")
     http_port: int = Field(default=8052, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     max_request_bytes: int = Field(
-        default=256 * 1024, ge=1024, description="Largest request body (HTTP) or message (gRPC) read at all."
+        default=1 << 20,
+        ge=1024,
+        description="Largest request body (HTTP) or message (gRPC) read at all; a SubmitBatch is one body.",
     )
+    max_batch_items: int = Field(default=256, ge=1, description="Most submissions in one SubmitBatch call.")
     max_id_chars: int = Field(default=128, ge=1, description="Longest feedback_id, user_id or response_id.")
     max_correction_chars: int = Field(default=16_384, ge=1, description="Longest correction text.")
     max_comment_chars: int = Field(default=4096, ge=1, description="Longest comment text.")
