@@ -1,12 +1,15 @@
 """Feedback ingestion: accepted events/s and p99 accept latency through the full service vs a bare producer.
 
-Candidate: `python -m feedback` as its own process (as deployed), driven over gRPC by `concurrency`
-calls in flight; each call is a new thumb on a stored response record, so it goes through every
-step (auth, shape, key rate limit, ledger lookup, record fetch and validation, atomic admission with
-user limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance).
+Candidates: `python -m feedback` as its own process (as deployed), driven over gRPC, with each
+submission a new thumb on a stored response record, so it goes through every step (auth, shape, key
+rate limit, ledger lookup, record fetch and validation, atomic admission with user
+limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance):
+  - Submit, one submission per call, `concurrency` calls in flight;
+  - SubmitBatch, `batch_items` submissions per call, `batches_in_flight` calls in flight.
 Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
-with the same keys to the same broker, with the same number of records in flight.
-Both run on a stack of their own (a broker on a free port, Redis under a fresh key prefix).
+with the same keys to the same broker, with as many records in flight as the candidate has
+submissions in flight.
+All run on a stack of their own (a broker on a free port, Redis under a fresh key prefix).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import tempfile
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,32 +44,60 @@ from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 
 
+# SubmitBatch shapes measured: (calls in flight, items per call). The first has as many submissions in
+# flight as the Submit row; the second is a client that batches more.
+BATCH_SHAPES = ((2, 16), (2, 64))
+
+
 def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: int = 32) -> list[Comparison]:
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-feedback-") as run_dir:
         bench_config = _bench_config(config, Path(run_dir))
         up(bench_config)
         try:
-            requests, payloads = asyncio.run(_stored_requests(bench_config, submissions))
-            service_rate, service_latency = _measure_service(bench_config, requests, concurrency)
-            producer_rate, producer_latency = _measure_producer(bench_config, payloads, concurrency)
+            requests, payloads = asyncio.run(_stored_requests(bench_config, submissions * (1 + len(BATCH_SHAPES))))
+            shares = [slice(i * submissions, (i + 1) * submissions) for i in range(1 + len(BATCH_SHAPES))]
+            with _service(bench_config) as address:
+                service_rate, service_latency = _measure(address, requests[shares[0]], concurrency, batch_items=1)
+                batched = [
+                    _measure(address, requests[share], calls, items)
+                    for share, (calls, items) in zip(shares[1:], BATCH_SHAPES, strict=True)
+                ]
+            producer_rate, producer_latency = _measure_producer(bench_config, payloads[shares[0]], concurrency)
+            windows = [
+                _measure_producer(bench_config, payloads[share], calls * items)[0]
+                for share, (calls, items) in zip(shares[1:], BATCH_SHAPES, strict=True)
+            ]
         finally:
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
     setup = f"{submissions} thumbs, {concurrency} in flight, acks=all"
+    rows = [
+        Comparison(
+            name=f"feedback accepted events/s, SubmitBatch ({submissions} thumbs, {calls} calls of {items} in flight)",
+            unit="events/s",
+            candidate="FeedbackService SubmitBatch (gRPC)",
+            candidate_value=rate,
+            baseline=f"bare kafka-python producer, {calls * items} in flight",
+            baseline_value=window_rate,
+            notes=f"p50 call {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms",
+        )
+        for (calls, items), (rate, latency), window_rate in zip(BATCH_SHAPES, batched, windows, strict=True)
+    ]
     return [
         Comparison(
-            name=f"feedback accepted events/s, full validation ({setup})",
+            name=f"feedback accepted events/s, Submit ({setup})",
             unit="events/s",
-            candidate="FeedbackService (gRPC)",
+            candidate="FeedbackService Submit (gRPC)",
             candidate_value=service_rate,
             baseline="bare kafka-python producer",
             baseline_value=producer_rate,
             notes=f"p50 accept {_p(service_latency, 50):.1f} ms vs {_p(producer_latency, 50):.1f} ms",
         ),
+        *rows,
         Comparison(
-            name=f"feedback p99 accept latency ({setup})",
+            name=f"feedback p99 accept latency, Submit ({setup})",
             unit="ms",
-            candidate="FeedbackService (gRPC)",
+            candidate="FeedbackService Submit (gRPC)",
             candidate_value=_p(service_latency, 99),
             baseline="bare kafka-python producer",
             baseline_value=_p(producer_latency, 99),
@@ -124,21 +157,29 @@ def _record(user_id: str) -> events_pb2.ResponseLogged:
     return record
 
 
-def _measure_service(
-    config: TrimtabConfig, requests: list[feedback_pb2.SubmitRequest], concurrency: int
-) -> tuple[float, list[float]]:
+@contextmanager
+def _service(config: TrimtabConfig) -> Iterator[str]:
+    """`python -m feedback` serving on the config's ports; its gRPC address."""
     address = f"127.0.0.1:{config.feedback.grpc_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | _env(config)
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
         try:
             _wait_serving(address, server)
-            warm = len(requests) // 10  # connections, producer, scripts: not part of the sustained rate
-            asyncio.run(_drive(address, requests[:warm], concurrency))
-            return asyncio.run(_drive(address, requests[warm:], concurrency))
+            yield address
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def _measure(
+    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int, batch_items: int
+) -> tuple[float, list[float]]:
+    """(accepted per second, per-call latencies in ms) after a warm-up on the first tenth of `requests`
+    (connections, the producer, scripts: not part of the sustained rate)."""
+    warm = len(requests) // 10
+    asyncio.run(_drive(address, requests[:warm], concurrency, batch_items))
+    return asyncio.run(_drive(address, requests[warm:], concurrency, batch_items))
 
 
 def _env(config: TrimtabConfig) -> dict[str, str]:
@@ -163,9 +204,10 @@ def _wait_serving(address: str, server: subprocess.Popen[bytes], timeout_s: floa
 
 
 async def _drive(
-    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int
+    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int, batch_items: int
 ) -> tuple[float, list[float]]:
-    """(accepted per second, per-call latencies in ms) with `concurrency` calls in flight."""
+    """(accepted per second, per-call latencies in ms) with `concurrency` calls in flight, each a Submit
+    (`batch_items` 1) or a SubmitBatch of `batch_items`."""
     latencies: list[float] = []
     queue = deque(requests)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -173,11 +215,17 @@ async def _drive(
 
         async def worker() -> None:
             while queue:
-                request = queue.popleft()
+                items = [queue.popleft() for _ in range(min(batch_items, len(queue)))]
                 started = time.perf_counter()
-                response = await stub.Submit(request, timeout=30)
+                if batch_items == 1:
+                    replayed = [(await stub.Submit(items[0], timeout=30)).replayed]
+                else:
+                    response = await stub.SubmitBatch(feedback_pb2.SubmitBatchRequest(items=items), timeout=30)
+                    refused = [r.refused.message for r in response.results if r.HasField("refused")]
+                    assert not refused, refused[:3]
+                    replayed = [r.accepted.replayed for r in response.results]
                 latencies.append((time.perf_counter() - started) * 1000)
-                assert not response.replayed
+                assert not any(replayed)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

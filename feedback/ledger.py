@@ -1,5 +1,9 @@
 """The exactly-once ledger: one Redis hash per feedback_id, moving pending -> accepted.
 
+Every call starts with one script (`look`): the per-API-key rate limit, then this feedback_id's entry,
+then, for a feedback_id not seen before, the records of the responses it judges. One round trip
+decides whether the call is limited, a retry, or new (with what validation needs).
+
 A submission is *admitted* by one atomic Lua script (`reserve`): if the feedback_id is new and the
 user is within their rate limit, it records the event to be written (its id, bytes without the
 per-user signals, partition, and a `floor` offset below which it cannot land), a lease, and the
@@ -24,6 +28,19 @@ from trimtab.ids import new_id
 
 PENDING = "pending"
 ACCEPTED = "accepted"
+
+# KEYS: key_rate, submission, the judged responses' record keys. ARGV: max_requests, window_ms, member.
+_LOOK = (
+    LUA_HELPERS
+    + """
+local now = now_ms()
+local wait = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now)
+if wait >= 0 then return {'limited', wait} end
+local existing = redis.call('HGETALL', KEYS[2])
+if #existing > 0 then return {'exists', now, existing} end
+return {'new', redis.call('MGET', unpack(KEYS, 3))}
+"""
+)
 
 # KEYS: submission, user_rate, vote, training, population, agreement, floor
 # ARGV: see Ledger.reserve.
@@ -180,6 +197,13 @@ class Limited:
     retry_after_s: float
 
 
+@dataclass(frozen=True)
+class New:
+    """A feedback_id not seen before, and the stored record (bytes) of each judged response, None if absent."""
+
+    records: list[bytes | None]
+
+
 class Ledger:
     """The scripts above, run through one service's shared round trips."""
 
@@ -187,6 +211,7 @@ class Ledger:
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
         self._redis = redis
+        self._look = redis.client.register_script(_LOOK)
         self._reserve = redis.client.register_script(_RESERVE)
         self._take_over = redis.client.register_script(_TAKE_OVER)
         self._release = redis.client.register_script(_RELEASE)
@@ -199,6 +224,23 @@ class Ledger:
         seconds, micros = await self._redis.execute("TIME")
         flat = [item for pair in fields.items() for item in pair]
         return _entry(cast(list[bytes], flat), seconds * 1000 + micros // 1000)
+
+    async def look(
+        self, key: str, key_rate_key: str, key_rate: RateLimit, record_keys: list[str]
+    ) -> Limited | Existing | New:
+        """Admit one call under the API key's limit, then: its entry if the feedback_id is known, else the
+        judged records (`record_keys`, at least one)."""
+        keys = [key_rate_key, key, *record_keys]
+        args = [key_rate.max_requests, int(key_rate.window_s * 1000), new_id()]
+        result = await self._redis.script(self._look, keys, args)
+        outcome = result[0].decode()
+        if outcome == "limited":
+            return Limited(int(result[1]) / 1000)
+        if outcome == "exists":
+            entry = _entry(result[2], int(result[1]))
+            assert entry is not None, "the look script returns the existing entry"
+            return Existing(entry)
+        return New(list(result[1]))  # Lua turns a missing key's nil into false, redis-py into None
 
     async def reserve(self, key: str, a: Admission) -> Reserved | Existing | Limited:
         placeholder = key  # unused key slots still need a name; the flags below keep them untouched

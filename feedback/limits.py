@@ -5,17 +5,13 @@ several service instances agree). A call is admitted when fewer than `max_reques
 last `window_s`; otherwise it is refused with the time until the oldest leaves the window
 (RESOURCE_EXHAUSTED with retry-after). Memory is O(max_requests) per identity.
 
-The per-API-key limit counts every call (retries too: it protects the service); the per-user limit
-counts only new submissions and is checked inside the atomic admission script (`feedback.ledger`),
-so a retry of an accepted submission always gets its acceptance back.
+The per-API-key limit counts every call (retries too: it protects the service) and is checked first
+in the ledger's `look` script; the per-user limit counts only new submissions and is checked inside
+the atomic admission script (`feedback.ledger`), so a retry of an accepted submission always gets its
+acceptance back.
 """
 
 from __future__ import annotations
-
-from feedback.errors import rate_limited
-from feedback.roundtrips import RoundTrips
-from trimtab.config.feedback import RateLimit
-from trimtab.ids import new_id
 
 # Lua shared by the scripts that limit: redis server time in ms, and the window check. `admit`
 # returns -1 when the call was admitted (and recorded), else the milliseconds until a slot frees.
@@ -36,26 +32,3 @@ local function admit(key, max_requests, window_ms, member, now)
   return -1
 end
 """
-
-_ADMIT_SCRIPT = (
-    LUA_HELPERS
-    + """
-return admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now_ms())
-"""
-)
-
-
-class KeyRateLimiter:
-    """The per-API-key limit."""
-
-    def __init__(self, redis: RoundTrips, limit: RateLimit) -> None:
-        self._limit = limit
-        self._redis = redis
-        self._admit = redis.client.register_script(_ADMIT_SCRIPT)
-
-    async def check(self, key: str) -> None:
-        """Admit one call on `key` (a Redis key), or raise RESOURCE_EXHAUSTED with retry-after."""
-        window_ms = int(self._limit.window_s * 1000)
-        wait_ms = int(await self._redis.script(self._admit, [key], [self._limit.max_requests, window_ms, new_id()]))
-        if wait_ms >= 0:
-            raise rate_limited("API key", wait_ms / 1000)

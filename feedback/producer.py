@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,12 @@ class FeedbackProducer:
         self._producer: KafkaProducer | None = None
         self._partitions = 0
         self._lock = asyncio.Lock()
+        self._settler: _Settler | None = None
+
+    def _acks(self, loop: asyncio.AbstractEventLoop) -> _Settler:
+        if self._settler is None or self._settler.loop is not loop:
+            self._settler = _Settler(loop)
+        return self._settler
 
     async def partition_for(self, key: str) -> int:
         await self._ready()
@@ -82,7 +89,7 @@ class FeedbackProducer:
         except KafkaError as exc:  # buffer full or metadata gone: nothing was queued
             await self._discard(producer)
             raise BrokerUnavailable(f"the broker did not take the event: {exc}", handed_over=False) from exc
-        acked = _bridge(future, asyncio.get_running_loop())
+        acked = self._acks(asyncio.get_running_loop()).bridge(future)
         try:
             metadata = await asyncio.wait_for(asyncio.shield(acked), self._timeout_s)
         except TimeoutError as exc:
@@ -144,18 +151,38 @@ class FeedbackProducer:
             self._producer = None
 
 
-def _bridge(future: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
-    """An asyncio future settled from kafka-python's sender thread."""
-    acked: asyncio.Future[Any] = loop.create_future()
+class _Settler:
+    """Settles asyncio futures from kafka-python's sender thread. The thread finishes a whole produce
+    response's records at once; they wake the event loop once (one self-pipe write), not once each."""
 
-    def settle(result: Any = None, error: BaseException | None = None) -> None:
-        if acked.done():
-            return
-        if error is not None:
-            acked.set_exception(error)
-        else:
-            acked.set_result(result)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._lock = threading.Lock()
 
-    future.add_callback(lambda metadata: loop.call_soon_threadsafe(settle, metadata))
-    future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, None, exc))
-    return acked
+    def bridge(self, future: Any) -> asyncio.Future[Any]:
+        """An asyncio future settled like kafka-python's `future`."""
+        acked: asyncio.Future[Any] = self.loop.create_future()
+        future.add_callback(lambda metadata: self._settle(acked, metadata, None))
+        future.add_errback(lambda exc: self._settle(acked, None, exc))
+        return acked
+
+    def _settle(self, acked: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        """On the sender thread."""
+        with self._lock:
+            self._due.append((acked, result, error))
+            if len(self._due) > 1:  # a wake-up is already on its way and will take this one too
+                return
+        self.loop.call_soon_threadsafe(self._settle_due)
+
+    def _settle_due(self) -> None:
+        """On the event loop."""
+        with self._lock:
+            due, self._due = self._due, []
+        for acked, result, error in due:
+            if acked.done():
+                continue
+            if error is not None:
+                acked.set_exception(error)
+            else:
+                acked.set_result(result)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from opentelemetry import trace
 
@@ -67,10 +67,16 @@ class RecordReader:
         self._metrics = metrics
         self._waiting = 0
 
-    async def read(self, judged: Mapping[str, str]) -> Records:
+    def record_keys(self, judged: Mapping[str, str]) -> list[str]:
+        """The Redis keys of the judged responses' records, in `judged`'s order (the ledger's look reads them)."""
+        return [self._store.key(response_id) for response_id in judged.values()]
+
+    async def read(self, judged: Mapping[str, str], stored: Sequence[bytes | None]) -> Records:
         """The record of each judged response ({field: response_id}) by response id, None where it is
-        unknown or expired; UNAVAILABLE (FeedbackError) where a fresh one has not landed in time."""
-        records = await self._get(list(judged.values()))
+        unknown or expired; UNAVAILABLE (FeedbackError) where a fresh one has not landed in time.
+        `stored`: what the judged records' keys held a moment ago, in `judged`'s order."""
+        decoded = zip(judged.values(), stored, strict=True)
+        records = {response_id: self._store.decode(value) for response_id, value in decoded}
         missing = {field: response_id for field, response_id in judged.items() if records[response_id] is None}
         budget_s = fresh_wait_s(missing.values(), time.time(), self._settings) if missing else None
         if budget_s is None:

@@ -1,7 +1,8 @@
 """Submit, transport-neutral: authenticate, validate, admit exactly once, write, acknowledge.
 
-    new feedback_id   shape -> key rate limit -> records (waiting briefly for fresh ones serving has not
-                      written yet) -> admit (ledger.reserve) -> produce -> accept
+    new feedback_id   shape -> look (key rate limit, the id's entry, the judged records: one script) ->
+                      records (waiting briefly for fresh ones serving has not written yet) ->
+                      admit (ledger.reserve) -> produce -> accept
     accepted id       same content: the original acceptance (replayed); other content: ALREADY_EXISTS
     pending id        its lease is live: wait briefly, else UNAVAILABLE with retry-after;
                       its lease expired: take it over, look for the event on the topic, write it if absent
@@ -40,8 +41,7 @@ from feedback.errors import (
 )
 from feedback.evaluation import EvaluationEvents
 from feedback.keys import Keys
-from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited
-from feedback.limits import KeyRateLimiter
+from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited, New
 from feedback.metrics import FeedbackMetrics
 from feedback.producer import BrokerUnavailable, FeedbackProducer
 from feedback.records import RecordReader
@@ -84,7 +84,6 @@ class FeedbackService:
         store = ResponseStore(redis, config.redis.key_prefix)
         self._records = RecordReader(store, self._redis, config.feedback.fresh_records, self.metrics)
         self._ledger = Ledger(self._redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
-        self._key_limit = KeyRateLimiter(self._redis, config.feedback.key_rate)
         self._producer = producer
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._evaluations = evaluations or EvaluationEvents()
@@ -173,21 +172,31 @@ class FeedbackService:
         span.set_attribute("trimtab.feedback.kind", kind_of(request))
         span.set_attribute("trimtab.tenant", principal.tenant)
         digest = events.fingerprint(request, principal.tenant)
+        judged = judged_responses(request)
+        key = self._keys.submission(request.feedback_id)
         try:
-            await self._key_limit.check(self._keys.key_rate(principal.key_name))
-            key = self._keys.submission(request.feedback_id)
-            entry = await self._ledger.get(key)
-            if entry is not None:
-                return await self._existing(key, entry, digest)
-            return await self._new(key, request, principal, digest, span)
+            first = await self._ledger.look(
+                key, self._keys.key_rate(principal.key_name), self._config.key_rate, self._records.record_keys(judged)
+            )
+            if isinstance(first, Limited):
+                raise rate_limited("API key", first.retry_after_s)
+            if isinstance(first, Existing):
+                return await self._existing(key, first.entry, digest)
+            return await self._new(key, request, principal, digest, span, judged, first)
         except RedisError as exc:
             raise unavailable(f"the response log (Redis) is unreachable: {exc}", retry_after_s=1) from exc
 
     async def _new(
-        self, key: str, request: feedback_pb2.SubmitRequest, principal: Principal, digest: str, span: trace.Span
+        self,
+        key: str,
+        request: feedback_pb2.SubmitRequest,
+        principal: Principal,
+        digest: str,
+        span: trace.Span,
+        judged: dict[str, str],
+        first: New,
     ) -> feedback_pb2.SubmitResponse:
-        judged = judged_responses(request)
-        served = check_against_records(request, await self._records.read(judged), principal)
+        served = check_against_records(request, await self._records.read(judged, first.records), principal)
         _link_to_response(span, served)
         versions = {c.reply.model_version for c in served.candidates if c.reply.response_id in judged.values()}
         span.set_attribute("trimtab.version", sorted(versions))  # the version(s) whose output was judged
