@@ -28,6 +28,7 @@ from feedback.service import FeedbackService
 from trimtab.config import TrimtabConfig
 from trimtab.errors import TrimtabError
 from trimtab.telemetry import setup_telemetry
+from trimtab.tls import add_grpc_port, server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,15 @@ class FeedbackServer:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
         grpc_address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
-            self.grpc_port = self._grpc.add_insecure_port(grpc_address)
+            self.grpc_port = add_grpc_port(self._grpc, grpc_address, self._config.tls)
         except RuntimeError as exc:  # grpc reports a failed bind this way
             raise BindError(f"cannot bind gRPC to {grpc_address}: address in use or not available") from exc
         await self._grpc.start()
         self._runner = web.AppRunner(self._http.app(), access_log=None)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, settings.http_host, settings.http_port).start()
+            ssl_context = server_ssl_context(self._config.tls)
+            await web.TCPSite(self._runner, settings.http_host, settings.http_port, ssl_context=ssl_context).start()
         except OSError as exc:
             raise BindError(f"cannot bind HTTP to {settings.http_host}:{settings.http_port}: {exc.strerror}") from exc
         self.http_port = int(self._runner.addresses[0][1])
@@ -135,7 +137,7 @@ async def serve(config: TrimtabConfig) -> None:
 def run(config: TrimtabConfig) -> int:
     """The `trimtab feedback` entry point: serve until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot bind."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    telemetry = setup_telemetry(config.telemetry, "feedback")
+    telemetry = setup_telemetry(config.telemetry, "feedback", config.tls)
     try:
         asyncio.run(serve(config))
     except BindError as exc:

@@ -24,6 +24,7 @@ from trimtab.config.reward_service import RewardServiceConfig
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry
 from trimtab.telemetry import setup_telemetry
+from trimtab.tls import add_grpc_port
 from trimtab.v1 import reward_pb2, reward_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ async def start_reward_service(config: TrimtabConfig, version: str) -> RunningRe
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        port = add_grpc_port(server, address, config.tls)
     except RuntimeError as exc:
         raise RewardError(f"cannot bind RewardService to {address}: address in use or not available") from exc
     await server.start()
@@ -109,7 +110,7 @@ async def start_reward_service(config: TrimtabConfig, version: str) -> RunningRe
 
 
 async def serve(config: TrimtabConfig, version: str) -> None:
-    telemetry = setup_telemetry(config.telemetry, "reward")
+    telemetry = setup_telemetry(config.telemetry, "reward", config.tls)
     running = await start_reward_service(config, version)
     log.info("serving reward model %s on %s:%d", version, config.reward_service.host, running.port)
     stop = asyncio.Event()

@@ -22,6 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from learner.batching import collate, tokenize_chat
 from trimtab.config import ConfigError
 from trimtab.config.reward_service import RewardServiceConfig
+from trimtab.config.tls import TlsConfig
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry, RegistryError
 from trimtab.suite import Scorer, load_scorer
@@ -63,12 +64,14 @@ class Reward:
     model_dir: Path | None = None  # the reward model's directory (a critic starts from it)
     address: str | None = None  # a RewardService's host:port
     service: RewardServiceConfig | None = None  # how to call it: batch limit, deadline, API key
+    tls: TlsConfig | None = None  # and with what TLS (None: plaintext)
 
     def batch(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float]:
         if self.model_dir is not None:
             return _loaded(self.model_dir)(prompts, responses)
         if self.address is not None:
-            return _remote_scores(self.address, self.service or RewardServiceConfig(), prompts, responses)
+            settings = self.service or RewardServiceConfig()
+            return _remote_scores(self.address, settings, self.tls or TlsConfig(), prompts, responses)
         assert self.scorer is not None
         return [self.scorer(p, r) for p, r in zip(prompts, responses, strict=True)]
 
@@ -82,10 +85,11 @@ REMOTE = "grpc://"
 
 
 def _remote_scores(
-    address: str, settings: RewardServiceConfig, prompts: Sequence[Messages], responses: Sequence[str]
+    address: str, settings: RewardServiceConfig, tls: TlsConfig, prompts: Sequence[Messages], responses: Sequence[str]
 ) -> list[float]:
     import grpc
 
+    from trimtab.tls import grpc_channel
     from trimtab.v1 import common_pb2, reward_pb2, reward_pb2_grpc
 
     answers = [
@@ -97,7 +101,7 @@ def _remote_scores(
     ]
     scores: list[float] = []
     metadata = client_metadata(settings)
-    with grpc.insecure_channel(address) as channel:
+    with grpc_channel(address, tls) as channel:
         stub = reward_pb2_grpc.RewardServiceStub(channel)
         for start in range(0, len(answers), settings.max_answers):
             request = reward_pb2.ScoreRequest(answers=answers[start : start + settings.max_answers])
@@ -115,14 +119,16 @@ def client_metadata(settings: RewardServiceConfig) -> tuple[tuple[str, str], ...
     return (("authorization", f"Bearer {settings.client_key}"),) if settings.client_key else ()
 
 
-def reward_from(spec: str, registry: Registry, service: RewardServiceConfig | None = None) -> Reward:
+def reward_from(
+    spec: str, registry: Registry, service: RewardServiceConfig | None = None, tls: TlsConfig | None = None
+) -> Reward:
     """`spec` is 'grpc://HOST:PORT' (a RewardService), 'module:function' (a scorer entry point) or a
     `reward` version id of `registry`."""
     if spec.startswith(REMOTE):
         address = spec.removeprefix(REMOTE)
         if ":" not in address:
             raise RewardError(f"--reward {spec}: expected {REMOTE}HOST:PORT")
-        return Reward(f"reward service {address}", address=address, service=service)
+        return Reward(f"reward service {address}", address=address, service=service, tls=tls)
     if ":" in spec:
         return Reward(f"scorer {spec}", scorer=load_scorer(spec))
     if not registry.path(spec).is_dir():

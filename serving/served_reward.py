@@ -20,6 +20,8 @@ import grpc
 from serving.metrics import ServingMetrics
 from serving.recorder import Sink
 from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
+from trimtab.config.tls import TlsConfig
+from trimtab.tls import aio_grpc_channel
 from trimtab.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,15 @@ def sampled(response_id: str, share: float) -> bool:
 
 
 class ServedReward:
-    def __init__(self, settings: ServedRewardConfig, service: RewardServiceConfig, meters: ServingMetrics) -> None:
+    def __init__(
+        self, settings: ServedRewardConfig, service: RewardServiceConfig, meters: ServingMetrics, tls: TlsConfig
+    ) -> None:
         assert settings.address is not None
         self._settings = settings
         self._batch = service.max_answers
         self._metadata = (("authorization", f"Bearer {service.client_key}"),) if service.client_key else ()
         self._meters = meters
-        self._channel = grpc.aio.insecure_channel(settings.address)
+        self._channel = aio_grpc_channel(settings.address, tls)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
         self._sink: Sink[ServedAnswer] = Sink(
             "served-reward", self._score, settings.max_pending, retry_s=1.0, on_drop=self._skipped

@@ -45,6 +45,7 @@ from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
+from trimtab.tls import add_grpc_port, server_ssl_context
 from trimtab.v1 import admin_pb2_grpc, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class OpenAIHttp:
 
 async def start_openai(config: TrimtabConfig, generation: Generation, authenticator: Authenticator) -> OpenAIHttp:
     settings = config.serving.openai
-    forwarder = FeedbackForwarder(settings.feedback_address) if settings.feedback_address else None
+    forwarder = FeedbackForwarder(settings.feedback_address, config.tls) if settings.feedback_address else None
     api = OpenAIApi(generation, authenticator, settings, forwarder)
     # access_log None: a line per request would cost the hot path; the spans and metrics say more.
     # handler_cancellation: a client that hangs up cancels its handler, which aborts its request in the engine
@@ -113,7 +114,8 @@ async def start_openai(config: TrimtabConfig, generation: Generation, authentica
         api.app(), access_log=None, shutdown_timeout=config.serving.drain_grace_s, handler_cancellation=True
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.serving.host, settings.port, reuse_port=False)
+    ssl_context = server_ssl_context(config.tls)
+    site = web.TCPSite(runner, config.serving.host, settings.port, reuse_port=False, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     return OpenAIHttp(port, api, runner, forwarder)
@@ -137,7 +139,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         await engine.add_adapter(ZERO_ADAPTER, zero)
     served_reward = None
     if config.serving.served_reward.address:
-        served_reward = ServedReward(config.serving.served_reward, config.reward_service, meters)
+        served_reward = ServedReward(config.serving.served_reward, config.reward_service, meters, config.tls)
     recorder = ResponseRecorder(
         config,
         on_drop=lambda sink: meters.dropped_records.add(1, {"sink": sink}),
@@ -148,7 +150,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
         served_reward.start()
 
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    port = server.add_insecure_port(f"{config.serving.host}:{config.serving.port}")
+    port = add_grpc_port(server, f"{config.serving.host}:{config.serving.port}", config.tls)
     replica_name = f"{config.serving.host}:{port}"
     manager = VersionManager(
         engine,
@@ -193,7 +195,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
 
 
 async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:
-    telemetry = setup_telemetry(config.telemetry, "serving")
+    telemetry = setup_telemetry(config.telemetry, "serving", config.tls)
     running = await start_server(config)
     current = running.manager.router.current.version
     report(f"serving {current} on {config.serving.host}:{running.port} (registry {config.registry.root})")

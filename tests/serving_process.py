@@ -23,6 +23,7 @@ from tests.conftest import REPO, free_port
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.health import wait_serving
 from trimtab.registry import Registry
+from trimtab.tls import scheme
 from trimtab.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 START_TIMEOUT_S = 180
@@ -39,7 +40,7 @@ class ServingProcess:
     @property
     def openai_url(self) -> str:
         """The OpenAI API's base URL (what `OpenAI(base_url=...)` takes)."""
-        return f"http://127.0.0.1:{self.config.serving.openai.port}/v1"
+        return f"{scheme(self.config.tls)}://127.0.0.1:{self.config.serving.openai.port}/v1"
 
 
 def serving_env(stack: TrimtabConfig, port: int, registry_root: Path, **extra: str) -> dict[str, str]:
@@ -81,8 +82,9 @@ def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str
             stderr=subprocess.STDOUT,
             text=True,
         )
-        if wait_serving(address, process, START_TIMEOUT_S, metadata):
-            return ServingProcess(address, load_config(environ=env), process, log)
+        config = load_config(environ=env)
+        if wait_serving(address, process, START_TIMEOUT_S, metadata, config.tls):
+            return ServingProcess(address, config, process, log)
         process.kill()
         process.wait()
         if "address already in use" not in log.read_text() or attempt == 2:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from trimtab.config import TelemetryConfig
+from trimtab.config import TelemetryConfig, TlsConfig
 from trimtab.errors import TrimtabError
 
 # Histogram bucket boundaries (seconds) for trimtab's own timings: the SDK's default buckets start at
@@ -53,8 +53,9 @@ class Telemetry:
                 provider.shutdown()
 
 
-def build_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
-    """Providers for `config`, not yet installed as the process globals (tests build several)."""
+def build_telemetry(config: TelemetryConfig, component: str, tls: TlsConfig | None = None) -> Telemetry:
+    """Providers for `config`, not yet installed as the process globals (tests build several). `tls`: how
+    the Prometheus endpoint serves (TLS, and mTLS for scrapers, as trimtab's other servers)."""
     resource = Resource.create({"service.name": f"{config.service_name}-{component}"})
     tracer_provider = None
     if config.traces != "off":
@@ -62,7 +63,7 @@ def build_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
         tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(config)))
     meter_provider = None
     if config.metrics != "off":
-        meter_provider = MeterProvider(resource=resource, metric_readers=[_metric_reader(config)])
+        meter_provider = MeterProvider(resource=resource, metric_readers=[_metric_reader(config, tls or TlsConfig())])
     logger_provider = None
     if config.events != "off":
         logger_provider = LoggerProvider(resource=resource)
@@ -70,9 +71,9 @@ def build_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
     return Telemetry(tracer_provider, meter_provider, logger_provider)
 
 
-def setup_telemetry(config: TelemetryConfig, component: str) -> Telemetry:
+def setup_telemetry(config: TelemetryConfig, component: str, tls: TlsConfig | None = None) -> Telemetry:
     """Build the providers and install them as this process's global tracer and meter providers."""
-    telemetry = build_telemetry(config, component)
+    telemetry = build_telemetry(config, component, tls)
     if telemetry.tracer_provider is not None:
         trace.set_tracer_provider(telemetry.tracer_provider)
     if telemetry.meter_provider is not None:
@@ -98,7 +99,7 @@ def _event_exporter(config: TelemetryConfig) -> LogRecordExporter:
     return OTLPLogExporter(endpoint=config.otlp_endpoint, insecure=config.otlp_endpoint.startswith("http://"))
 
 
-def _metric_reader(config: TelemetryConfig) -> MetricReader:
+def _metric_reader(config: TelemetryConfig, tls: TlsConfig) -> MetricReader:
     interval = config.export_interval_ms
     if config.metrics == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
@@ -109,7 +110,14 @@ def _metric_reader(config: TelemetryConfig) -> MetricReader:
         # Pull-based: Prometheus scrapes /metrics. Never call MeterProvider.force_flush() with this
         # reader: it duplicates series (design.md).
         try:
-            start_http_server(config.prometheus_port, addr=config.prometheus_host)
+            start_http_server(
+                config.prometheus_port,
+                addr=config.prometheus_host,
+                certfile=str(tls.cert_file) if tls.enabled else None,
+                keyfile=str(tls.key_file) if tls.enabled else None,
+                client_cafile=str(tls.ca_file) if tls.enabled and tls.client_auth else None,
+                client_auth_required=tls.enabled and tls.client_auth,
+            )
         except OSError as exc:
             # Every component defaults to the same port: the second process on a machine lands here.
             raise TrimtabError(

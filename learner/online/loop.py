@@ -69,7 +69,7 @@ def run_online(
     run: OnlineRun | None = None
     try:
         if context.is_main and telemetry is None:
-            providers = setup_telemetry(config.telemetry, "learner")
+            providers = setup_telemetry(config.telemetry, "learner", config.tls)
         run = _start(config, request, console, context, telemetry or LearnerTelemetry())
         heads = load_heads(run)
         online = run.online

@@ -109,7 +109,7 @@ def _reward(run: OnlineRun, memory: LearnerMemory) -> Reward | None:
     registry = Registry(run.config.registry.root)
     spec = run.online.rl.reward
     if spec != LEARNER_REWARD_MODEL:
-        return reward_from(spec, registry, run.config.reward_service)
+        return reward_from(spec, registry, run.config.reward_service, run.config.tls)
     version = memory.judging_reward_model(run.online.reward_model.min_examples)
     if version is None:
         return None

@@ -132,7 +132,7 @@ def setup_run(config: TrimtabConfig, request: RLRequest, context: DistContext, c
     _, dtype = device_and_dtype(learner)
     seed_everything(learner.train.seed)
     prompts = load_prompts(request.prompts)
-    reward = reward_from(request.reward, Registry(config.registry.root), config.reward_service)
+    reward = reward_from(request.reward, Registry(config.registry.root), config.reward_service, config.tls)
     tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
     pad_id = pad_token_id(tokenizer)
     model = disable_dropout(

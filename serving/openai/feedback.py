@@ -9,8 +9,10 @@ import grpc
 from aiohttp import web
 
 from serving.openai.errors import ApiError, from_status, invalid
+from trimtab.config.tls import TlsConfig
 from trimtab.protojson import body_of, parse_body
 from trimtab.telemetry import trace_fields
+from trimtab.tls import aio_grpc_channel
 from trimtab.v1 import feedback_pb2, feedback_pb2_grpc
 
 FORWARDED_HEADERS = ("authorization", "x-api-key")
@@ -18,9 +20,9 @@ SUBMIT_TIMEOUT_S = 30.0  # above the feedback service's own waits (a fresh recor
 
 
 class FeedbackForwarder:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsConfig) -> None:
         self._address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = aio_grpc_channel(address, tls)
         self._stub = feedback_pb2_grpc.FeedbackServiceStub(self._channel)
 
     async def submit(self, http: web.Request) -> web.Response:

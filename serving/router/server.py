@@ -29,6 +29,7 @@ from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.registry.pointers import follow
+from trimtab.tls import add_grpc_port, aio_grpc_channel, client_ssl_context, server_ssl_context
 
 
 @dataclass
@@ -72,17 +73,21 @@ async def start_router(config: TrimtabConfig) -> RunningRouter:
     # round_robin: calls spread over every replica a dns:/// target resolves to (one connection each).
     upstream = [*GRPC_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
     channels: dict[Side, grpc.aio.Channel] = {
-        "current": grpc.aio.insecure_channel(settings.current, options=upstream),
-        "canary": grpc.aio.insecure_channel(settings.canary, options=upstream),
+        "current": aio_grpc_channel(settings.current, config.tls, upstream),
+        "canary": aio_grpc_channel(settings.canary, config.tls, upstream),
     }
     server = grpc.aio.server(options=GRPC_OPTIONS)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_generic_rpc_handlers([GrpcProxy(split, channels)])
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_grpc_port(server, f"{settings.host}:{settings.port}", config.tls)
     await server.start()
     # auto_decompress off: bodies pass through as the replica encoded them, with its content-encoding.
-    session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_ssl_context(config.tls) or True),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+    )
     bases: dict[Side, str] = {"current": settings.current_http, "canary": settings.canary_http}
     http = HttpProxy(split, bases, Authenticator(config.auth), config.serving.openai.model_name, session)
     runner = web.AppRunner(
@@ -92,7 +97,8 @@ async def start_router(config: TrimtabConfig) -> RunningRouter:
         handler_cancellation=True,  # a client that hangs up closes the replica's connection: it stops generating
     )
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.http_port, reuse_port=False).start()
+    ssl_context = server_ssl_context(config.tls)
+    await web.TCPSite(runner, settings.host, settings.http_port, reuse_port=False, ssl_context=ssl_context).start()
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningRouter(

@@ -1,28 +1,33 @@
-"""A second serving process, configured to be hard to please: API keys on (an inference key and an
-operator's admin key), a tiny in-flight limit, and a Redis of its own that we stop and restart. Generation
-never waits on the response log; records written while Redis is down land when it comes back; SIGTERM lets
-in-flight streams finish; no key is ever written to the log."""
+"""A second serving process, configured to be hard to please: mutual TLS on every port (gRPC, the OpenAI
+API, /metrics) with certificates the test makes, API keys on (an inference key and an operator's admin
+key), a tiny in-flight limit, and a Redis of its own that we stop and restart. Clients without a
+certificate from the deployment's CA get nothing; generation never waits on the response log; records
+written while Redis is down land when it comes back; SIGTERM lets in-flight streams finish; no key is
+ever written to the log."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import openai
 import pytest
 
 from tests.conftest import config_with, free_port
 from tests.serving_process import ServingProcess, seeded_load, serving_env, start_serving, stop_serving
+from tests.tls import Certificates, Pem, make_certificates
 from trimtab.app.stack import down, up
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
+from trimtab.config.tls import TlsConfig
 from trimtab.records import ResponseStore, redis_client
+from trimtab.tls import aio_grpc_channel, grpc_channel
 from trimtab.v1 import admin_pb2, admin_pb2_grpc, common_pb2, inference_pb2, inference_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -45,7 +50,14 @@ def own_redis(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingProcess]:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("strict-tls"))
+
+
+@pytest.fixture(scope="module")
+def strict(
+    own_redis: TrimtabConfig, certificates: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServingProcess]:
     workdir = tmp_path_factory.mktemp("strict")
     keys = json.dumps([
         {"name": "tester", "sha256": hash_key(KEY), "tenant": "default"},
@@ -62,7 +74,7 @@ def strict(own_redis: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -
         telemetry__metrics="prometheus",
         telemetry__prometheus_port=str(free_port()),  # bound at start-up, before the engine
     )
-    running = start_serving(env, workdir / "serve.log", metadata=(("x-api-key", KEY),))
+    running = start_serving(env | certificates.env(), workdir / "serve.log", metadata=(("x-api-key", KEY),))
     yield running
     if running.process.poll() is None:
         stop_serving(running)
@@ -77,8 +89,52 @@ def request(text: str = "What is 3 plus 5?", max_tokens: int = 16) -> inference_
 AUTH = (("authorization", f"Bearer {KEY}"),)
 
 
-def test_an_unknown_or_missing_api_key_is_unauthenticated(strict: ServingProcess) -> None:
-    stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(strict.address))
+def client_tls(certificates: Certificates, identity: Pem | None) -> TlsConfig:
+    """An outside client's TLS: trusts the deployment's CA, presents `identity` if given."""
+    pem = identity or certificates.client
+    return TlsConfig(
+        enabled=True, cert_file=pem.cert, key_file=pem.key, ca_file=certificates.ca, client_auth=identity is not None
+    )
+
+
+@pytest.fixture(scope="module")
+def channel(strict: ServingProcess, certificates: Certificates) -> Iterator[grpc.Channel]:
+    """A client of the strict replica with a certificate from the deployment's CA."""
+    with grpc_channel(strict.address, client_tls(certificates, certificates.client)) as opened:
+        yield opened
+
+
+def aio_channel(strict: ServingProcess, certificates: Certificates) -> grpc.aio.Channel:
+    return aio_grpc_channel(strict.address, client_tls(certificates, certificates.client))
+
+
+def https(certificates: Certificates, identity: Pem | None) -> httpx.Client:
+    return httpx.Client(verify=certificates.client_context(identity), timeout=60)
+
+
+def test_clients_without_a_certificate_from_the_ca_get_nothing(
+    strict: ServingProcess, certificates: Certificates
+) -> None:
+    metrics = f"https://127.0.0.1:{strict.config.telemetry.prometheus_port}/metrics"
+    for identity in (None, certificates.stranger):
+        with grpc_channel(strict.address, client_tls(certificates, identity)) as refused:
+            with pytest.raises(grpc.RpcError) as raised:
+                inference_pb2_grpc.InferenceServiceStub(refused).Generate(request(), metadata=AUTH, timeout=30)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        with https(certificates, identity) as client, pytest.raises(httpx.TransportError):
+            client.get(f"{strict.openai_url}/models", headers={"authorization": f"Bearer {KEY}"})
+        with https(certificates, identity) as client, pytest.raises(httpx.TransportError):
+            client.get(metrics)
+    with pytest.raises(grpc.RpcError) as plaintext:
+        inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(strict.address)).Generate(request(), timeout=30)
+    assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+    with https(certificates, certificates.client) as client:  # the same calls with the client's certificate
+        assert client.get(f"{strict.openai_url}/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+        assert "vllm:num_requests_running" in client.get(metrics).text
+
+
+def test_an_unknown_or_missing_api_key_is_unauthenticated(channel: grpc.Channel) -> None:
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
     for metadata in ((), (("x-api-key", "wrong"),)):
         with pytest.raises(grpc.RpcError) as raised:
             stub.Generate(request(), metadata=metadata, timeout=30)
@@ -86,9 +142,12 @@ def test_an_unknown_or_missing_api_key_is_unauthenticated(strict: ServingProcess
     assert stub.Generate(request(), metadata=AUTH, timeout=60).candidates[0].completion_tokens > 0
 
 
-def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(strict: ServingProcess) -> None:
+def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(
+    strict: ServingProcess, certificates: Certificates
+) -> None:
     def client(key: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=strict.openai_url, api_key=key, max_retries=0, timeout=60)
+        tls = https(certificates, certificates.client)
+        return openai.OpenAI(base_url=strict.openai_url, api_key=key, max_retries=0, timeout=60, http_client=tls)
 
     chat = {"model": "trimtab", "messages": [{"role": "user", "content": "What is 3 plus 5?"}], "max_tokens": 4}
     with pytest.raises(openai.AuthenticationError) as raised:
@@ -100,8 +159,8 @@ def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(strict: ServingProc
     assert answered.choices[0].message.content and answered.model_extra["user"] == "tester"  # the key's name
 
 
-def test_only_an_admin_key_may_see_or_change_what_serves(strict: ServingProcess) -> None:
-    stub = admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(strict.address))
+def test_only_an_admin_key_may_see_or_change_what_serves(channel: grpc.Channel) -> None:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
     operator = (("x-api-key", ADMIN_KEY),)
     current = stub.GetStatus(admin_pb2.GetStatusRequest(), metadata=operator, timeout=30).status.current_version_id
     assert current.startswith("ver_")
@@ -117,9 +176,11 @@ def test_only_an_admin_key_may_see_or_change_what_serves(strict: ServingProcess)
     assert after == current  # the refused rollback moved nothing
 
 
-def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: ServingProcess) -> None:
+def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(
+    strict: ServingProcess, certificates: Certificates
+) -> None:
     async def burst() -> list[grpc.StatusCode]:
-        async with grpc.aio.insecure_channel(strict.address) as channel:
+        async with aio_channel(strict, certificates) as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
             async def one() -> grpc.StatusCode:
@@ -135,7 +196,8 @@ def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: Serv
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.OK) >= 4
     port = strict.config.telemetry.prometheus_port
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    with https(certificates, certificates.client) as client:
+        metrics = client.get(f"https://127.0.0.1:{port}/metrics").text
     assert 'outcome="resource_exhausted"' in metrics and "trimtab_serving_requests_total" in metrics
     assert "trimtab_serving_tokens_total" in metrics
     # OpenTelemetry's GenAI server metrics, with the conventions' attributes and bucket boundaries:
@@ -148,9 +210,9 @@ def test_beyond_the_in_flight_limit_requests_are_resource_exhausted(strict: Serv
 
 
 def test_generation_goes_on_while_redis_is_down_and_records_land_when_it_returns(
-    strict: ServingProcess, own_redis: TrimtabConfig
+    channel: grpc.Channel, own_redis: TrimtabConfig
 ) -> None:
-    stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(strict.address))
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
     down(own_redis)
     started = time.perf_counter()
     reply = stub.Generate(request("Hello!"), metadata=AUTH, timeout=60)
@@ -172,9 +234,11 @@ def test_generation_goes_on_while_redis_is_down_and_records_land_when_it_returns
     assert asyncio.run(landed())
 
 
-def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(strict: ServingProcess, tmp_path: Path) -> None:
+def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(
+    strict: ServingProcess, certificates: Certificates
+) -> None:
     async def streams_through_shutdown() -> list[inference_pb2.Candidate]:
-        async with grpc.aio.insecure_channel(strict.address) as channel:
+        async with aio_channel(strict, certificates) as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             calls = [stub.GenerateStream(request(max_tokens=96), metadata=AUTH, timeout=120) for _ in range(3)]
             firsts = [await call.read() for call in calls]  # all three are generating

@@ -20,6 +20,7 @@ from tests.metrics import metric_points, series
 from tests.reward_service import Served
 from trimtab.config import load_config
 from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
+from trimtab.config.tls import TlsConfig
 from trimtab.registry import Registry
 from trimtab.v1 import common_pb2, events_pb2, inference_pb2
 
@@ -60,7 +61,9 @@ def scored(
     service = service or RewardServiceConfig()
 
     async def run() -> None:
-        scorer = ServedReward(ServedRewardConfig(address=address, share=share, timeout_s=5), service, meters)
+        scorer = ServedReward(
+            ServedRewardConfig(address=address, share=share, timeout_s=5), service, meters, TlsConfig()
+        )
         scorer.start()
         for logged in records:
             scorer.offer(logged)

@@ -29,6 +29,7 @@ from trimtab.config.serving import ServingConfig
 from trimtab.config.stack import KafkaConfig, RedisConfig, StackConfig, TopicSpec
 from trimtab.config.suite import SuiteConfig
 from trimtab.config.telemetry import TelemetryConfig
+from trimtab.config.tls import TlsConfig
 from trimtab.config.world import WorldConfig
 
 
@@ -50,6 +51,9 @@ class TrimtabConfig(Section):
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device and optimiser.")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The feedback service.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and tenants (off by default).")
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig, description="TLS and mutual TLS for every server (off by default)."
+    )
     serving: ServingConfig = Field(default_factory=ServingConfig, description="The serving tier.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model versions and pointers.")
     reward_service: RewardServiceConfig = Field(
@@ -85,6 +89,7 @@ __all__ = [
     "StackConfig",
     "SuiteConfig",
     "TelemetryConfig",
+    "TlsConfig",
     "TopicSpec",
     "TrimtabConfig",
     "WorldConfig",

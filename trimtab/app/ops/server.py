@@ -26,6 +26,7 @@ from trimtab.app.ops.sources import VersionDecisions, panel_series, version_rows
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry import Pointers, PointerStore, Registry
+from trimtab.tls import scheme, server_ssl_context
 
 PAGE = Path(__file__).with_name("page.html")
 log = logging.getLogger(__name__)
@@ -103,10 +104,11 @@ async def serve(config: TrimtabConfig, ready: asyncio.Event | None = None) -> No
     """Serve until SIGTERM/SIGINT (or cancellation); `ready` is set once the port is bound."""
     runner = web.AppRunner(OpsApp(config).app())
     await runner.setup()
-    site = web.TCPSite(runner, config.ops.host, config.ops.port)
+    site = web.TCPSite(runner, config.ops.host, config.ops.port, ssl_context=server_ssl_context(config.tls))
     await site.start()
-    log.info("ops page on http://%s:%d/", config.ops.host, config.ops.port)
-    print(f"ops page on http://{config.ops.host}:{config.ops.port}/ (Prometheus: {config.ops.prometheus_url})")
+    url = f"{scheme(config.tls)}://{config.ops.host}:{config.ops.port}/"
+    log.info("ops page on %s", url)
+    print(f"ops page on {url} (Prometheus: {config.ops.prometheus_url})")
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
