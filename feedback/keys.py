@@ -7,10 +7,19 @@ separator inside an id can make two identities share a key.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """A feedback partition's keys: its floor and its index of accepted feedback_ids by offset."""
+
+    floor: str
+    accepted: str
 
 
 class Keys:
@@ -26,6 +35,17 @@ class Keys:
     def floor(self, topic: str, partition: int) -> str:
         """An offset below which no future event of `partition` can land (highest acked offset + 1)."""
         return f"{self._base}floor:{topic}:{partition}"
+
+    def partition(self, topic: str, partition: int) -> PartitionKeys:
+        return PartitionKeys(self.floor(topic, partition), self.accepted(topic, partition))
+
+    def accepted(self, topic: str, partition: int) -> str:
+        """Accepted feedback_ids of `partition` scored by offset (a sorted set): what a lost log held."""
+        return f"{self._base}accepted:{topic}:{partition}"
+
+    def recovering(self, topic: str, partition: int) -> str:
+        """Held by the one instance re-producing what the broker lost of `partition`."""
+        return f"{self._base}recovering:{topic}:{partition}"
 
     def user_rate(self, tenant: str, user_id: str) -> str:
         return f"{self._base}rate:user:{_digest(tenant, user_id)}"

@@ -8,7 +8,9 @@ A submission is *admitted* by one atomic Lua script (`reserve`): if the feedback
 user is within their rate limit, it records the event to be written (its id, bytes without the
 per-user signals, partition, and a `floor` offset below which it cannot land), a lease, and the
 second-vote link, training-cap count and agreement tallies. Only then is the event produced. After
-the broker's ack, `accept` marks the entry accepted with its offset and raises the partition's floor.
+the broker's ack, `accept` marks the entry accepted with its offset, raises the partition's floor and
+adds the feedback_id to the partition's index of accepted entries by offset (what `feedback.broker_loss`
+writes again if the broker loses the log).
 
 Whoever finds an entry pending with its lease expired (the owner died, or gave up on the broker)
 takes it over (`take_over`, a compare-and-set on the lease) and must find out from the topic whether
@@ -17,10 +19,12 @@ the event was written before writing it (`feedback.recovery`). All times are Red
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import cast
 
 from feedback.abuse import UserCounts
+from feedback.keys import PartitionKeys
 from feedback.limits import LUA_HELPERS
 from feedback.roundtrips import RoundTrips
 from trimtab.config.feedback import RateLimit
@@ -125,10 +129,13 @@ end
 return 1
 """
 
-# KEYS: submission, floor. ARGV: offset.
+# KEYS: submission, floor, accepted index. ARGV: offset, index TTL, moved ('1': re-produced after a broker loss).
 _ACCEPT = """
-if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+local fid = redis.call('HGET', KEYS[1], 'feedback_id')
+if fid and (redis.call('HGET', KEYS[1], 'state') == 'pending' or ARGV[3] == '1') then
   redis.call('HSET', KEYS[1], 'state', 'accepted', 'offset', ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[1], fid)
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
 end
 local next_offset = tonumber(ARGV[1]) + 1
 if tonumber(redis.call('GET', KEYS[2]) or '0') < next_offset then redis.call('SET', KEYS[2], next_offset) end
@@ -289,8 +296,28 @@ class Ledger:
         """End the owner's lease now: its event was never handed to the broker, so a retry may write it."""
         await self._redis.script(self._release, [key], [owner])
 
-    async def accept(self, key: str, floor_key: str, offset: int) -> None:
-        await self._redis.script(self._accept, [key, floor_key], [offset])
+    async def accept(self, key: str, partition: PartitionKeys, offset: int, moved: bool = False) -> None:
+        """Record the entry accepted at `offset` (`moved`: written again there after a broker loss)."""
+        keys = [key, partition.floor, partition.accepted]
+        await self._redis.script(self._accept, keys, [offset, self._ttl_s, int(moved)])
+
+    async def accepted_on(self, partition: PartitionKeys) -> list[tuple[str, int]]:
+        """(feedback_id, offset) of every entry accepted on the partition, in offset order."""
+        members = await self._redis.execute("ZRANGE", partition.accepted, 0, -1, "WITHSCORES")
+        return [(member.decode(), int(score)) for member, score in members]
+
+    async def entries(self, keys: list[str]) -> list[Entry | None]:
+        """Many entries, read together (their Redis steps share round trips)."""
+        return list(await asyncio.gather(*(self.get(key) for key in keys)))
+
+    async def forget(self, partition: PartitionKeys, feedback_ids: list[str]) -> None:
+        """Drop index members whose entries expired (nothing is left to write again)."""
+        if feedback_ids:
+            await self._redis.execute("ZREM", partition.accepted, *feedback_ids)
+
+    async def reset_floor(self, partition: PartitionKeys, offset: int) -> None:
+        """Set the floor to the partition's end after a broker loss (it only rises otherwise)."""
+        await self._redis.execute("SET", partition.floor, offset)
 
 
 def _entry(flat: list[bytes], now_ms: int) -> Entry | None:

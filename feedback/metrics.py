@@ -47,6 +47,10 @@ class FeedbackMetrics:
         self._record_waits = meter.create_counter(
             "trimtab.feedback.record_waits", description="Waits for a fresh response's record, by outcome."
         )
+        self._broker_loss = meter.create_counter(
+            "trimtab.feedback.broker_loss_events",
+            description="Accepted events the broker lost, by outcome: written_again, or expired (lost for good).",
+        )
         self._record_wait = meter.create_histogram(
             "trimtab.feedback.record_wait",
             unit="s",
@@ -76,3 +80,7 @@ class FeedbackMetrics:
         self._record_waits.add(1, {"outcome": outcome})
         if seconds is not None:
             self._record_wait.record(seconds)
+
+    def broker_loss(self, written_again: int, expired: int) -> None:
+        self._broker_loss.add(written_again, {"outcome": "written_again"})
+        self._broker_loss.add(expired, {"outcome": "expired"})

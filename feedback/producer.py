@@ -9,6 +9,10 @@ UNAVAILABLE) while the broker is down.
 The partition is chosen here, not by kafka-python, because the ledger must know it before the send
 (to look for the event after a crash). It is the default partitioner's choice for the key (murmur2
 of the request id), so one request's events stay in order on one partition as with any producer.
+
+Every new connection first runs the `on_connect` hook with a `Writer` on it (the service checks there
+that the broker still holds what the ledger says it accepted: `feedback.broker_loss`); calls wait for
+it, and a hook that fails leaves no producer behind, so they answer UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 from opentelemetry.context import Context
+from redis.exceptions import RedisError
 
 from trimtab.config import KafkaConfig
 from trimtab.errors import TrimtabError
@@ -53,6 +59,27 @@ class Ack:
     latency_s: float
 
 
+ORIGINAL_OFFSET_HEADER = "trimtab-original-offset"  # on events written again after a broker lost them
+
+
+class Writer:
+    """Writes on one kafka-python producer before the service uses it (the `on_connect` hook's view)."""
+
+    def __init__(self, owner: FeedbackProducer, producer: KafkaProducer, partitions: int) -> None:
+        self._owner = owner
+        self._producer = producer
+        self.partitions = partitions
+        self.topic = owner.topic
+
+    async def write_again(self, event: events_pb2.FeedbackEvent, key: str, partition: int, original: int) -> Ack:
+        """Write an event the broker lost, marked with the offset it had (the learner reads the mark)."""
+        extra = [(ORIGINAL_OFFSET_HEADER, str(original).encode())]
+        return await self._owner.write(self._producer, event, key, partition, None, extra)
+
+
+OnConnect = Callable[[Writer], Awaitable[None]]
+
+
 class FeedbackProducer:
     """One producer for the feedback topic, shared by every call."""
 
@@ -64,6 +91,11 @@ class FeedbackProducer:
         self._partitions = 0
         self._lock = asyncio.Lock()
         self._settler: _Settler | None = None
+        self._on_connect: OnConnect | None = None
+
+    def on_connect(self, hook: OnConnect) -> None:
+        """Run `hook` on every new connection before any call writes on it."""
+        self._on_connect = hook
 
     def _acks(self, loop: asyncio.AbstractEventLoop) -> _Settler:
         if self._settler is None or self._settler.loop is not loop:
@@ -82,7 +114,20 @@ class FeedbackProducer:
         producer = await self._ready()
         if time.monotonic() > send_by:
             raise BrokerUnavailable("too late to write the event within its lease", handed_over=False)
+        return await self.write(producer, event, key, partition, context)
+
+    async def write(
+        self,
+        producer: KafkaProducer,
+        event: events_pb2.FeedbackEvent,
+        key: str,
+        partition: int,
+        context: Context | None,
+        extra_headers: list[tuple[str, bytes]] | None = None,
+    ) -> Ack:
+        """Write on `producer` and wait for the ack (see `send`)."""
         value, headers = encode(event, context)
+        headers += extra_headers or []
         started = time.perf_counter()
         try:
             future = producer.send(self.topic, key=key.encode(), value=value, headers=headers, partition=partition)
@@ -102,15 +147,37 @@ class FeedbackProducer:
             raise BrokerUnavailable(f"the broker did not ack the event: {exc}", handed_over=True) from exc
         return Ack(self.topic, int(metadata.partition), int(metadata.offset), time.perf_counter() - started)
 
+    async def audit(self) -> None:
+        """Run the `on_connect` hook again on the producer in use (an ack came back below its floor)."""
+        async with self._lock:
+            if self._producer is not None and self._on_connect is not None:
+                await self._hook(self._producer, self._partitions)
+
     async def _ready(self) -> KafkaProducer:
         async with self._lock:
             if self._producer is None:
                 try:
-                    self._producer, self._partitions = await asyncio.to_thread(self._connect)
+                    producer, partitions = await asyncio.to_thread(self._connect)
                 except KafkaError as exc:
                     message = f"cannot reach the broker at {self._kafka.bootstrap_servers}: {exc}"
                     raise BrokerUnavailable(message, handed_over=False) from exc
+                try:
+                    await self._hook(producer, partitions)
+                except BaseException:
+                    await asyncio.to_thread(producer.close, 0)
+                    raise
+                self._producer, self._partitions = producer, partitions
             return self._producer
+
+    async def _hook(self, producer: KafkaProducer, partitions: int) -> None:
+        if self._on_connect is None:
+            return
+        try:
+            await self._on_connect(Writer(self, producer, partitions))
+        except (KafkaError, RedisError, TrimtabError) as exc:
+            if isinstance(exc, BrokerUnavailable):
+                raise
+            raise BrokerUnavailable(f"checking the broker against the ledger failed: {exc}", False) from exc
 
     async def _discard(self, producer: KafkaProducer) -> None:
         """Drop a producer the broker refused: an idempotent producer whose id the broker no longer knows

@@ -1,9 +1,10 @@
-"""Did an event reach the topic? Read its partition from the ledger's floor to the end and look.
+"""Reading the feedback topic back: did an event reach it, where does each partition end, which events does
+a partition hold.
 
-Used only for a pending submission whose lease has expired: its owner died or gave up, and the
+`find_event` serves a pending submission whose lease has expired: its owner died or gave up, and the
 event may or may not have been written. By then no write of it can still be in flight (the lease
 outlives the producer's delivery timeout), so the partition's end as the broker reports it now
-bounds where the event can be.
+bounds where the event can be. `partition_ends` and `event_ids_on` serve `feedback.broker_loss`.
 
 "The end" is the high watermark in Fetch responses (`KafkaConsumer.highwater`), never
 ListOffsets/`end_offsets` nor `seek_to_end`: Tansu answers ListOffsets wrongly when the last batch
@@ -15,6 +16,7 @@ starts from offset 0.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -36,7 +38,57 @@ def find_event(
 
     Blocking (kafka-python): run it in a worker thread.
     """
-    consumer = KafkaConsumer(
+    consumer = _consumer(kafka, timeout_s)
+    try:
+        return _scan(consumer, TopicPartition(topic, partition), floor, event_id, time.monotonic() + timeout_s)
+    finally:
+        consumer.close()
+
+
+def partition_ends(kafka: KafkaConfig, topic: str, floors: dict[int, int], timeout_s: float) -> dict[int, int]:
+    """Each partition's end (Fetch high watermark), read by fetching just below its floor (little data).
+    Blocking."""
+    # Fetching past the end is OFFSET_OUT_OF_RANGE: 'earliest' moves it to the start, which answers.
+    consumer = _consumer(kafka, timeout_s, auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024)
+    try:
+        partitions = {p: TopicPartition(topic, p) for p in floors}
+        consumer.assign(list(partitions.values()))
+        for p, tp in partitions.items():
+            consumer.seek(tp, max(0, floors[p] - 1))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            consumer.poll(timeout_ms=_POLL_MS)
+            ends = {p: consumer.highwater(tp) for p, tp in partitions.items()}
+            if all(end is not None for end in ends.values()):
+                return {p: int(end) for p, end in ends.items() if end is not None}
+        raise ScanTimeout(f"could not read where {topic}'s partitions end in time")
+    finally:
+        consumer.close()
+
+
+def event_ids_on(kafka: KafkaConfig, topic: str, partition: int, timeout_s: float) -> set[str]:
+    """Every FeedbackEvent id the partition holds now, read from its start to its end. Blocking."""
+    consumer = _consumer(kafka, timeout_s)
+    tp = TopicPartition(topic, partition)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        found: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=_POLL_MS).get(tp, []):
+                if (event_id := _event_id(record.value)) is not None:
+                    found.add(event_id)
+            end = consumer.highwater(tp)
+            if end is not None and consumer.position(tp) >= end:
+                return found
+        raise ScanTimeout(f"could not read {topic}[{partition}] to its end in time")
+    finally:
+        consumer.close()
+
+
+def _consumer(kafka: KafkaConfig, timeout_s: float, **options: Any) -> KafkaConsumer:
+    return KafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         client_id=f"{kafka.client_id}-feedback-recovery",
         group_id=None,
@@ -44,11 +96,8 @@ def find_event(
         fetch_max_wait_ms=50,  # an empty fetch at the end of the log should come back at once
         request_timeout_ms=kafka.request_timeout_ms,
         bootstrap_timeout_ms=int(timeout_s * 1000),
+        **options,
     )
-    try:
-        return _scan(consumer, TopicPartition(topic, partition), floor, event_id, time.monotonic() + timeout_s)
-    finally:
-        consumer.close()
 
 
 def _scan(consumer: KafkaConsumer, tp: TopicPartition, floor: int, event_id: str, deadline: float) -> int | None:

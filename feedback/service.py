@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from feedback import event as events
 from feedback.abuse import is_trainable, polarity
+from feedback.broker_loss import BrokerLossGuard
 from feedback.errors import (
     FeedbackError,
     already_exists,
@@ -85,6 +86,7 @@ class FeedbackService:
         self._records = RecordReader(store, self._redis, config.feedback.fresh_records, self.metrics)
         self._ledger = Ledger(self._redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
         self._producer = producer
+        producer.on_connect(BrokerLossGuard(config, self._redis, self._ledger, self.metrics))
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._evaluations = evaluations or EvaluationEvents()
         self._background: set[asyncio.Task[None]] = set()
@@ -296,7 +298,7 @@ class FeedbackService:
             span.set_attribute("trimtab.feedback.found_on_topic", offset is not None)
         if offset is None:
             return await self._write(key, entry, newly_admitted=False)
-        await self._ledger.accept(key, self._keys.floor(self._producer.topic, entry.partition), offset)
+        await self._ledger.accept(key, self._keys.partition(self._producer.topic, entry.partition), offset)
         return self._response(entry, entry.partition, offset, replayed=True)
 
     async def _write(self, key: str, entry: Entry, newly_admitted: bool) -> feedback_pb2.SubmitResponse:
@@ -314,8 +316,10 @@ class FeedbackService:
                 retry = max(1.0, entry.lease_left_s - self._config.produce_timeout_s) if exc.handed_over else 1.0
                 raise unavailable(f"feedback not accepted: {exc}; retry with the same feedback_id", retry) from exc
             span.set_attribute("messaging.kafka.offset", ack.offset)
+        if ack.offset < entry.floor:  # the partition's log ends below what was accepted: the broker lost some
+            self._spawn(self._audit())
         self.metrics.produce_latency(ack.latency_s)
-        await self._ledger.accept(key, self._keys.floor(ack.topic, ack.partition), ack.offset)
+        await self._ledger.accept(key, self._keys.partition(ack.topic, ack.partition), ack.offset)
         return self._response(entry, ack.partition, ack.offset, replayed=False)
 
     async def _after_failed_send(self, key: str, entry: Entry, exc: BrokerUnavailable) -> None:
@@ -327,8 +331,14 @@ class FeedbackService:
     def _late_ack(self, key: str, entry: Entry, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # unknown outcome: the lease expires and a retry looks on the topic
-        floor = self._keys.floor(self._producer.topic, entry.partition)
-        self._spawn(self._ledger.accept(key, floor, int(done.result().offset)))
+        keys = self._keys.partition(self._producer.topic, entry.partition)
+        self._spawn(self._ledger.accept(key, keys, int(done.result().offset)))
+
+    async def _audit(self) -> None:
+        try:
+            await self._producer.audit()
+        except BrokerUnavailable as exc:  # the next connection checks again
+            log.error("checking the feedback topic against the ledger failed: %s", exc)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)

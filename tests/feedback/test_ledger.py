@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from feedback.keys import PartitionKeys
 from feedback.ledger import ACCEPTED, PENDING, Admission, Existing, Ledger, Limited, Reserved
 from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
@@ -97,15 +98,37 @@ def test_one_taker_wins_an_expired_lease_and_none_a_live_one(stack: TrimtabConfi
 
 def test_acceptance_is_final_and_raises_the_floor_monotonically(stack: TrimtabConfig) -> None:
     async def scenario(ledger: Ledger, prefix: str) -> None:
-        key = f"{prefix}id:a"
+        key, partition = f"{prefix}id:a", PartitionKeys(f"{prefix}floor", f"{prefix}accepted")
         await ledger.reserve(key, admission(prefix, "a"))
-        await ledger.accept(key, f"{prefix}floor", offset=41)
-        await ledger.accept(key, f"{prefix}floor", offset=7)  # an older ack must not lower the floor
+        await ledger.accept(key, partition, offset=41)
+        await ledger.accept(key, partition, offset=7)  # an older ack must not lower the floor
         entry = await ledger.get(key)
         assert entry is not None and (entry.state, entry.offset) == (ACCEPTED, 41)
+        assert await ledger.accepted_on(partition) == [("a", 41)]  # the index holds the entry's offset
         later = await ledger.reserve(f"{prefix}id:b", admission(prefix, "b"))
         assert isinstance(later, Reserved) and later.entry.floor == 42
         await asyncio.sleep(0.35)
         assert (await ledger.take_over(key))[0] is False  # accepted entries are never taken over
+
+    run(stack, scenario)
+
+
+def test_an_event_written_again_after_a_broker_loss_moves_in_the_index(stack: TrimtabConfig) -> None:
+    async def scenario(ledger: Ledger, prefix: str) -> None:
+        partition = PartitionKeys(f"{prefix}floor", f"{prefix}accepted")
+        for name, offset in (("a", 5), ("b", 6)):
+            await ledger.reserve(f"{prefix}id:{name}", admission(prefix, name))
+            await ledger.accept(f"{prefix}id:{name}", partition, offset=offset)
+        assert await ledger.accepted_on(partition) == [("a", 5), ("b", 6)]
+        await ledger.reset_floor(partition, 0)  # the broker's log now ends at 0
+        await ledger.accept(f"{prefix}id:b", partition, offset=0, moved=True)
+        await ledger.accept(f"{prefix}id:a", partition, offset=1, moved=True)
+        entries = await ledger.entries([f"{prefix}id:a", f"{prefix}id:b", f"{prefix}id:gone"])
+        assert [e.offset if e else None for e in entries] == [1, 0, None]
+        assert await ledger.accepted_on(partition) == [("b", 0), ("a", 1)]
+        later = await ledger.reserve(f"{prefix}id:c", admission(prefix, "c"))
+        assert isinstance(later, Reserved) and later.entry.floor == 2
+        await ledger.forget(partition, ["a"])
+        assert await ledger.accepted_on(partition) == [("b", 0)]
 
     run(stack, scenario)

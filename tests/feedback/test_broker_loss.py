@@ -1,0 +1,99 @@
+"""The broker restarts empty (the local broker keeps its log in memory) while the feedback service runs:
+the service notices before it writes again, says what was lost, and writes every accepted event again
+from its ledger, so the topic holds each accepted feedback exactly once."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from feedback.producer import ORIGINAL_OFFSET_HEADER
+from tests.conftest import config_with, free_port
+from tests.feedback.support import (
+    InProcessServer,
+    fresh_topic,
+    response_ids,
+    response_record,
+    service_config,
+    thumb,
+    topic_records,
+)
+from trimtab.app.stack import down, up
+from trimtab.config import TrimtabConfig
+from trimtab.v1 import events_pb2, feedback_pb2
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_broker(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
+    """A broker only this module uses (and restarts), beside the session's Redis."""
+    config = config_with(
+        tmp_path_factory.mktemp("own-broker"),
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        redis__url=stack.redis.url,
+        redis__key_prefix=f"{stack.redis.key_prefix}loss-{uuid.uuid4().hex[:6]}:",
+    )
+    up(config)
+    yield config
+    down(config)
+
+
+def submit_until_accepted(server: InProcessServer, request: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
+    """Like a client: retry UNAVAILABLE (the broker is away or the service is catching up) with the same id."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return server.submit(request, timeout=30)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_a_broker_that_comes_back_empty_gets_every_accepted_event_again(
+    own_broker: TrimtabConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = InProcessServer(service_config(own_broker, fresh_topic("test.loss")))
+    try:
+        records = [server.put(response_record(user_id=f"loss-user-{i % 6}")) for i in range(18)]
+        before = [thumb(response_ids(r)[0], user_id=r.user_id) for r in records[:12]]
+        after = [thumb(response_ids(r)[0], user_id=r.user_id) for r in records[12:]]
+        first = {request.feedback_id: submit_until_accepted(server, request) for request in before}
+
+        down(server.config)  # the broker stops: its memory log is gone
+        up(server.config)  # back, empty, with the topic created again
+        with caplog.at_level(logging.ERROR, logger="feedback.broker_loss"):
+            later = {request.feedback_id: submit_until_accepted(server, request) for request in after}
+        replay = server.submit(before[0])  # a retry of an old submission: its acceptance, where it is now
+
+        topic = server.config.kafka.topics.feedback.name
+        on_topic = topic_records(server.config, topic)
+        written_again = server.metric_points("trimtab.feedback.broker_loss_events")
+    finally:
+        server.close()
+
+    events = {events_pb2.FeedbackEvent.FromString(r.value).feedback_id: r for r in on_topic}
+    assert Counter(events_pb2.FeedbackEvent.FromString(r.value).feedback_id for r in on_topic) == Counter(
+        {feedback_id: 1 for feedback_id in first | later}
+    )
+    for feedback_id, accepted in first.items():  # the same event, marked with where it was
+        record = events[feedback_id]
+        assert events_pb2.FeedbackEvent.FromString(record.value).event_id == accepted.event_id
+        assert dict(record.headers)[ORIGINAL_OFFSET_HEADER] == str(accepted.offset).encode()
+    for feedback_id in later:
+        assert ORIGINAL_OFFSET_HEADER not in dict(events[feedback_id].headers)
+    assert replay.replayed and replay.event_id == first[before[0].feedback_id].event_id
+    assert (replay.partition, replay.offset) == (
+        events[before[0].feedback_id].partition,
+        events[before[0].feedback_id].offset,
+    )
+    assert sum(v for series, v in written_again.items() if ("outcome", "written_again") in series) == len(first)
+    said = [r.getMessage() for r in caplog.records if r.name == "feedback.broker_loss"]
+    assert said and all("the broker lost events" in line for line in said)
