@@ -12,9 +12,10 @@ its floor has lost events, and which ones is a matter of looking:
     recover   one instance per partition at a time (a Redis lock): snapshot the index, read the partition
               from its start to its end collecting the event ids on it, and write again, in their old
               order, the accepted events missing from it, from their ledger entries (template, vote link
-              and abuse counts: the same event, the same event_id), each marked with its old offset
-              (header `trimtab-original-offset`, for the learner); record the new offsets; the floor is
-              first set to the partition's end so it counts from there
+              and abuse counts: the same event, the same event_id), each marked with its old offset and
+              the recovery's id (headers `trimtab-original-offset`, `trimtab-recovery`: the learner's
+              `learner.online.stream` reads them); record the new offsets; the floor is first set to
+              the partition's end so it counts from there
     say       an ERROR log line per partition (lost, written again, gone for good because their ledger
               entries expired, old and new offsets) and trimtab.feedback.broker_loss_events{outcome}
 
@@ -115,16 +116,17 @@ class BrokerLossGuard:
                 missing.append((offset, entry))
         await self._ledger.reset_floor(keys, end)
         written: list[tuple[int, int]] = []
+        recovery = new_id("rcv_")
         for start in range(0, len(missing), _WAVE):
             wave = missing[start : start + _WAVE]
-            new_offsets = await asyncio.gather(*(self._write_one(writer, partition, keys, o, e) for o, e in wave))
+            new_offsets = await asyncio.gather(*(self._write_one(writer, keys, o, e, recovery) for o, e in wave))
             written += [(old, new) for (old, _), new in zip(wave, new_offsets, strict=True)]
         await self._ledger.forget(keys, expired)
         return Loss(partition, end, floor, written, len(expired))
 
-    async def _write_one(self, writer: Writer, partition: int, keys: PartitionKeys, old: int, entry: Entry) -> int:
+    async def _write_one(self, writer: Writer, keys: PartitionKeys, old: int, entry: Entry, recovery: str) -> int:
         event = events.finish(entry.template, entry.supersedes, entry.counts, self._feedback)
-        ack = await writer.write_again(event, event.served.request_id, partition, original=old)
+        ack = await writer.write_again(event, event.served.request_id, entry.partition, old, recovery)
         await self._ledger.accept(self._keys.submission(entry.feedback_id), keys, ack.offset, moved=True)
         return ack.offset
 

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from trimtab.config import KafkaConfig
 from trimtab.errors import TrimtabError
-from trimtab.events import encode, event_producer
+from trimtab.events import ORIGINAL_OFFSET_HEADER, RECOVERY_HEADER, encode, event_producer
 from trimtab.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class Ack:
     latency_s: float
 
 
-ORIGINAL_OFFSET_HEADER = "trimtab-original-offset"  # on events written again after a broker lost them
 
 
 class Writer:
@@ -71,9 +70,12 @@ class Writer:
         self.partitions = partitions
         self.topic = owner.topic
 
-    async def write_again(self, event: events_pb2.FeedbackEvent, key: str, partition: int, original: int) -> Ack:
-        """Write an event the broker lost, marked with the offset it had (the learner reads the mark)."""
-        extra = [(ORIGINAL_OFFSET_HEADER, str(original).encode())]
+    async def write_again(
+        self, event: events_pb2.FeedbackEvent, key: str, partition: int, original: int, recovery: str
+    ) -> Ack:
+        """Write an event the broker lost, marked with the offset it had and the recovery writing it (the
+        learner reads the marks)."""
+        extra = [(ORIGINAL_OFFSET_HEADER, str(original).encode()), (RECOVERY_HEADER, recovery.encode())]
         return await self._owner.write(self._producer, event, key, partition, None, extra)
 
 

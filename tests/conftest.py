@@ -56,6 +56,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
     down(config)
 
 
+def broker_of_its_own(stack: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
+    """A config whose broker (on a free port, started by `up`, stopped by `down`) only its caller uses and
+    may restart; Redis is the session's, under a key prefix of its own."""
+    return config_with(
+        run_dir,
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        redis__url=stack.redis.url,
+        redis__key_prefix=f"{stack.redis.key_prefix}{uuid.uuid4().hex[:6]}:",
+    )
+
+
 @pytest.fixture(scope="session")
 def default_model_config() -> TrimtabConfig:
     # The repo's default model, which `make test` builds before the suite runs; built here if not.

@@ -22,6 +22,10 @@ from trimtab.v1 import events_pb2
 
 SCHEMA_VERSION_HEADER = "trimtab-schema-version"
 EVENT_TYPE_HEADER = "trimtab-event-type"
+# On a FeedbackEvent written again after the broker lost it (feedback.broker_loss): the offset it had in
+# the lost log, and the id of the recovery that wrote it. The online learner skips those it had read.
+ORIGINAL_OFFSET_HEADER = "trimtab-original-offset"
+RECOVERY_HEADER = "trimtab-recovery"
 SCHEMA_VERSION = events_pb2.SCHEMA_VERSION_CURRENT
 RATING_MIN, RATING_MAX = 1, 5  # FeedbackLabel.rating's scale (feedback.proto): worst, best
 
@@ -55,6 +59,23 @@ def encode(event: Event, context: Context | None = None) -> tuple[bytes, KafkaHe
         *kafka_headers(context),
     ]
     return event.SerializeToString(), headers
+
+
+@dataclass(frozen=True)
+class RecoveryMarks:
+    """The marks of an event written again after a broker loss."""
+
+    original_offset: int
+    recovery: str
+
+
+def recovery_marks(headers: Iterable[tuple[str, bytes]] | None) -> RecoveryMarks | None:
+    """The record's recovery marks, None for an event written once (or marks that do not parse)."""
+    fields = dict(headers or ())
+    original, recovery = fields.get(ORIGINAL_OFFSET_HEADER), fields.get(RECOVERY_HEADER)
+    if original is None or recovery is None or not original.isdigit():
+        return None
+    return RecoveryMarks(int(original), recovery.decode(errors="replace"))
 
 
 def decode(value: bytes, headers: Iterable[tuple[str, bytes]]) -> Event:

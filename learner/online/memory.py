@@ -13,6 +13,7 @@ from typing import Any
 
 from learner.online.items import Item, ItemFactory
 from learner.online.rounds import Pending, Replay
+from learner.online.stream import Fence
 from trimtab.registry import OffsetRange
 from trimtab.v1 import events_pb2
 
@@ -33,6 +34,7 @@ class LearnerMemory:
     rl_steps: int = 0  # RL steps taken, all rounds (`learner.online.rl`): their sampling seeds continue
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> events not trained
     superseded: set[str] = field(default_factory=set)  # feedback ids a later vote replaced
+    fences: dict[int, Fence] = field(default_factory=dict)  # partitions whose log the broker lost (stream.py)
 
     def admit(self, event: events_pb2.FeedbackEvent, factory: ItemFactory) -> None:
         """Queue the event's item, honouring vote chains: the latest vote wins. A vote whose successor
@@ -81,6 +83,7 @@ class LearnerMemory:
             "rl_steps": self.rl_steps,
             "skipped": self.skipped,
             "superseded": sorted(self.superseded),
+            "fences": {str(p): asdict(fence) for p, fence in self.fences.items()},
         }
 
     @classmethod
@@ -99,6 +102,7 @@ class LearnerMemory:
             rl_steps=data.get("rl_steps", 0),  # absent in checkpoints written before online RL
             skipped=dict(data["skipped"]),
             superseded=set(data["superseded"]),
+            fences={int(p): Fence(**fence) for p, fence in data.get("fences", {}).items()},  # absent before 12-05
         )
 
 

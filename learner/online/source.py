@@ -26,7 +26,9 @@ class FeedbackSource:
         # The factory counts into the memory's own dict, so the counts travel with every checkpoint.
         self._factory = ItemFactory(run.online.mix, run.config.guardrails.feedback_filter, memory.skipped)
         self._stream = (
-            FeedbackStream(run.config.kafka, run.online.group_id, memory.positions) if run.context.is_main else None
+            FeedbackStream(run.config.kafka, run.online.group_id, memory.positions, memory.fences)
+            if run.context.is_main
+            else None
         )
 
     def rounds(self) -> Iterator[list[Item]]:
@@ -56,7 +58,11 @@ class FeedbackSource:
                     judge.observe(consumed.event)
                 memory.admit(consumed.event, self._factory)
             memory.positions = dict(stream.positions)
-            telemetry.waiting(len(memory.pending.items), memory.skipped | {"undecodable": stream.undecodable})
+            for partition in stream.lost:  # what the next version consumes of it starts at the new log's start
+                memory.range_start[partition] = 0
+            stream.lost.clear()
+            skipped = {"undecodable": stream.undecodable, "read_before_broker_loss": stream.read_before_loss}
+            telemetry.waiting(len(memory.pending.items), memory.skipped | skipped)
             if judge is not None:
                 # Before the round check: feedback that arrived while the last round trained makes the next
                 # one due at once, and a judge consulted only while waiting would then never decide.

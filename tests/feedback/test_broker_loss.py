@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from feedback.producer import ORIGINAL_OFFSET_HEADER
-from tests.conftest import config_with, free_port
+from tests.conftest import broker_of_its_own
 from tests.feedback.support import (
     InProcessServer,
     fresh_topic,
@@ -26,6 +24,7 @@ from tests.feedback.support import (
 )
 from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
+from trimtab.events import ORIGINAL_OFFSET_HEADER
 from trimtab.v1 import events_pb2, feedback_pb2
 
 pytestmark = pytest.mark.integration
@@ -34,12 +33,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def own_broker(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrimtabConfig]:
     """A broker only this module uses (and restarts), beside the session's Redis."""
-    config = config_with(
-        tmp_path_factory.mktemp("own-broker"),
-        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
-        redis__url=stack.redis.url,
-        redis__key_prefix=f"{stack.redis.key_prefix}loss-{uuid.uuid4().hex[:6]}:",
-    )
+    config = broker_of_its_own(stack, tmp_path_factory.mktemp("own-broker"))
     up(config)
     yield config
     down(config)
