@@ -59,8 +59,6 @@ class Ack:
     latency_s: float
 
 
-
-
 class Writer:
     """Writes on one kafka-python producer before the service uses it (the `on_connect` hook's view)."""
 

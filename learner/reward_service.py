@@ -21,6 +21,7 @@ from learner.rewards import RewardError, RewardModel, reward_model_dir
 from trimtab.auth import Authenticator, Unauthenticated, credential
 from trimtab.config import TrimtabConfig
 from trimtab.config.reward_service import RewardServiceConfig
+from trimtab.grpc_handlers import handlers_for
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry
 from trimtab.telemetry import setup_telemetry
@@ -92,9 +93,8 @@ async def start_reward_service(config: TrimtabConfig, version: str) -> RunningRe
     model_dir = reward_model_dir(Registry(config.registry.root), version, "reward_service.version")
     model = await asyncio.to_thread(RewardModel, model_dir, settings.batch_size)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a taken port must fail, not be shared
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(
-        RewardServicer(model, version, settings, Authenticator(config.auth)), server
-    )
+    servicer = RewardServicer(model, version, settings, Authenticator(config.auth))
+    server.add_generic_rpc_handlers([handlers_for(reward_pb2.DESCRIPTOR.services_by_name["RewardService"], servicer)])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

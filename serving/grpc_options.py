@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from trimtab.v1 import admin_pb2, inference_pb2
 
-SERVICE_NAMES = (
-    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-)
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+SERVICE_NAMES = (INFERENCE_SERVICE.full_name, ADMIN_SERVICE.full_name)
 
 GRPC_OPTIONS = [
     # Refuse to share the port with another server: two replicas on one port would split traffic silently.

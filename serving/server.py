@@ -28,7 +28,7 @@ from guardrails.metrics import GuardrailMetrics
 from guardrails.service import LiveGuardrails
 from serving.admin import AdminServicer, version_event
 from serving.generation import Generation
-from serving.grpc_options import GRPC_OPTIONS, SERVICE_NAMES
+from serving.grpc_options import ADMIN_SERVICE, GRPC_OPTIONS, INFERENCE_SERVICE, SERVICE_NAMES
 from serving.inference import InferenceServicer
 from serving.metrics import ServingMetrics
 from serving.openai.api import OpenAIApi
@@ -41,12 +41,12 @@ from serving.vllm_engine import VllmEngine
 from serving.weights import tensor_specs, write_zero_adapter
 from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
+from trimtab.grpc_handlers import handlers_for
 from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
 from trimtab.tls import add_grpc_port, server_ssl_context
-from trimtab.v1 import admin_pb2_grpc, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,13 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     authenticator = Authenticator(config.auth)
     engine_stopped = asyncio.Event()
     generation = Generation(engine, config.serving, manager.router, recorder, meters, rails, engine_stopped.set)
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(generation, authenticator), server)
     admin = AdminServicer(registry, pointers, manager, port, authenticator)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+    server.add_generic_rpc_handlers(
+        [
+            handlers_for(INFERENCE_SERVICE, InferenceServicer(generation, authenticator)),
+            handlers_for(ADMIN_SERVICE, admin),
+        ]
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)

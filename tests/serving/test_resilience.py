@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 KEY = "test-key-123"
 ADMIN_KEY = "operator-key-456"
 UNKNOWN_KEY = "not-a-configured-key-789"
+ACME_KEY = "acme-key-246"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,7 @@ def strict(
     keys = json.dumps([
         {"name": "tester", "sha256": hash_key(KEY), "tenant": "default"},
         {"name": "operator", "sha256": hash_key(ADMIN_KEY), "tenant": "default", "admin": True},
+        {"name": "acme-app", "sha256": hash_key(ACME_KEY), "tenant": "acme"},
     ])  # fmt: skip
     env = serving_env(
         own_redis,
@@ -69,6 +71,7 @@ def strict(
         workdir / "registry",
         auth__enabled="true",
         auth__api_keys=keys,
+        auth__tenants="{default: {}, acme: {}}",
         serving__max_inflight="4",
         telemetry__traces="console",  # spans land in the log, read after shutdown
         telemetry__metrics="prometheus",
@@ -157,6 +160,39 @@ def test_the_openai_api_takes_the_same_keys_as_bearer_tokens(
         client("wrong").models.list()
     answered = client(KEY).chat.completions.create(**chat)  # type: ignore[call-overload]
     assert answered.choices[0].message.content and answered.model_extra["user"] == "tester"  # the key's name
+
+
+def test_a_key_acts_only_for_its_own_tenant(
+    strict: ServingProcess, channel: grpc.Channel, certificates: Certificates, own_redis: TrimtabConfig
+) -> None:
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    acme = (("x-api-key", ACME_KEY),)
+    elsewhere = request()
+    elsewhere.tenant = "default"
+    with pytest.raises(grpc.RpcError) as denied:
+        stub.Generate(elsewhere, metadata=acme, timeout=30)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert denied.value.details() == "tenant: this API key acts for 'acme'"
+    chat = {"model": "trimtab", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "tenant": "default"}
+    with https(certificates, certificates.client) as client:
+        refused = client.post(f"{strict.openai_url}/chat/completions", json=chat, headers={"x-api-key": ACME_KEY})
+    assert refused.status_code == 403 and "acts for 'acme'" in refused.json()["error"]["message"]
+    # Without a tenant the request is the key's tenant's, and so is its record.
+    reply = stub.Generate(request("Hello!", max_tokens=2), metadata=acme, timeout=60)
+
+    async def record_tenant() -> str:
+        client = redis_client(own_redis.redis)
+        try:
+            for _ in range(50):
+                record = await ResponseStore(client, own_redis.redis.key_prefix).get(reply.candidates[0].response_id)
+                if record is not None:
+                    return record.tenant
+                await asyncio.sleep(0.1)
+            return "no record"
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(record_tenant()) == "acme"
 
 
 def test_only_an_admin_key_may_see_or_change_what_serves(channel: grpc.Channel) -> None:
@@ -281,7 +317,7 @@ def test_no_api_key_reaches_the_log(strict: ServingProcess) -> None:
         stop_serving(strict)
     log = strict.log.read_text()
     assert console_spans(log)
-    for secret in (KEY, ADMIN_KEY, UNKNOWN_KEY):
+    for secret in (KEY, ADMIN_KEY, ACME_KEY, UNKNOWN_KEY):
         assert secret not in log
 
 
