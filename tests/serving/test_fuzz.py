@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.serving_process import ServingProcess
@@ -80,6 +80,28 @@ def requests() -> st.SearchStrategy[inference_pb2.GenerateRequest]:
     )
 
 
+def plausible() -> st.SearchStrategy[inference_pb2.GenerateRequest]:
+    """Requests within every limit, with odd text: these reach generation."""
+    params = st.builds(
+        sampling,
+        temperature=st.floats(min_value=0, max_value=2),
+        top_p=st.floats(min_value=0.05, max_value=1),
+        top_k=st.none() | st.integers(min_value=1, max_value=50),
+        max_tokens=st.integers(min_value=1, max_value=3),
+        stop=st.lists(st.text(min_size=1, max_size=10), max_size=3),
+        seed=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    )
+    chat = st.lists(st.builds(common_pb2.ChatMessage, role=st.just("user"), content=TEXT), min_size=1, max_size=2)
+    prompt = chat.map(lambda messages: common_pb2.Prompt(chat=common_pb2.Chat(messages=messages)))
+    return st.builds(
+        inference_pb2.GenerateRequest,
+        prompt=prompt | st.builds(common_pb2.Prompt, text=st.text(min_size=1, max_size=60)),
+        sampling=params,
+        n=st.integers(min_value=1, max_value=2),
+        user_id=TEXT,
+    )
+
+
 def assert_still_serving(channel: grpc.Channel) -> None:
     request = inference_pb2.GenerateRequest(user_id="after-fuzz", sampling=common_pb2.SamplingParams(max_tokens=2))
     request.prompt.chat.messages.add(role="user", content="Hello!")
@@ -91,7 +113,7 @@ def test_generate_never_answers_internal(channel: grpc.Channel) -> None:
     seen: set[str] = set()
 
     @FUZZ
-    @given(request=requests(), streamed=st.booleans())
+    @given(request=requests() | plausible(), streamed=st.booleans())
     def generate(request: inference_pb2.GenerateRequest, streamed: bool) -> None:
         try:
             if streamed:
@@ -147,6 +169,8 @@ def test_admin_calls_with_made_up_versions_are_refused_not_internal(channel: grp
 
     @FUZZ
     @given(version_id=TEXT, share=st.floats(allow_nan=True, allow_infinity=True), page_size=st.integers(0, 2**32 - 1))
+    @example(version_id="\x00", share=0.5, page_size=0)  # once an UNKNOWN: a NUL reached the file system
+    @example(version_id="../registry", share=0.5, page_size=0)  # a path, not a version id
     def admin(version_id: str, share: float, page_size: int) -> None:
         calls = (
             lambda: stub.GetVersion(admin_pb2.GetVersionRequest(version_id=version_id), timeout=30),

@@ -67,6 +67,16 @@ def test_malformed_sources_and_unknown_versions_are_refused(tmp_path: Path, hf_d
         registry.get("ver_nope")
 
 
+@pytest.mark.parametrize("name", ["", "../r2/ver_01JDX3ZQ4M0000000000000000", "ver_\x00", "manifest.json", "ver_0"])
+def test_only_version_ids_reach_the_file_system(tmp_path: Path, hf_dir: Path, name: str) -> None:
+    """Version ids come from callers (AdminService, the OpenAI API's `model`): none may name another path."""
+    registry = Registry(tmp_path / "r")
+    elsewhere = Registry(tmp_path / "r2").publish(hf_dir, parent=None, algorithm="import")
+    for call in (registry.path, registry.get):
+        with pytest.raises(RegistryError, match="not a version id"):
+            call(name.replace("ver_01JDX3ZQ4M0000000000000000", elsewhere.id))
+
+
 def test_a_model_directory_is_imported_once_and_changed_files_make_a_new_import(
     tmp_path: Path, hf_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,10 +31,17 @@ from trimtab.config import TrimtabConfig
 from trimtab.errors import TrimtabError
 from trimtab.ids import RESPONSE_ID_PREFIX
 from trimtab.records import ResponseStore, redis_client
-from trimtab.registry import FEEDBACK_IDS, Manifest, Pointers, PointerStore, Registry, RegistryError
+from trimtab.registry import (
+    FEEDBACK_IDS,
+    VERSION_PREFIX,
+    Manifest,
+    Pointers,
+    PointerStore,
+    Registry,
+    RegistryError,
+)
 from trimtab.v1 import events_pb2, inference_pb2
 
-VERSION_PREFIX = "ver_"
 Lineage = dict[str, Any]
 
 

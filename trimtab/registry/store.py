@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from trimtab.durable import fsync_dir
 from trimtab.errors import TrimtabError
-from trimtab.ids import new_id
+from trimtab.ids import minted_at_ms, new_id
 from trimtab.registry.manifest import MANIFEST, Manifest, OffsetRange, checksums, sha256_file
 
 FULL_FILES = ("config.json",)
@@ -47,11 +47,18 @@ def detect_kind(directory: Path) -> Literal["full", "lora", "reward"]:
     )
 
 
+VERSION_PREFIX = "ver_"
+
+
 class Registry:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def path(self, version_id: str) -> Path:
+        """The version's directory; RegistryError for anything but a version id ("ver_" + a ULID), so that
+        no name a caller passes ("../x", an empty or NUL-bearing string) reaches the file system."""
+        if minted_at_ms(version_id, VERSION_PREFIX) is None:
+            raise RegistryError(f"unknown version {version_id!r}: not a version id (ver_ followed by a ULID)")
         return self.root / version_id
 
     def publish(
@@ -73,7 +80,7 @@ class Registry:
             raise RegistryError("a LoRA version needs `base`: the full version it applies to")
         if any(p.is_dir() for p in source.iterdir()):
             raise RegistryError(f"{source} has sub-directories; a version is a flat Hugging Face directory")
-        version_id = new_id("ver_")
+        version_id = new_id(VERSION_PREFIX)
         staging = self.root / f".staging-{version_id}"
         staging.mkdir(parents=True)
         try:
