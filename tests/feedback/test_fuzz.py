@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.feedback.support import InProcessServer, get_json, response_ids, response_record, thumb
+from tests.feedback.support import InProcessServer, get_json, post_json, response_ids, response_record, thumb
 from trimtab.v1 import common_pb2, feedback_pb2
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,26 @@ def test_http_json_bodies_never_get_a_5xx(feedback_server: InProcessServer) -> N
 
     post()
     assert {200, 400} <= seen, f"the fuzzer only ever got {seen}: it is not reaching validation"
+    assert_still_serving(feedback_server)
+
+
+def test_http_batch_bodies_never_get_a_5xx(feedback_server: InProcessServer) -> None:
+    ids = known_response_ids(feedback_server)
+    seen: set[int] = set()
+
+    @FUZZ
+    @given(body=st.fixed_dictionaries({"items": st.lists(request_json(ids) | json_values, max_size=4)}) | json_values)
+    def post(body: Any) -> None:
+        status, payload, _ = post_json(f"{feedback_server.url}/v1/feedback:batch", json.dumps(body).encode())
+        assert status < 500, payload
+        if status == 200:
+            for result in payload["results"]:
+                refused = result.get("refused")
+                assert refused is None or refused["http_status"] < 500, refused
+        seen.add(status)
+
+    post()
+    assert {200, 400} <= seen, f"the fuzzer only ever got {seen}"
     assert_still_serving(feedback_server)
 
 
@@ -181,6 +201,33 @@ def test_grpc_bytes_that_are_not_a_message_are_invalid_argument(feedback_server:
         raw_submit(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)  # a length-delimited field longer than the message
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == "request: does not parse as a trimtab.v1.SubmitRequest message"
+    assert_still_serving(feedback_server)
+
+
+def test_grpc_batches_never_get_internal(feedback_server: InProcessServer) -> None:
+    ids = known_response_ids(feedback_server)
+    raw_batch = feedback_server.channel.unary_unary("/trimtab.v1.FeedbackService/SubmitBatch")
+    item = st.builds(
+        feedback_pb2.SubmitRequest,
+        feedback_id=st.uuids().map(str) | st.text(max_size=40),
+        user_id=st.just("fuzz-user") | st.text(max_size=20),
+        response_id=st.sampled_from(ids) | st.text(max_size=20),
+        label=labels(),
+    )
+
+    @FUZZ
+    @given(items=st.lists(item, max_size=5), raw=st.none() | st.binary(max_size=200))
+    def submit(items: list[feedback_pb2.SubmitRequest], raw: bytes | None) -> None:
+        body = raw if raw is not None else feedback_pb2.SubmitBatchRequest(items=items).SerializeToString()
+        try:
+            response = feedback_pb2.SubmitBatchResponse.FromString(raw_batch(body, timeout=15))
+        except grpc.RpcError as error:
+            assert error.code() not in SERVER_ERRORS, error.details()
+            return
+        statuses = {result.refused.status for result in response.results if result.HasField("refused")}
+        assert not statuses & {code.name for code in SERVER_ERRORS}, statuses
+
+    submit()
     assert_still_serving(feedback_server)
 
 
