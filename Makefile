@@ -24,7 +24,7 @@ SMOLLM2_MODEL := .trimtab/models/smollm2-135m-instruct
 # The runtime environment (offline, vLLM's CPU settings) is set by each entry point itself:
 # trimtab/environment.py, applied by `trimtab`, `python -m bench` and the test suite.
 
-.PHONY: install proto model real-model tools demo test test-long bench lint up down status clean
+.PHONY: install proto model real-model tools demo test test-long chaos bench lint up down status clean
 
 install: $(INSTALLED)
 
@@ -81,9 +81,13 @@ demo: model
 test: model real-model tools
 	$(BIN)/python -m pytest
 
-# The long variants (-m long overrides the default -m 'not long' of pyproject.toml's addopts).
+# The long variants (-m long overrides the default marker selection of pyproject.toml's addopts).
 test-long: model real-model tools
 	$(BIN)/python -m pytest -m long
+
+# The chaos soak: TRIMTAB_CHAOS_S (default 1200) seconds of kills and broker restarts under load.
+chaos: model real-model tools
+	$(BIN)/python -m pytest -m chaos -s
 
 bench: model
 	$(BIN)/python -m bench

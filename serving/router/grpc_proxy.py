@@ -1,7 +1,8 @@
 """The router's gRPC face: InferenceService calls go to the side `Split` picks for their user, AdminService
 calls to the current replicas; bodies, metadata (API keys, trace context), deadlines, status codes and
-trailing metadata (retry-after) pass through unchanged. Only GenerateRequest is parsed (for its user_id);
-responses are forwarded as the bytes the replica sent."""
+trailing metadata (retry-after) pass through unchanged. Only GenerateRequest is parsed (for its user_id;
+bytes that are not one are INVALID_ARGUMENT, as from a replica); requests and responses are forwarded as
+the bytes the caller and the replica sent."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from serving.router.split import Side, Split
 from trimtab.v1 import inference_pb2
@@ -32,29 +34,21 @@ class GrpcProxy(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         if method == f"{INFERENCE}Generate":
-            return grpc.unary_unary_rpc_method_handler(
-                self._generate, request_deserializer=inference_pb2.GenerateRequest.FromString
-            )
+            return grpc.unary_unary_rpc_method_handler(self._generate)
         if method == f"{INFERENCE}GenerateStream":
-            return grpc.unary_stream_rpc_method_handler(
-                self._generate_stream, request_deserializer=inference_pb2.GenerateRequest.FromString
-            )
+            return grpc.unary_stream_rpc_method_handler(self._generate_stream)
         if method.startswith(ADMIN):  # pointers are shared: any current replica answers for all
             return grpc.unary_unary_rpc_method_handler(functools.partial(self._admin, method))
         return None  # UNIMPLEMENTED, as from a replica
 
-    async def _generate(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> bytes:
-        call = self._upstream(request).unary_unary(
-            f"{INFERENCE}Generate", request_serializer=inference_pb2.GenerateRequest.SerializeToString
-        )
+    async def _generate(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        call = (await self._upstream(request, context)).unary_unary(f"{INFERENCE}Generate")
         return await _unary(call, request, context)
 
-    async def _generate_stream(
-        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        call = self._upstream(request).unary_stream(
-            f"{INFERENCE}GenerateStream", request_serializer=inference_pb2.GenerateRequest.SerializeToString
-        )(request, metadata=forwarded(context.invocation_metadata()), timeout=_left(context))
+    async def _generate_stream(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        call = (await self._upstream(request, context)).unary_stream(f"{INFERENCE}GenerateStream")(
+            request, metadata=forwarded(context.invocation_metadata()), timeout=_left(context)
+        )
         try:
             async for chunk in call:
                 yield chunk
@@ -66,8 +60,15 @@ class GrpcProxy(grpc.GenericRpcHandler):
     async def _admin(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return await _unary(self._channels["current"].unary_unary(method), request, context)
 
-    def _upstream(self, request: inference_pb2.GenerateRequest) -> grpc.aio.Channel:
-        return self._channels[self._split.side(request.user_id)]
+    async def _upstream(self, request: bytes, context: grpc.aio.ServicerContext) -> grpc.aio.Channel:
+        parsed = inference_pb2.GenerateRequest()
+        try:
+            parsed.ParseFromString(request)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "request: does not parse as a trimtab.v1.GenerateRequest message"
+            )
+        return self._channels[self._split.side(parsed.user_id)]
 
 
 async def _unary(call: grpc.aio.UnaryUnaryMultiCallable, request: object, context: grpc.aio.ServicerContext) -> bytes:

@@ -7,145 +7,26 @@ that id named: events on the topic == acceptances, no duplicates, none lost.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REPO, free_port
-from tests.feedback.support import fresh_topic, response_ids, response_record, service_config, thumb, topic_records
+from tests.conftest import free_port
+from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
+from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
 from trimtab.config import TrimtabConfig
-from trimtab.records import ResponseStore, redis_client
-from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
+from trimtab.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
 
 SUBMISSIONS = 240
 CLIENTS = 8
 LOAD_LIMIT_S = 90
-
-
-class FeedbackProcess:
-    """`python -m feedback` as a real subprocess, configured through TRIMTAB_ variables only."""
-
-    def __init__(self, config: TrimtabConfig, log: Path) -> None:
-        settings = config.feedback
-        self.grpc_address = f"127.0.0.1:{settings.grpc_port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
-        env |= {
-            "PYTHONPATH": str(REPO),
-            "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
-            "TRIMTAB_KAFKA__TOPICS__FEEDBACK__NAME": config.kafka.topics.feedback.name,
-            "TRIMTAB_KAFKA__TOPICS__FEEDBACK__PARTITIONS": str(config.kafka.topics.feedback.partitions),
-            "TRIMTAB_REDIS__URL": config.redis.url,
-            "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
-            "TRIMTAB_FEEDBACK__GRPC_PORT": str(settings.grpc_port),
-            "TRIMTAB_FEEDBACK__HTTP_PORT": str(settings.http_port),
-            "TRIMTAB_FEEDBACK__PRODUCE_TIMEOUT_S": str(settings.produce_timeout_s),
-            "TRIMTAB_FEEDBACK__LEASE_S": str(settings.lease_s),
-            "TRIMTAB_FEEDBACK__IN_PROGRESS_WAIT_S": str(settings.in_progress_wait_s),
-        }
-        self._env = env
-        self._log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            command = [sys.executable, "-m", "feedback"]
-            self.process = subprocess.Popen(command, cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        with grpc.insecure_channel(self.grpc_address) as channel:
-            probe = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, f"feedback exited early: {self._log.read_text()[-2000:]}"
-                try:
-                    if probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                        return
-                except grpc.RpcError:
-                    time.sleep(0.1)
-        raise AssertionError(f"feedback did not become SERVING: {self._log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=20)
-
-
-@dataclass
-class Ledger:
-    """What the clients saw: every acceptance by feedback_id, and how many calls failed along the way."""
-
-    accepted: dict[str, list[feedback_pb2.SubmitResponse]] = field(default_factory=dict)
-    failures: Counter[str] = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def retrying_client(address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float) -> None:
-    """Submit each request until it is accepted, retrying on any transport failure, like a real client."""
-    channel = grpc.insecure_channel(address)
-    stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
-    for request in requests:
-        while time.monotonic() < stop:
-            try:
-                response = stub.Submit(request, timeout=2)
-            except grpc.RpcError as error:
-                code = error.code()
-                assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
-                with seen.lock:
-                    seen.failures[code.name] += 1
-                time.sleep(0.1)
-                continue
-            with seen.lock:
-                seen.accepted.setdefault(request.feedback_id, []).append(response)
-            break
-    channel.close()
-
-
-def retrying_batch_client(
-    address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float, size: int = 8
-) -> None:
-    """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried."""
-    channel = grpc.insecure_channel(address)
-    stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
-    pending = list(requests)
-    while pending and time.monotonic() < stop:
-        items = pending[:size]
-        try:
-            response = stub.SubmitBatch(feedback_pb2.SubmitBatchRequest(items=items), timeout=2)
-        except grpc.RpcError as error:
-            code = error.code()
-            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
-            with seen.lock:
-                seen.failures[code.name] += 1
-            time.sleep(0.1)
-            continue
-        for request, result in zip(items, response.results, strict=True):
-            if result.HasField("refused"):
-                assert result.refused.status == "UNAVAILABLE", result.refused.message
-                with seen.lock:
-                    seen.failures["item UNAVAILABLE"] += 1
-                continue
-            with seen.lock:
-                seen.accepted.setdefault(request.feedback_id, []).append(result.accepted)
-            pending.remove(request)
-    channel.close()
 
 
 @pytest.fixture
@@ -164,19 +45,6 @@ def feedback_process(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[Fee
     yield process, config
     if process.process is not None and process.process.poll() is None:
         process.kill()
-
-
-def put_records(config: TrimtabConfig, count: int) -> list[events_pb2.ResponseLogged]:
-    async def put() -> list[events_pb2.ResponseLogged]:
-        client = redis_client(config.redis)
-        store = ResponseStore(client, config.redis.key_prefix)
-        records = [response_record(user_id=f"user-{i % 40}") for i in range(count)]
-        for record in records:
-            await store.put(record, ttl_s=600)
-        await client.aclose()
-        return records
-
-    return asyncio.run(put())
 
 
 @pytest.mark.parametrize("client", [retrying_client, retrying_batch_client], ids=["Submit", "SubmitBatch"])

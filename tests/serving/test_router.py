@@ -108,6 +108,7 @@ class StandInHttp(BaseHTTPRequestHandler):
 
 @dataclass
 class Routed:
+    channel: grpc.Channel
     grpc: inference_pb2_grpc.InferenceServiceStub
     openai: openai.OpenAI
     pointers: redis.Redis
@@ -158,6 +159,7 @@ def routed(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) ->
         assert wait_serving(f"127.0.0.1:{port}", process, timeout_s=60), log.read_text()[-3000:]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield Routed(
+                channel=channel,
                 grpc=inference_pb2_grpc.InferenceServiceStub(channel),
                 openai=openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0),
                 pointers=client,
@@ -219,6 +221,14 @@ def test_a_replicas_refusal_reaches_the_client_with_its_code_and_reason(
             chat_request(user_id=user, sampling=common_pb2.SamplingParams(max_tokens=too_many)), timeout=60
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_tokens" in str(refused.value.details())
+    calls = (("Generate", routed.channel.unary_unary), ("GenerateStream", routed.channel.unary_stream))
+    for method, call in calls:  # bytes that are not a request: the router says so itself
+        with pytest.raises(grpc.RpcError) as garbage:
+            result = call(f"/trimtab.v1.InferenceService/{method}")(b"\x0a\xff\xff\xff\xff\x0f", timeout=30)
+            if method == "GenerateStream":
+                list(result)
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert garbage.value.details() == "request: does not parse as a trimtab.v1.GenerateRequest message"
     with pytest.raises(openai.BadRequestError) as bad:
         routed.openai.chat.completions.create(
             model="trimtab", messages=[{"role": "user", "content": "hi"}], user=user, max_tokens=too_many

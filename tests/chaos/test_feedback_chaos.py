@@ -1,0 +1,184 @@
+"""Chaos on the feedback path: `python -m feedback` under load from retrying clients (one at a time and in
+batches) is SIGKILLed at random moments and its broker restarts empty, again and again. Counted by
+feedback_id at the end: every accepted feedback is on the topic exactly once, as the event its
+acceptances named, and nothing else is.
+
+`make test` runs a short round (two kills, one broker restart, 240 submissions). `make chaos` runs the
+soak: `TRIMTAB_CHAOS_S` seconds (default 1200) of load, chaos events in the first half, and the
+service's memory sampled every 10 s in the calm second half: its RSS slope is reported (and written to
+.trimtab/test-artifacts/chaos-feedback.json) and must stay under 2 MiB a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, broker_of_its_own, free_port
+from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
+from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
+from trimtab.app.stack import down, up
+from trimtab.config import TrimtabConfig
+from trimtab.v1 import events_pb2, feedback_pb2
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = REPO / ".trimtab/test-artifacts"
+MAX_RSS_SLOPE_MIB_PER_MIN = 2.0
+
+
+@pytest.fixture
+def chaos_stack(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
+    """A feedback process on a broker of its own (which the test restarts), the session's Redis."""
+    broker = broker_of_its_own(stack, tmp_path / "broker")
+    up(broker)
+    config = service_config(
+        broker,
+        fresh_topic("test.chaos"),
+        grpc_port=free_port(),
+        http_port=free_port(),
+        produce_timeout_s=1.0,
+        lease_s=4.0,
+        in_progress_wait_s=0.2,
+        user_rate={"max_requests": 100_000, "window_s": 60},
+    )
+    process = FeedbackProcess(config, tmp_path / "feedback.log")
+    process.start()
+    yield process, config
+    if process.process is not None and process.process.poll() is None:
+        process.kill()
+    down(broker)
+
+
+def submissions(config: TrimtabConfig, count: int) -> list[feedback_pb2.SubmitRequest]:
+    records = put_records(config, (count + 1) // 2)
+    requests = [
+        thumb(response_id, user_id=record.user_id, up=index % 2 == 0, feedback_id=f"chaos-{uuid.uuid4()}")
+        for record in records
+        for index, response_id in enumerate(response_ids(record))
+    ]
+    return requests[:count]
+
+
+def load(
+    process: FeedbackProcess, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float
+) -> list[threading.Thread]:
+    """Eight retrying clients, half submitting one at a time, half in batches; started, not joined."""
+    shares = [requests[i::8] for i in range(8)]
+    clients = [retrying_client if i % 2 else retrying_batch_client for i in range(8)]
+    threads = [
+        threading.Thread(target=client, args=(process.grpc_address, share, seen, stop), daemon=True)
+        for client, share in zip(clients, shares, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def restart_broker(config: TrimtabConfig) -> None:
+    down(config)  # its memory log is gone
+    up(config)  # back, empty, with the topic created again
+
+
+def assert_exactly_once(config: TrimtabConfig, seen: Ledger, expected: int) -> None:
+    assert len(seen.accepted) == expected, f"{expected - len(seen.accepted)} submissions never accepted"
+    events = [
+        events_pb2.FeedbackEvent.FromString(r.value)
+        for r in topic_records(config, config.kafka.topics.feedback.name, timeout_s=60)
+    ]
+    per_id = Counter(event.feedback_id for event in events)
+    assert {fid: n for fid, n in per_id.items() if n > 1} == {}, "duplicated on the topic"
+    assert set(per_id) == set(seen.accepted)  # events == acceptances: none lost, none unasked for
+    event_ids = {event.feedback_id: event.event_id for event in events}
+    for feedback_id, responses in seen.accepted.items():
+        assert {r.event_id for r in responses} == {event_ids[feedback_id]}, feedback_id
+
+
+def test_kills_and_an_empty_broker_under_load_leave_each_acceptance_on_the_topic_once(
+    chaos_stack: tuple[FeedbackProcess, TrimtabConfig],
+) -> None:
+    process, config = chaos_stack
+    requests = submissions(config, 240)
+    seen = Ledger()
+    stop = time.monotonic() + 120
+    threads = load(process, requests, seen, stop)
+    chaos = [("kill", 0.25), ("broker", 0.5), ("kill", 0.75)]
+    for event, fraction in chaos:  # each with calls in flight
+        while len(seen.accepted) < fraction * len(requests) and time.monotonic() < stop:
+            time.sleep(0.01)
+        if event == "kill":
+            process.kill()
+            time.sleep(0.3)
+            process.start()
+        else:
+            restart_broker(config)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert process.terminate() == 0
+    assert seen.failures, "the chaos went unnoticed: the test did not exercise retries"
+    assert_exactly_once(config, seen, len(requests))
+
+
+@pytest.mark.chaos
+def test_the_feedback_path_soaks_under_chaos_with_flat_memory(
+    chaos_stack: tuple[FeedbackProcess, TrimtabConfig],
+) -> None:
+    process, config = chaos_stack
+    duration_s = float(os.environ.get("TRIMTAB_CHAOS_S", "1200"))
+    rate = 40  # submissions a second, offered
+    requests = submissions(config, int(rate * duration_s))
+    seen = Ledger()
+    started = time.monotonic()
+    stop = started + duration_s + 120
+    threads = load(process, requests, seen, stop)
+    rng = random.Random(7)
+    events: Counter[str] = Counter()
+    samples: list[tuple[float, float]] = []
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < stop:
+        elapsed = time.monotonic() - started
+        if elapsed < duration_s / 2:
+            time.sleep(rng.uniform(15, 45))
+            event = rng.choice(["kill", "kill", "broker"])
+            if event == "kill":
+                process.kill()
+                time.sleep(rng.uniform(0.1, 2.0))
+                process.start()
+            else:
+                restart_broker(config)
+            events[event] += 1
+        else:
+            assert process.process is not None
+            samples.append((elapsed / 60, psutil.Process(process.process.pid).memory_info().rss / 2**20))
+            time.sleep(10)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert process.terminate() == 0
+    assert_exactly_once(config, seen, len(requests))
+    slope = _slope(samples)
+    report = {"seconds": duration_s, "submissions": len(requests), "chaos": dict(events),
+              "failed_calls": dict(seen.failures), "rss_mib": samples, "rss_slope_mib_per_min": slope}  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "chaos-feedback.json").write_text(json.dumps(report, indent=2))
+    print(f"feedback chaos soak: {json.dumps({k: v for k, v in report.items() if k != 'rss_mib'})}")
+    assert len(samples) >= 5 and slope < MAX_RSS_SLOPE_MIB_PER_MIN, report
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
