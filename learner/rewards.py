@@ -116,7 +116,8 @@ def _remote_scores(
 
 def client_metadata(settings: RewardServiceConfig) -> tuple[tuple[str, str], ...]:
     """The API key a RewardService caller presents (`reward_service.client_key`), if any."""
-    return (("authorization", f"Bearer {settings.client_key}"),) if settings.client_key else ()
+    key = settings.client_key
+    return (("authorization", f"Bearer {key.get_secret_value()}"),) if key else ()
 
 
 def reward_from(

@@ -47,7 +47,8 @@ class ServedReward:
         assert settings.address is not None
         self._settings = settings
         self._batch = service.max_answers
-        self._metadata = (("authorization", f"Bearer {service.client_key}"),) if service.client_key else ()
+        key = service.client_key
+        self._metadata = (("authorization", f"Bearer {key.get_secret_value()}"),) if key else ()
         self._meters = meters
         self._channel = aio_grpc_channel(settings.address, tls)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)

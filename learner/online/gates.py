@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from learner.generation import run_isolated
-from trimtab.config import TrimtabConfig
+from trimtab.config import TrimtabConfig, handoff
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry
 from trimtab.suite import EvaluationSuite, Judge, SuiteError, load_suite
@@ -112,7 +112,7 @@ def run_gates(
         "current": str(candidate.current_dir),
         "reference": str(candidate.reference_dir),
         "reward_model": None if candidate.reward_model_dir is None else str(candidate.reward_model_dir),
-        "config": config.model_dump(mode="json"),
+        "config": handoff(config),
     }
     measured: dict[str, float] = run_isolated("learner.online.gates", payload, should_stop)
     return verdict(config, numbers | measured)

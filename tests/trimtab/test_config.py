@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.cli import run_cli
-from trimtab.config import ConfigError, TrimtabConfig, load_config
+from trimtab.config import ConfigError, TrimtabConfig, handoff, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -196,6 +196,19 @@ def test_cli_config_show_prints_the_effective_config_which_loads_back(tmp_path: 
     shown = yaml.safe_load(result.stdout)
     assert shown["redis"]["key_prefix"] == "x:"
     assert TrimtabConfig.model_validate(shown) == load_config(environ={"TRIMTAB_REDIS__KEY_PREFIX": "x:"})
+
+
+def test_a_secret_in_the_config_is_never_printed() -> None:
+    for output in ("yaml", "json"):
+        args = ("config", "show", "--json") if output == "json" else ("config", "show")
+        result = run_cli(*args, env={"TRIMTAB_REWARD_SERVICE__CLIENT_KEY": "sekrit-123"}, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "sekrit-123" not in result.stdout and "client_key" in result.stdout
+    config = load_config(environ={"TRIMTAB_REWARD_SERVICE__CLIENT_KEY": "sekrit-123"})
+    loaded = config.reward_service.client_key
+    assert loaded is not None and loaded.get_secret_value() == "sekrit-123" and "sekrit" not in repr(config)
+    # A config handed to a child process (the demo's processes, the learner's gate) keeps the secret.
+    assert TrimtabConfig.model_validate(handoff(config)) == config
 
 
 def test_cli_config_show_with_one_field_set_by_a_variable_shows_its_whole_section() -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
 from trimtab.config.auth import AuthConfig
-from trimtab.config.base import Section
+from trimtab.config.base import REVEAL_SECRETS, Section
 from trimtab.config.demo import DemoConfig
 from trimtab.config.engine import EngineConfig
 from trimtab.config.feedback import FeedbackConfig
@@ -64,6 +65,11 @@ class TrimtabConfig(Section):
     ops: OpsConfig = Field(default_factory=OpsConfig, description="The operators' page (`trimtab ops`).")
 
 
+def handoff(config: TrimtabConfig) -> dict[str, Any]:
+    """The config as JSON-able data for a child process: secrets in full (`config show` masks them)."""
+    return config.model_dump(mode="json", context={REVEAL_SECRETS: True})
+
+
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> TrimtabConfig:
     """The effective config, or ConfigError naming the key, its source and the reason."""
     return load_model(TrimtabConfig, path, environ)
@@ -93,6 +99,7 @@ __all__ = [
     "TopicSpec",
     "TrimtabConfig",
     "WorldConfig",
+    "handoff",
     "load_config",
     "resolve_config_path",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, SerializationInfo, field_serializer
 
-from trimtab.config.base import Section
+from trimtab.config.base import REVEAL_SECRETS, Section
 
 
 class RewardServiceConfig(Section):
@@ -21,12 +21,20 @@ class RewardServiceConfig(Section):
     )
     batch_size: int = Field(default=32, ge=1, description="Answers per forward pass of the reward model.")
     drain_grace_s: float = Field(default=10.0, ge=0, description="Seconds in-flight calls get to finish on SIGTERM.")
-    client_key: str | None = Field(
+    client_key: SecretStr | None = Field(
         default=None,
         description="The API key callers present (the RL trainer's grpc:// reward, serving's served reward) when"
-        " the service's auth is on; better set from the environment (TRIMTAB_REWARD_SERVICE__CLIENT_KEY).",
+        " the service's auth is on; better set from the environment (TRIMTAB_REWARD_SERVICE__CLIENT_KEY)."
+        " Shown as ********** wherever the config is printed or saved.",
     )
     call_timeout_s: float = Field(default=120.0, gt=0, description="The RL trainer's deadline for each Score call.")
+
+    @field_serializer("client_key", when_used="json")
+    def _masked(self, key: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked when printed; in full only in a config handed to a child process (`handoff`)."""
+        if key is None:
+            return None
+        return key.get_secret_value() if (info.context or {}).get(REVEAL_SECRETS) else str(key)
 
 
 class ServedRewardConfig(Section):

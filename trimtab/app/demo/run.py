@@ -54,7 +54,7 @@ from trimtab.app.demo.records import Clock, CpuSample, Interaction, LearnerCpu, 
 from trimtab.app.demo.report import RunRecords, summary_table, write_report
 from trimtab.app.demo.users import SimulatedUsers
 from trimtab.app.stack import up
-from trimtab.config import SuiteConfig, TrimtabConfig
+from trimtab.config import SuiteConfig, TrimtabConfig, handoff
 from trimtab.errors import TrimtabError
 from trimtab.health import wait_serving
 from trimtab.records import purge_prefix
@@ -103,7 +103,7 @@ def run_demo(config: TrimtabConfig, console: Console) -> DemoResult:
     config = with_free_ports(isolated(config, run_dir) if demo.isolate_run else config)
     config = in_the_world(config, demo.reward_judge)
     config_file = run_dir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    config_file.write_text(yaml.safe_dump(handoff(config), sort_keys=False))
     console.print(f"demo run [bold]{run_dir}[/]")
     console.print("[1/4] local stack")
     up(config, report=lambda line: console.print(f"  {line}"))
