@@ -1,7 +1,9 @@
 """Serving benchmarks: the gRPC tier vs the bare engine, and a hot swap vs restarting the engine.
 
 Both sides run in this process on the same model, prompts and load (64 concurrent greedy requests
-over held-out prompts, three rounds each), one after the other, so they never share the CPU. The bare
+over held-out prompts, three rounds each), one after the other, so they never share the CPU. CPU is
+counted over this process and its children (vLLM's engine core) while the rounds run: for the tier it
+includes the benchmark's own gRPC client, so the tier's row is an upper bound on what the tier costs. The bare
 engine is measured at its best: it asks for final outputs only, and runs with every core and with the
 tier's engine thread count, the faster of the two counting; a second row compares the tier with the bare
 engine at the tier's thread count.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from bench.report import Comparison
 from trimtab.config import TrimtabConfig
@@ -41,10 +44,15 @@ class Load:
     tokens: int
     seconds: float
     latencies: list[float]
+    cpu_s: float  # user + system CPU of this process and its children over the rounds
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
+
+    @property
+    def cpu_s_per_1k_tokens(self) -> float:
+        return 1000 * self.cpu_s / self.tokens
 
     def percentile(self, q: float) -> float:
         return statistics.quantiles(self.latencies, n=100)[int(q) - 1]
@@ -70,11 +78,25 @@ async def _measure_once(one: Callable[[int], Awaitable[int]], n: int) -> Load:
     await asyncio.gather(*(timed(i) for i in range(4)))  # warm-up
     latencies.clear()
     tokens, seconds = 0, 0.0
+    cpu_before = _cpu_s()
     for _ in range(ROUNDS):
         started = time.perf_counter()
         tokens += sum(await asyncio.gather(*(timed(i) for i in range(n))))
         seconds += time.perf_counter() - started
-    return Load(tokens, seconds, latencies)
+    return Load(tokens, seconds, latencies, _cpu_s() - cpu_before)
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and every live child (vLLM's engine core runs in one)."""
+    me = psutil.Process()
+    total = 0.0
+    for process in (me, *me.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[Any], cores_left: int) -> Load:
@@ -210,6 +232,19 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
             notes=(
                 f"both engines leave {config.serving.cpu_cores_for_server} core(s) out of their threads: what the"
                 " tier itself costs, apart from the core it keeps for gRPC"
+            ),
+        ),
+        Comparison(
+            f"serving CPU per 1,000 tokens, {CONCURRENCY} concurrent greedy requests",
+            "CPU-s",
+            "trimtab gRPC tier (and the bench's client)",
+            tier.cpu_s_per_1k_tokens,
+            "bare AsyncLLM",
+            bare.cpu_s_per_1k_tokens,
+            higher_is_better=False,
+            notes=(
+                f"this process and its children, user + system, over the measured rounds; the bare engine at"
+                f" {bare_cores} core(s) left; engine threads as the tier's: {same_threads.cpu_s_per_1k_tokens:.2f}"
             ),
         ),
         Comparison(
