@@ -132,7 +132,11 @@ def reward_from(
         return Reward(f"reward service {address}", address=address, service=service, tls=tls)
     if ":" in spec:
         return Reward(f"scorer {spec}", scorer=load_scorer(spec))
-    if not registry.path(spec).is_dir():
+    try:
+        is_version = registry.path(spec).is_dir()
+    except RegistryError:
+        is_version = False
+    if not is_version:
         raise RewardError(
             f"--reward {spec}: neither 'module:function' nor a version of the registry at {registry.root}"
         )

@@ -26,6 +26,10 @@ def manifest(version: str, parent: str | None, minutes: int, offsets: list[Offse
     )
 
 
+# Version ids as the registry makes them ("ver_" + a ULID): it refuses any other name.
+V0, V1, V2, V3, V4 = (f"ver_{n:026d}" for n in range(5))
+
+
 def test_descendants_are_every_version_trained_from_it_oldest_first() -> None:
     versions = [
         manifest("ver_c", "ver_b", 3),
@@ -42,15 +46,15 @@ def test_a_feedback_was_trained_into_the_versions_that_list_it_or_whose_offsets_
     registry = Registry(tmp_path)
     topic = "trimtab.feedback"
     versions = [
-        manifest("ver_1", "ver_0", 1, [OffsetRange(topic=topic, partition=0, start=0, end=10)]),  # lists it
-        manifest("ver_2", "ver_1", 2, [OffsetRange(topic=topic, partition=0, start=0, end=10)]),  # lists others
-        manifest("ver_3", "ver_2", 3, [OffsetRange(topic=topic, partition=0, start=5, end=8)]),  # no list: offsets
-        manifest("ver_4", "ver_3", 4, [OffsetRange(topic=topic, partition=1, start=0, end=10)]),  # other partition
+        manifest(V1, V0, 1, [OffsetRange(topic=topic, partition=0, start=0, end=10)]),  # lists it
+        manifest(V2, V1, 2, [OffsetRange(topic=topic, partition=0, start=0, end=10)]),  # lists others
+        manifest(V3, V2, 3, [OffsetRange(topic=topic, partition=0, start=5, end=8)]),  # no list: offsets
+        manifest(V4, V3, 4, [OffsetRange(topic=topic, partition=1, start=0, end=10)]),  # other partition
     ]
-    for version, listed in (("ver_1", ["fb-7"]), ("ver_2", ["fb-8"])):
+    for version, listed in ((V1, ["fb-7"]), (V2, ["fb-8"])):
         (tmp_path / version).mkdir()
         (registry.path(version) / FEEDBACK_IDS).write_text(json.dumps(listed))
-    assert trained_on(registry, versions, "fb-7", (topic, 0, 7)) == ["ver_1", "ver_3"]
+    assert trained_on(registry, versions, "fb-7", (topic, 0, 7)) == [V1, V3]
     assert trained_on(registry, versions, "fb-9", (topic, 0, 9)) == []
 
 

@@ -74,6 +74,7 @@ EXPECTED_RPCS: dict[str, dict[str, tuple[str, str, bool]]] = {
     },
     "FeedbackService": {
         "Submit": ("SubmitRequest", "SubmitResponse", False),
+        "SubmitBatch": ("SubmitBatchRequest", "SubmitBatchResponse", False),
     },
     "AdminService": {
         "ListVersions": ("ListVersionsRequest", "ListVersionsResponse", False),
