@@ -60,8 +60,9 @@ def chaos_stack(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[Feedback
     down(broker)
 
 
-def submissions(config: TrimtabConfig, count: int) -> list[feedback_pb2.SubmitRequest]:
-    records = put_records(config, (count + 1) // 2)
+def submissions(config: TrimtabConfig, count: int, ttl_s: int = 600) -> list[feedback_pb2.SubmitRequest]:
+    """`count` thumbs on response records that live `ttl_s` (longer than the run that judges them)."""
+    records = put_records(config, (count + 1) // 2, ttl_s)
     requests = [
         thumb(response_id, user_id=record.user_id, up=index % 2 == 0, feedback_id=f"chaos-{uuid.uuid4()}")
         for record in records
@@ -71,14 +72,23 @@ def submissions(config: TrimtabConfig, count: int) -> list[feedback_pb2.SubmitRe
 
 
 def load(
-    process: FeedbackProcess, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float
+    process: FeedbackProcess,
+    requests: list[feedback_pb2.SubmitRequest],
+    seen: Ledger,
+    stop: float,
+    rate_per_s: float | None = None,
 ) -> list[threading.Thread]:
-    """Eight retrying clients, half submitting one at a time, half in batches; started, not joined."""
+    """Eight retrying clients, half submitting one at a time, half in batches of 8, together offering about
+    `rate_per_s` submissions a second (None: as fast as they are answered); started, not joined."""
     shares = [requests[i::8] for i in range(8)]
-    clients = [retrying_client if i % 2 else retrying_batch_client for i in range(8)]
+    pause_s = 0.0 if rate_per_s is None else 8 / rate_per_s  # each client's share of the rate
     threads = [
-        threading.Thread(target=client, args=(process.grpc_address, share, seen, stop), daemon=True)
-        for client, share in zip(clients, shares, strict=True)
+        threading.Thread(
+            target=retrying_client if i % 2 else retrying_batch_client,
+            args=(process.grpc_address, share, seen, stop, pause_s if i % 2 else 8 * pause_s),
+            daemon=True,
+        )
+        for i, share in enumerate(shares)
     ]
     for thread in threads:
         thread.start()
@@ -136,11 +146,11 @@ def test_the_feedback_path_soaks_under_chaos_with_flat_memory(
     process, config = chaos_stack
     duration_s = float(os.environ.get("TRIMTAB_CHAOS_S", "1200"))
     rate = 40  # submissions a second, offered
-    requests = submissions(config, int(rate * duration_s))
+    requests = submissions(config, int(rate * duration_s), ttl_s=int(duration_s) + 900)
     seen = Ledger()
     started = time.monotonic()
     stop = started + duration_s + 120
-    threads = load(process, requests, seen, stop)
+    threads = load(process, requests, seen, stop, rate_per_s=rate)
     rng = random.Random(7)
     events: Counter[str] = Counter()
     samples: list[tuple[float, float]] = []

@@ -42,6 +42,8 @@ class FeedbackProcess:
             "TRIMTAB_FEEDBACK__PRODUCE_TIMEOUT_S": str(settings.produce_timeout_s),
             "TRIMTAB_FEEDBACK__LEASE_S": str(settings.lease_s),
             "TRIMTAB_FEEDBACK__IN_PROGRESS_WAIT_S": str(settings.in_progress_wait_s),
+            "TRIMTAB_FEEDBACK__USER_RATE": _flow(settings.user_rate.max_requests, settings.user_rate.window_s),
+            "TRIMTAB_FEEDBACK__KEY_RATE": _flow(settings.key_rate.max_requests, settings.key_rate.window_s),
         }
         self._env = env
         self._log = log
@@ -83,8 +85,11 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def retrying_client(address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float) -> None:
-    """Submit each request until it is accepted, retrying on any transport failure, like a real client."""
+def retrying_client(
+    address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float, pause_s: float = 0.0
+) -> None:
+    """Submit each request until it is accepted, retrying on any transport failure, like a real client;
+    `pause_s` between submissions."""
     channel = grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     for request in requests:
@@ -101,13 +106,20 @@ def retrying_client(address: str, requests: list[feedback_pb2.SubmitRequest], se
             with seen.lock:
                 seen.accepted.setdefault(request.feedback_id, []).append(response)
             break
+        time.sleep(pause_s)
     channel.close()
 
 
 def retrying_batch_client(
-    address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float, size: int = 8
+    address: str,
+    requests: list[feedback_pb2.SubmitRequest],
+    seen: Ledger,
+    stop: float,
+    pause_s: float = 0.0,
+    size: int = 8,
 ) -> None:
-    """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried."""
+    """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried;
+    `pause_s` between calls that got an answer."""
     channel = grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     pending = list(requests)
@@ -131,16 +143,21 @@ def retrying_batch_client(
             with seen.lock:
                 seen.accepted.setdefault(request.feedback_id, []).append(result.accepted)
             pending.remove(request)
+        time.sleep(pause_s)
     channel.close()
 
 
-def put_records(config: TrimtabConfig, count: int) -> list[events_pb2.ResponseLogged]:
+def _flow(max_requests: int, window_s: float) -> str:
+    return f"{{max_requests: {max_requests}, window_s: {window_s}}}"
+
+
+def put_records(config: TrimtabConfig, count: int, ttl_s: int = 600) -> list[events_pb2.ResponseLogged]:
     async def put() -> list[events_pb2.ResponseLogged]:
         client = redis_client(config.redis)
         store = ResponseStore(client, config.redis.key_prefix)
         records = [response_record(user_id=f"user-{i % 40}") for i in range(count)]
         for record in records:
-            await store.put(record, ttl_s=600)
+            await store.put(record, ttl_s=ttl_s)
         await client.aclose()
         return records
 
