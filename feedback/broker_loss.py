@@ -9,13 +9,16 @@ its floor has lost events, and which ones is a matter of looking:
     detect    when the producer connects (first use and every reconnect, before any call writes on it),
               every partition with a floor; and again whenever an ack comes back below the floor its
               entry was admitted at (a broker that came back empty and took the write)
-    recover   one instance per partition at a time (a Redis lock): snapshot the index, read the partition
-              from its start to its end collecting the event ids on it, and write again, in their old
-              order, the accepted events missing from it, from their ledger entries (template, vote link
-              and abuse counts: the same event, the same event_id), each marked with its old offset and
-              the recovery's id (headers `trimtab-original-offset`, `trimtab-recovery`: the learner's
-              `learner.online.stream` reads them); record the new offsets; the floor is first set to
-              the partition's end so it counts from there
+    recover   one instance per partition at a time (a Redis lock, renewed while it works; an instance
+              that finds it taken waits for it, then checks the partition again): snapshot the index,
+              read the partition from its start to its end collecting the event ids on it, and write
+              again, in their old order, the accepted events missing from it, from their ledger entries
+              (template, vote link and abuse counts: the same event, the same event_id), each marked with
+              its old offset and the loss's recovery id (headers `trimtab-original-offset`,
+              `trimtab-recovery`: the learner's `learner.online.stream` reads them); record the new
+              offsets. Only when every one is written is the floor set to the partition's new end: a
+              recovery cut short (a crash, the broker gone again) leaves the loss visible, and the next
+              attempt finishes it under the same recovery id
     say       an ERROR log line per partition (lost, written again, gone for good because their ledger
               entries expired, old and new offsets) and trimtab.feedback.broker_loss_events{outcome}
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from feedback import event as events
@@ -44,10 +48,14 @@ from trimtab.ids import new_id
 
 log = logging.getLogger(__name__)
 
-_LOCK_MS = 120_000  # longer than any recovery we expect; a dead owner's lock frees itself
+_LOCK_MS = 30_000  # renewed after every wave; a dead owner's lock frees itself this long after its last wave
 _WAVE = 256  # events written again per wave of acks
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -74,34 +82,38 @@ class BrokerLossGuard:
         self._ledger = ledger
         self._metrics = metrics
         self._release = redis.client.register_script(_RELEASE)
+        self._renew = redis.client.register_script(_RENEW)
 
     async def __call__(self, writer: Writer) -> None:
-        floors = await self._floors(writer.topic, writer.partitions)
+        for partition, (end, floor) in sorted((await self._losses(writer, range(writer.partitions))).items()):
+            await self._recover(writer, partition, end, floor)
+
+    async def _losses(self, writer: Writer, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(end, floor) of each partition whose log ends below its floor."""
+        keys = [self._keys.floor(writer.topic, p) for p in partitions]
+        values = await self._redis.execute("MGET", *keys)
+        floors = {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None and int(v) > 0}
         if not floors:
-            return  # nothing accepted yet: nothing to lose
+            return {}  # nothing accepted yet: nothing to lose
         timeout_s = self._feedback.produce_timeout_s
         ends = await asyncio.to_thread(partition_ends, self._kafka, writer.topic, floors, timeout_s)
-        for partition, end in sorted(ends.items()):
-            if end < floors[partition]:
-                await self._recover(writer, partition, end, floors[partition])
-
-    async def _floors(self, topic: str, partitions: int) -> dict[int, int]:
-        keys = [self._keys.floor(topic, p) for p in range(partitions)]
-        values = await self._redis.execute("MGET", *keys)
-        return {p: int(value) for p, value in enumerate(values) if value is not None and int(value) > 0}
+        return {p: (end, floors[p]) for p, end in ends.items() if end < floors[p]}
 
     async def _recover(self, writer: Writer, partition: int, end: int, floor: int) -> None:
         lock, owner = self._keys.recovering(writer.topic, partition), new_id()
-        if not await self._redis.execute("SET", lock, owner, "NX", "PX", _LOCK_MS):
-            await self._wait_for(lock)  # another instance is recovering it: its outcome stands
-            return
+        while not await self._redis.execute("SET", lock, owner, "NX", "PX", _LOCK_MS):
+            await self._wait_for(lock)  # another instance is recovering it; then look again
+            lost = (await self._losses(writer, [partition])).get(partition)
+            if lost is None:
+                return
+            end, floor = lost
         try:
-            loss = await self._write_again(writer, partition, end, floor)
+            loss = await self._write_again(writer, partition, end, floor, lock, owner)
         finally:
             await self._redis.script(self._release, [lock], [owner])
         self._say(writer.topic, loss)
 
-    async def _write_again(self, writer: Writer, partition: int, end: int, floor: int) -> Loss:
+    async def _write_again(self, writer: Writer, partition: int, end: int, floor: int, lock: str, owner: str) -> Loss:
         keys = self._keys.partition(writer.topic, partition)
         accepted = await self._ledger.accepted_on(keys)  # before the read: see the module docstring
         timeout_s = 10 * self._feedback.produce_timeout_s
@@ -114,15 +126,29 @@ class BrokerLossGuard:
                 expired.append(feedback_id)
             elif entry.event_id not in present:
                 missing.append((offset, entry))
-        await self._ledger.reset_floor(keys, end)
+        recovery = await self._recovery_id(writer.topic, partition)
         written: list[tuple[int, int]] = []
-        recovery = new_id("rcv_")
         for start in range(0, len(missing), _WAVE):
             wave = missing[start : start + _WAVE]
             new_offsets = await asyncio.gather(*(self._write_one(writer, keys, o, e, recovery) for o, e in wave))
             written += [(old, new) for (old, _), new in zip(wave, new_offsets, strict=True)]
+            await self._redis.script(self._renew, [lock], [owner, _LOCK_MS])
         await self._ledger.forget(keys, expired)
+        # Everything is on the log again: from now on the floor counts from its new end.
+        timeout_s = self._feedback.produce_timeout_s
+        new_end = (await asyncio.to_thread(partition_ends, self._kafka, writer.topic, {partition: 0}, timeout_s))[
+            partition
+        ]
+        await self._ledger.reset_floor(keys, new_end)
+        await self._redis.execute("DEL", self._keys.loss(writer.topic, partition))
         return Loss(partition, end, floor, written, len(expired))
+
+    async def _recovery_id(self, topic: str, partition: int) -> str:
+        """The id of this partition's loss: the same for every attempt until one finishes."""
+        key = self._keys.loss(topic, partition)
+        await self._redis.execute("SET", key, new_id("rcv_"), "NX", "EX", self._feedback.idempotency_ttl_s)
+        value = await self._redis.execute("GET", key)
+        return str(value.decode())
 
     async def _write_one(self, writer: Writer, keys: PartitionKeys, old: int, entry: Entry, recovery: str) -> int:
         event = events.finish(entry.template, entry.supersedes, entry.counts, self._feedback)

@@ -47,6 +47,10 @@ class Keys:
         """Held by the one instance re-producing what the broker lost of `partition`."""
         return f"{self._base}recovering:{topic}:{partition}"
 
+    def loss(self, topic: str, partition: int) -> str:
+        """The recovery id of `partition`'s current loss, until it has all been written again."""
+        return f"{self._base}loss:{topic}:{partition}"
+
     def user_rate(self, tenant: str, user_id: str) -> str:
         return f"{self._base}rate:user:{_digest(tenant, user_id)}"
 
