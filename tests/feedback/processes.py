@@ -97,11 +97,7 @@ def retrying_client(
             try:
                 response = stub.Submit(request, timeout=2)
             except grpc.RpcError as error:
-                code = error.code()
-                assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
-                with seen.lock:
-                    seen.failures[code.name] += 1
-                time.sleep(0.1)
+                _failed(error, seen)
                 continue
             with seen.lock:
                 seen.accepted.setdefault(request.feedback_id, []).append(response)
@@ -128,11 +124,7 @@ def retrying_batch_client(
         try:
             response = stub.SubmitBatch(feedback_pb2.SubmitBatchRequest(items=items), timeout=2)
         except grpc.RpcError as error:
-            code = error.code()
-            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
-            with seen.lock:
-                seen.failures[code.name] += 1
-            time.sleep(0.1)
+            _failed(error, seen)
             continue
         for request, result in zip(items, response.results, strict=True):
             if result.HasField("refused"):
@@ -145,6 +137,16 @@ def retrying_batch_client(
             pending.remove(request)
         time.sleep(pause_s)
     channel.close()
+
+
+def _failed(error: grpc.RpcError, seen: Ledger) -> None:
+    """A call that failed as a crash or a broker away makes it fail (anything else fails the client), counted;
+    a pause before the retry."""
+    code = error.code()
+    assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
+    with seen.lock:
+        seen.failures[code.name] += 1
+    time.sleep(0.1)
 
 
 def _flow(max_requests: int, window_s: float) -> str:
