@@ -140,8 +140,8 @@ def retrying_batch_client(
 
 
 def _failed(error: grpc.RpcError, seen: Ledger) -> None:
-    """A call that failed as a crash or a broker away makes it fail (anything else fails the client), counted;
-    a pause before the retry."""
+    """Count a call that failed as a killed service or an absent broker make calls fail (any other failure
+    stops the client), then pause before the retry."""
     code = error.code()
     assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error.details()
     with seen.lock:
