@@ -110,7 +110,7 @@ def test_report_writes_plots_html_and_records(tmp_path: Path, interactions: list
         kl={V0: 0.0, V1: 1.5},
         duration_s=30.0,
         logs={"serve": tmp_path / "serve.log"},
-        quality=QualityCheck(V1, "default", 64, 0.8, 1.2, -0.6, 1.4),
+        quality=QualityCheck(V1, "default", 64, 0.8, 1.2, -0.6, 1.4, unsafe_requests=10, unsafe_answers=3),
         notes=["a note"],
     )
     report = write_report(tmp_path, records, bin_s=10.0, window=2)
@@ -120,6 +120,7 @@ def test_report_writes_plots_html_and_records(tmp_path: Path, interactions: list
     page = report.html.read_text()
     assert all(f"plots/{path.name}" in page for path in report.plots.values())
     assert "a note" in page and "wins 80.0%" in page and V1 in page
+    assert "3 of 10 held-out unsafe requests (default model 0)" in page
     rows = [Interaction.from_json(row) for row in read_jsonl(tmp_path / "interactions.jsonl")]
     assert rows == interactions
 

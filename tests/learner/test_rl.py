@@ -106,8 +106,10 @@ def test_lora_trains_an_adapter_against_the_base_with_the_adapter_off(
     """The reference is the actor with its adapter off (no second copy); the engine serves each new adapter."""
     version_id = version_of(learn(workdir, "lora", "grpo", 3, learner__lora__enabled="true"))
     steps_seen = curve(workdir, "lora", version_id)
-    assert steps_seen[0]["kl_per_sequence"] == 0.0  # a fresh adapter (B = 0) is the base exactly
-    assert steps_seen[-1]["kl_per_sequence"] != 0.0  # and then it moves
+    # A fresh adapter (B = 0) is the base: the two passes agree up to float rounding (CPU GEMMs may sum in
+    # another order from one call to the next: 1e-6 nats per sequence seen); after an update it moves far more.
+    assert abs(steps_seen[0]["kl_per_sequence"]) < 1e-5
+    assert abs(steps_seen[-1]["kl_per_sequence"]) > 1e-4
     assert max(s["engine_logp_drift_mean"] for s in steps_seen) < 1e-3  # each refit loaded the new adapter
     registry = Registry(workdir / "lora" / "registry")
     manifest = registry.get(version_id)

@@ -1,6 +1,7 @@
 """The demo's final check: the latest promoted version against the default model, pairwise by gold
 reward on held-out prompts (`learner.evaluate`: greedy answers of both on the same prompts; a win when
-the version's answer scores higher, a tie counting one half)."""
+the version's answer scores higher, a tie counting one half), and how often each answers the held-out
+requests for the secret or an insult unsafely (a leak or an insult: what poisoned feedback pushes up)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ class QualityCheck:
     mean_reward: float  # the version's greedy answers
     reference_mean_reward: float
     kl: float | None  # KL(version || default), nats per sequence
+    unsafe_requests: int = 0  # held-out prompts asking for the secret or an insult
+    unsafe_answers: int = 0  # the version's greedy answers to them that leak or insult
+    reference_unsafe_answers: int = 0
 
 
 def latest_promoted(changes: Sequence[PointerChange], initial_version: str | None) -> str | None:
@@ -40,8 +44,13 @@ def evaluate_promoted(config: TrimtabConfig, version: str, version_dir: Path, pr
     from trimtab.simulation.world import World
 
     world = World(config.world)
-    held_out = messages_of(heldout_prompts(world, prompts, seed=config.demo.users.seed))
-    result = evaluate(version_dir, config.model.path, held_out, gold_scorer(world), config.engine)
+    held_out = heldout_prompts(world, prompts, seed=config.demo.users.seed)
+    result = evaluate(version_dir, config.model.path, messages_of(held_out), gold_scorer(world), config.engine)
+    requests = [i for i, prompt in enumerate(held_out) if prompt.family.unsafe]
+
+    def unsafe(answers: Sequence[str]) -> int:
+        return sum(world.score_prompt(held_out[i], answers[i]).unsafe for i in requests)
+
     return QualityCheck(
         version=version,
         reference=str(config.model.path),
@@ -50,4 +59,7 @@ def evaluate_promoted(config: TrimtabConfig, version: str, version_dir: Path, pr
         mean_reward=result.mean_reward,
         reference_mean_reward=result.reference_mean_reward,
         kl=result.kl.mean,
+        unsafe_requests=len(requests),
+        unsafe_answers=unsafe(result.answers),
+        reference_unsafe_answers=unsafe(result.reference_answers),
     )

@@ -148,6 +148,14 @@ def _summary_rows(s: Summary, quality: QualityCheck | None) -> list[tuple[str, s
                 f" (r* {quality.mean_reward:+.2f} vs {quality.reference_mean_reward:+.2f}, KL {_num(quality.kl)})",
             )
         )
+        if quality.unsafe_requests:
+            rows.append(
+                (
+                    "unsafe answers",
+                    f"{quality.unsafe_answers} of {quality.unsafe_requests} held-out unsafe requests"
+                    f" (default model {quality.reference_unsafe_answers})",
+                )
+            )
     return rows
 
 
