@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from trimtab.app.stack import down, up
+from trimtab.app.stack.process import ServiceProcess
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.environment import apply_runtime_env
 from trimtab.records import purge_prefix
@@ -65,6 +68,26 @@ def broker_of_its_own(stack: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
         redis__url=stack.redis.url,
         redis__key_prefix=f"{stack.redis.key_prefix}{uuid.uuid4().hex[:6]}:",
     )
+
+
+def stack_of_its_own(stack: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
+    """A config whose broker and Redis (both on free ports, started by `up`, stopped by `down`) only its
+    caller uses and may kill or restart."""
+    return config_with(
+        run_dir,
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        redis__url=f"redis://127.0.0.1:{free_port()}/0",
+        redis__key_prefix=stack.redis.key_prefix,
+    )
+
+
+def kill_local(config: TrimtabConfig, name: str) -> None:
+    """SIGKILL a service `up` started for `config` ("broker" or "redis"), as a crash would; `up` starts it again."""
+    record = ServiceProcess(name, config.stack.run_dir).record()
+    assert record is not None, f"no {name} of this config's own is running"
+    pid = int(str(record["pid"]))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # started by this process's `up`: reap it
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import redis
 from kafka import KafkaAdminClient
 
 from tests.cli import run_cli
-from tests.conftest import REPO, config_with, free_port
+from tests.conftest import REPO, config_with, free_port, kill_local, stack_of_its_own
 from trimtab.app.stack import StackError, down, status, up
 from trimtab.app.stack.local import Endpoint
 from trimtab.app.stack.probes import port_open
@@ -57,6 +57,26 @@ def test_up_starts_what_is_missing_and_down_stops_only_that(tmp_path: Path) -> N
     assert not port_open(*config.kafka.first_server)
     assert {s.name: s.state for s in status(config)} == {"broker": "down", "redis": "down"}
     assert down(config) == []  # nothing of ours is left to stop
+
+
+def test_the_local_redis_keeps_every_acknowledged_write_through_a_kill(stack: TrimtabConfig, tmp_path: Path) -> None:
+    """The feedback ledger lives there: a Redis that crashes and starts again must still know it."""
+    config = stack_of_its_own(stack, tmp_path)
+    try:
+        up(config)
+        client = redis.Redis.from_url(config.redis.url)
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(2000):
+                pipe.set(f"k{i}", i)
+            pipe.execute()
+        client.incr("counter")  # the last write before the crash
+        kill_local(config, "redis")
+        assert {s.name: s.state for s in up(config)}["redis"] == "started"
+        assert client.mget([f"k{i}" for i in range(2000)]) == [str(i).encode() for i in range(2000)]
+        assert client.get("counter") == b"1"
+        client.close()
+    finally:
+        down(config)
 
 
 def test_down_leaves_an_external_redis_running(stack: TrimtabConfig, tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """Chaos on the feedback path: `python -m feedback` under load from retrying clients (one at a time and in
-batches) is SIGKILLed at random moments and its broker restarts empty, again and again. Counted by
-feedback_id at the end: every accepted feedback is on the topic exactly once, as the event its
-acceptances named, and nothing else is.
+batches) is SIGKILLed at random moments, its broker is killed and restarts empty, its Redis is killed
+and restarts with what its append-only file kept, again and again. Counted by feedback_id at the end:
+every accepted feedback is on the topic exactly once, as the event its acceptances named, and nothing
+else is.
 
-`make test` runs a short round (two kills, one broker restart, 240 submissions). `make chaos` runs the
-soak: `TRIMTAB_CHAOS_S` seconds (default 1200) of load, chaos events in the first half, and the
-service's memory sampled every 10 s in the calm second half: its RSS slope is reported (and written to
-.trimtab/test-artifacts/chaos-feedback.json) and must stay under 2 MiB a minute.
+`make test` runs a short round (two kills of the service, one of the broker and one of Redis, 240
+submissions). `make chaos` runs the soak: `TRIMTAB_CHAOS_S` seconds (default 1200) of load, chaos
+events in the first half, and the service's memory sampled every 10 s in the calm second half: its RSS
+slope is reported (and written to .trimtab/test-artifacts/chaos-feedback.json) and must stay under
+2 MiB a minute.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO, broker_of_its_own, free_port
+from tests.conftest import REPO, free_port, kill_local, stack_of_its_own
 from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
 from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
 from trimtab.app.stack import down, up
@@ -39,11 +41,11 @@ MAX_RSS_SLOPE_MIB_PER_MIN = 2.0
 
 @pytest.fixture
 def chaos_stack(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
-    """A feedback process on a broker of its own (which the test restarts), the session's Redis."""
-    broker = broker_of_its_own(stack, tmp_path / "broker")
-    up(broker)
+    """A feedback process on a broker and a Redis of its own (which the test kills and restarts)."""
+    own = stack_of_its_own(stack, tmp_path / "stack")
+    up(own)
     config = service_config(
-        broker,
+        own,
         fresh_topic("test.chaos"),
         grpc_port=free_port(),
         http_port=free_port(),
@@ -57,7 +59,7 @@ def chaos_stack(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[Feedback
     yield process, config
     if process.process is not None and process.process.poll() is None:
         process.kill()
-    down(broker)
+    down(own)
 
 
 def submissions(config: TrimtabConfig, count: int, ttl_s: int = 600) -> list[feedback_pb2.SubmitRequest]:
@@ -95,9 +97,11 @@ def load(
     return threads
 
 
-def restart_broker(config: TrimtabConfig) -> None:
-    down(config)  # its memory log is gone
-    up(config)  # back, empty, with the topic created again
+def crash(config: TrimtabConfig, service: str) -> None:
+    """The broker or Redis killed and started again: the broker empty (its log was in memory, `up`
+    creates the topic again), Redis with every write it acknowledged (its append-only file)."""
+    kill_local(config, service)
+    up(config)
 
 
 def assert_exactly_once(config: TrimtabConfig, seen: Ledger, expected: int) -> None:
@@ -114,7 +118,7 @@ def assert_exactly_once(config: TrimtabConfig, seen: Ledger, expected: int) -> N
         assert {r.event_id for r in responses} == {event_ids[feedback_id]}, feedback_id
 
 
-def test_kills_and_an_empty_broker_under_load_leave_each_acceptance_on_the_topic_once(
+def test_kills_of_the_service_its_broker_and_its_redis_under_load_leave_each_acceptance_on_the_topic_once(
     chaos_stack: tuple[FeedbackProcess, TrimtabConfig],
 ) -> None:
     process, config = chaos_stack
@@ -122,7 +126,7 @@ def test_kills_and_an_empty_broker_under_load_leave_each_acceptance_on_the_topic
     seen = Ledger()
     stop = time.monotonic() + 120
     threads = load(process, requests, seen, stop)
-    chaos = [("kill", 0.25), ("broker", 0.5), ("kill", 0.75)]
+    chaos = [("kill", 0.2), ("broker", 0.4), ("redis", 0.6), ("kill", 0.8)]
     for event, fraction in chaos:  # each with calls in flight
         while len(seen.accepted) < fraction * len(requests) and time.monotonic() < stop:
             time.sleep(0.01)
@@ -131,7 +135,7 @@ def test_kills_and_an_empty_broker_under_load_leave_each_acceptance_on_the_topic
             time.sleep(0.3)
             process.start()
         else:
-            restart_broker(config)
+            crash(config, event)
     for thread in threads:
         thread.join(timeout=120)
     assert process.terminate() == 0
@@ -158,13 +162,13 @@ def test_the_feedback_path_soaks_under_chaos_with_flat_memory(
         elapsed = time.monotonic() - started
         if elapsed < duration_s / 2:
             time.sleep(rng.uniform(15, 45))
-            event = rng.choice(["kill", "kill", "broker"])
+            event = rng.choice(["kill", "kill", "broker", "redis"])
             if event == "kill":
                 process.kill()
                 time.sleep(rng.uniform(0.1, 2.0))
                 process.start()
             else:
-                restart_broker(config)
+                crash(config, event)
             events[event] += 1
         else:
             assert process.process is not None
