@@ -56,11 +56,13 @@ from trimtab.config import TrimtabConfig
 from trimtab.ids import new_id
 from trimtab.records import ResponseStore
 from trimtab.telemetry import context_from_grpc
+from trimtab.throttled import ThrottledWarning
 from trimtab.v1 import events_pb2, feedback_pb2
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+WARN_EVERY_S = 10.0  # while Redis is unreachable every call fails: one line per interval says so
 
 
 class FeedbackService:
@@ -90,6 +92,7 @@ class FeedbackService:
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._evaluations = evaluations or EvaluationEvents()
         self._background: set[asyncio.Task[None]] = set()
+        self._redis_down = ThrottledWarning(log, WARN_EVERY_S)
 
     async def submit(
         self, request: feedback_pb2.SubmitRequest, credential: str | None, carrier: Iterable[tuple[str, str | bytes]]
@@ -186,6 +189,7 @@ class FeedbackService:
                 return await self._existing(key, first.entry, digest)
             return await self._new(key, request, principal, digest, span, judged, first)
         except RedisError as exc:
+            self._redis_down.warning("Redis is unreachable (%s): submissions answer UNAVAILABLE until it is back", exc)
             raise unavailable(f"the response log (Redis) is unreachable: {exc}", retry_after_s=1) from exc
 
     async def _new(

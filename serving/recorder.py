@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -21,10 +20,11 @@ from kafka import KafkaProducer
 from trimtab.config import TrimtabConfig
 from trimtab.events import Event, event_producer, send_event
 from trimtab.records import ResponseStore, redis_client
+from trimtab.throttled import ThrottledWarning
 from trimtab.v1 import events_pb2
 
 log = logging.getLogger(__name__)
-WARN_EVERY_S = 10.0  # at most one "dropping records" warning per sink in this interval
+WARN_EVERY_S = 10.0  # at most one warning of each kind per sink in this interval
 BATCH_MAX = 256  # records written in one go: a burst of replies costs one round trip, not one each
 
 Item = TypeVar("Item")
@@ -55,7 +55,8 @@ class Sink(Generic[Item]):
         self._on_drop = on_drop
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=capacity)
         self._retry_s = retry_s
-        self._last_warning = 0.0
+        self._full = ThrottledWarning(log, WARN_EVERY_S)
+        self._failing = ThrottledWarning(log, WARN_EVERY_S)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,9 +69,7 @@ class Sink(Generic[Item]):
         except asyncio.QueueFull:
             self.stats.dropped += 1
             self._on_drop()
-            if time.monotonic() - self._last_warning > WARN_EVERY_S:
-                self._last_warning = time.monotonic()
-                log.warning("%s sink buffer full: dropped %d response records so far", self.name, self.stats.dropped)
+            self._full.warning("%s sink buffer full: dropped %d response records so far", self.name, self.stats.dropped)
             return False
 
     @property
@@ -89,9 +88,9 @@ class Sink(Generic[Item]):
                     break
                 except Exception as exc:  # any sink failure: keep the records, wait, retry
                     self.stats.failures += 1
-                    if self.stats.failures == 1 or time.monotonic() - self._last_warning > WARN_EVERY_S:
-                        self._last_warning = time.monotonic()
-                        log.warning("%s sink write failed (%s); retrying every %.1fs", self.name, exc, self._retry_s)
+                    self._failing.warning(
+                        "%s sink write failed (%s); retrying every %.1fs", self.name, exc, self._retry_s
+                    )
                     await asyncio.sleep(self._retry_s)
             for _ in batch:
                 self._queue.task_done()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +20,7 @@ from serving.metrics import ServingMetrics
 from serving.recorder import Sink
 from trimtab.config.reward_service import RewardServiceConfig, ServedRewardConfig
 from trimtab.config.tls import TlsConfig
+from trimtab.throttled import ThrottledWarning
 from trimtab.tls import aio_grpc_channel
 from trimtab.v1 import common_pb2, events_pb2, reward_pb2, reward_pb2_grpc
 
@@ -55,7 +55,7 @@ class ServedReward:
         self._sink: Sink[ServedAnswer] = Sink(
             "served-reward", self._score, settings.max_pending, retry_s=1.0, on_drop=self._skipped
         )
-        self._last_warning = 0.0
+        self._warnings = ThrottledWarning(log, WARN_EVERY_S)
 
     def start(self) -> None:
         self._sink.start()
@@ -88,9 +88,7 @@ class ServedReward:
         except Exception as exc:  # best effort: counted, never retried, never raised into the sink
             code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
             self._meters.served_reward_failures.add(len(answers), {"code": code})
-            if time.monotonic() - self._last_warning > WARN_EVERY_S:
-                self._last_warning = time.monotonic()
-                log.warning("reward of served answers: Score failed (%s: %s)", code, exc)
+            self._warnings.warning("reward of served answers: Score failed (%s: %s)", code, exc)
             return
         for answer, score in zip(answers, scores, strict=True):
             self._meters.served_reward_sum.add(score, {"version": answer.version})

@@ -10,8 +10,10 @@ tests/serving/test_hot_swap.py runs for real."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import string
 import subprocess
 import sys
 import time
@@ -22,17 +24,32 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
+from typing import Any
 
 import grpc
 import openai
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from serving.router.split import Split
 from serving.routing import user_bucket
 from serving.versions import wanted_versions
 from tests.conftest import REPO, free_port
 from tests.learner.tiny import make_tiny_model
+from tests.serving.fuzzing import (
+    CHAT,
+    COMPLETION,
+    FUZZ,
+    KEYS,
+    SERVER_ERRORS,
+    edited,
+    http_call,
+    json_values,
+    plausible,
+    requests,
+)
 from tests.serving.test_inference import chat_request
 from tests.serving_process import ServingProcess
 from trimtab.health import wait_serving
@@ -254,7 +271,9 @@ def test_openai_calls_split_by_user_or_pinned_version_and_other_paths_go_to_curr
     assert next(m.id for m in routed.openai.models.list()) == "trimtab"  # from the current replicas
 
 
-def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed) -> None:
+@contextlib.contextmanager
+def without_canary(routed: Routed) -> Iterator[None]:
+    """The router's canary pointers cleared for the block, once the router has read them so."""
     canary = routed.canary
     routed.pointers.hdel(routed.key, "canary", "canary_share")
     try:
@@ -263,8 +282,61 @@ def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed)
         while answered_by(routed, user) == CANARY_MARK:  # until the router has read the cleared pointer
             assert time.monotonic() < deadline, "the canary's users still go to the canary replicas"
             time.sleep(0.2)
+        yield
     finally:
         routed.pointers.hset(routed.key, mapping={"canary": canary, "canary_share": "0.5"})
+
+
+def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed) -> None:
+    with without_canary(routed):
+        assert {answered_by(routed, f"anyone-{i}") for i in range(8)}.isdisjoint({CANARY_MARK})
+
+
+PATHS = st.sampled_from(["/chat/completions", "/completions", "/models", "/models/trimtab", ""]) | st.text(
+    alphabet=string.ascii_letters + string.digits + "-._~%/?=&", max_size=30
+).filter(lambda path: "feedback" not in path).map(lambda path: "/" + path)  # POST /v1/feedback: tests/feedback
+
+
+def test_fuzzed_calls_through_the_router_get_no_server_error_and_it_keeps_routing(routed: Routed) -> None:
+    """Messages, bytes and OpenAI bodies (tests/serving/fuzzing.py) and any path with any method, through the
+    router to the real replica (the stand-in canary is out of the way): never INTERNAL/UNKNOWN or a 5xx."""
+    base_url = str(routed.openai.base_url).rstrip("/")
+    seen: set[str] = set()
+    with without_canary(routed):
+
+        @FUZZ
+        @given(request=requests() | plausible(), streamed=st.booleans(), raw=st.binary(max_size=100))
+        def over_grpc(request: inference_pb2.GenerateRequest, streamed: bool, raw: bytes) -> None:
+            method = "/trimtab.v1.InferenceService/" + ("GenerateStream" if streamed else "Generate")
+            call = routed.channel.unary_stream(method) if streamed else routed.channel.unary_unary(method)
+            for body in (request.SerializeToString(), raw):
+                try:
+                    result = call(body, timeout=60)
+                    if streamed:
+                        list(result)
+                    seen.add("OK")
+                except grpc.RpcError as error:
+                    assert error.code() not in SERVER_ERRORS, error.details()
+                    seen.add(error.code().name)
+
+        @FUZZ
+        @given(
+            call=st.tuples(st.sampled_from(["/chat/completions", "/completions"]), st.just("POST"))
+            | st.tuples(PATHS, st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])),
+            body=edited(CHAT, KEYS) | edited(COMPLETION, KEYS) | json_values | st.binary(max_size=100),
+        )
+        def over_http(call: tuple[str, str], body: Any) -> None:
+            path, method = call
+            status, raw = http_call(
+                base_url + path, body if isinstance(body, bytes) else json.dumps(body).encode(), method
+            )
+            assert status < 500, (method, path, raw[:300])
+            seen.add(str(status))
+
+        over_grpc()
+        over_http()
+    assert {"OK", "INVALID_ARGUMENT", "200", "400", "404"} <= seen, f"the fuzzers only ever got {seen}"
+    assert answered_by(routed, "after-the-fuzz").startswith("ver_")
 
 
 def test_when_the_canary_replicas_are_gone_their_users_hear_so_and_the_others_are_served(routed: Routed) -> None:
