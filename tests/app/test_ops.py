@@ -1,10 +1,11 @@
-"""`trimtab ops`'s parts: the versions timeline from manifests, pointers and decisions, and a page that
-keeps answering (and says why) when Prometheus is not there. (tests/loop/test_demo_learner.py opens
-the page in a real browser over a real run and a real Prometheus.)"""
+"""`trimtab ops`'s parts: the versions timeline from manifests, pointers and decisions, a page that keeps
+answering (and says why) when Prometheus is not there, and only to admin keys when auth is on.
+(tests/loop/test_demo_learner.py opens the page in a real browser over a real run and a real Prometheus.)"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from tests.conftest import config_with, free_port
 from trimtab.app.ops.panels import panels
 from trimtab.app.ops.server import OpsApp
 from trimtab.app.ops.sources import version_rows
+from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
+from trimtab.config.auth import ApiKeyConfig, AuthConfig
 from trimtab.registry import Manifest, Pointers
 
 T0 = datetime(2026, 12, 4, tzinfo=UTC)
@@ -69,3 +72,49 @@ def test_without_prometheus_the_page_says_so_and_still_lists_the_versions(stack:
     assert versions["versions"] == [] and isinstance(versions["problems"], list)
     assert "<title>trimtab ops</title>" in page and "{{refresh_ms}}" not in page
     assert len(panels()) >= 20
+
+
+def test_with_auth_on_only_admin_keys_see_the_page(stack: TrimtabConfig, tmp_path: Path) -> None:
+    """Bearer, x-api-key or a browser's Basic prompt (the key as the password); a tenant's key is refused."""
+    keys = [
+        ApiKeyConfig(name="operator", sha256=hash_key("op-secret"), tenant="default", admin=True),
+        ApiKeyConfig(name="app", sha256=hash_key("app-secret"), tenant="default"),
+    ]
+    config = config_with(tmp_path, kafka__bootstrap_servers=stack.kafka.bootstrap_servers, redis__url=stack.redis.url)
+    config = config.model_copy(update={"auth": AuthConfig(enabled=True, api_keys=keys)})
+
+    def basic(password: str) -> dict[str, str]:
+        return {"authorization": "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode()}
+
+    async def statuses() -> dict[str, tuple[int, str]]:
+        calls = {
+            "no key": {},
+            "unknown key": {"authorization": "Bearer nope"},
+            "tenant key": {"x-api-key": "app-secret"},
+            "admin bearer": {"authorization": "Bearer op-secret"},
+            "admin x-api-key": {"x-api-key": "op-secret"},
+            "admin basic": basic("op-secret"),
+            "tenant basic": basic("app-secret"),
+            "not base64": {"authorization": "Basic !!!"},
+        }
+        async with test_utils.TestClient(test_utils.TestServer(OpsApp(config).app())) as client:
+            seen = {}
+            for name, headers in calls.items():
+                response = await client.get("/", headers=headers)
+                seen[name] = (response.status, response.headers.get("WWW-Authenticate", ""))
+            seen["healthz"] = ((await client.get("/healthz")).status, "")
+            return seen
+
+    seen = asyncio.run(statuses())
+    challenge = 'Basic realm="trimtab ops"'
+    assert seen == {
+        "no key": (401, challenge),
+        "unknown key": (401, challenge),
+        "tenant key": (403, ""),
+        "admin bearer": (200, ""),
+        "admin x-api-key": (200, ""),
+        "admin basic": (200, ""),
+        "tenant basic": (403, ""),
+        "not base64": (401, challenge),
+        "healthz": (200, ""),
+    }

@@ -7,13 +7,21 @@
 
 The page fetches both APIs every `ops.refresh_s`. A source that is down (Redis, the broker,
 Prometheus) is named in the reply's `problems` and the rest is still shown.
+
+With `auth.enabled` everything but /healthz is for admin keys (`auth.api_keys[].admin`): the page shows
+every tenant's traffic. A key is taken as `authorization: Bearer KEY`, `x-api-key: KEY`, or HTTP Basic
+with the key as the password, which is what a browser asks for on a 401: 401 without a known key, 403
+for a key that is not an admin's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +31,14 @@ from redis.exceptions import RedisError
 
 from trimtab.app.ops.panels import panels
 from trimtab.app.ops.sources import VersionDecisions, panel_series, version_rows
+from trimtab.auth import Authenticator, Unauthenticated, credential
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry import Pointers, PointerStore, Registry
 from trimtab.tls import scheme, server_ssl_context
 
 PAGE = Path(__file__).with_name("page.html")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
 
@@ -41,15 +51,30 @@ class OpsApp:
         self._redis = redis_client(config.redis)
         self._pointers = PointerStore(self._redis, config.redis.key_prefix, config.registry.channel)
         self._http: aiohttp.ClientSession | None = None
+        self._auth = Authenticator(config.auth)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._admins_only])
         app.router.add_get("/", self.page)
         app.router.add_get("/api/versions", self.versions)
         app.router.add_get("/api/panels", self.panels)
         app.router.add_get("/healthz", self.healthz)
         app.on_cleanup.append(self._close)
         return app
+
+    @web.middleware
+    async def _admins_only(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        try:
+            principal = self._auth.principal(presented_key(request))
+        except Unauthenticated as exc:
+            challenge = {"WWW-Authenticate": 'Basic realm="trimtab ops"'}  # a browser asks for the key
+            raise web.HTTPUnauthorized(text=f"{exc}\n", headers=challenge) from None
+        if not principal.admin:
+            reason = f"API key {principal.key_name!r} is not an admin key: the ops page shows every tenant\n"
+            raise web.HTTPForbidden(text=reason)
+        return await handler(request)
 
     async def page(self, request: web.Request) -> web.Response:
         html = PAGE.read_text().replace("{{refresh_ms}}", str(int(self._ops.refresh_s * 1000)))
@@ -98,6 +123,17 @@ class OpsApp:
             await self._http.close()
         await self._redis.aclose()
         await asyncio.to_thread(self._decisions.close)
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The API key of a request: a bearer or x-api-key header, or the password of HTTP Basic."""
+    header = request.headers.get("authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            return base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return credential(request.headers.items())
 
 
 async def serve(config: TrimtabConfig, ready: asyncio.Event | None = None) -> None:
