@@ -9,9 +9,14 @@ sides have `min_feedback` (current's counted since the canary started):
     roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
     promote    if  d >= -margin                  (not worse by more than the margin)
 
-and waits otherwise. Serving splits users afresh for each canary (`serving.routing.user_bucket`).
-Pairwise feedback compares two answers of one version (both candidates of a
-request come from the version the user is routed to), so it does not enter the comparison.
+and waits otherwise. Each thumb counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the
+feedback service flagged for disagreeing with everyone else, as in training), so a group voting against
+the population moves the decision by its weight, not its numbers: up_rate is the weighted share of ups
+and n Kish's effective count (sum w)^2 / sum w^2 (both the plain ones when every weight is 1).
+
+Serving splits users afresh for each canary (`serving.routing.user_bucket`). Pairwise feedback compares
+two answers of one version (both candidates of a request come from the version the user is routed to),
+so it does not enter the comparison.
 
 A candidate that passes while a canary is still being judged waits for that decision, and only the
 newest waiting one is kept: replacing the canary at every round would restart its count each time,
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from learner.online.telemetry import LearnerTelemetry
@@ -37,6 +42,30 @@ from trimtab.v1 import events_pb2, feedback_pb2
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Tally:
+    """The thumbs on one version, each at its weight."""
+
+    up: float = 0.0  # the weights of its ups
+    total: float = 0.0  # the weights of all its thumbs
+    squares: float = 0.0  # their squares
+
+    def add(self, up: bool, weight: float) -> Tally:
+        return Tally(self.up + weight * up, self.total + weight, self.squares + weight * weight)
+
+    def since(self, start: Tally) -> Tally:
+        return Tally(self.up - start.up, self.total - start.total, self.squares - start.squares)
+
+    @property
+    def rate(self) -> float:
+        return self.up / self.total
+
+    @property
+    def count(self) -> float:
+        """Kish's effective number of thumbs: what a weighted share is as sure as."""
+        return self.total**2 / self.squares if self.squares > 1e-12 else 0.0
+
+
 class CanaryJudge:
     def __init__(
         self, config: TrimtabConfig, telemetry: LearnerTelemetry | None = None, events: VersionEvents | None = None
@@ -45,13 +74,12 @@ class CanaryJudge:
         self.telemetry = telemetry or LearnerTelemetry()
         self.events = events or VersionEvents(config, self.telemetry)
         self.settings = config.learner.online.canary
-        self.ups: Counter[str] = Counter()
-        self.downs: Counter[str] = Counter()
+        self.thumbs: dict[str, Tally] = {}
         self.pointers = self._read()
         self.waiting: tuple[str, dict[str, float]] | None = None  # the newest passed candidate, not yet canary
-        # Current's (ups, downs) when each canary started: the comparison counts the same period on both
-        # sides, not current's whole life (other users, other versions beside it, other times).
-        self.baseline: dict[str, tuple[int, int]] = {}
+        # Current's tally when each canary started: the comparison counts the same period on both sides, not
+        # current's whole life (other users, other versions beside it, other times).
+        self.baseline: dict[str, Tally] = {}
 
     def candidate(self, version_id: str, passed: bool, reasons: list[str], numbers: dict[str, float]) -> None:
         """A new candidate: the canary (or current, for full weights) if it passed the gates."""
@@ -70,7 +98,7 @@ class CanaryJudge:
     def _start_canary(self, version_id: str, numbers: dict[str, float]) -> None:
         current = self._read().current
         if current is not None:
-            self.baseline[version_id] = (self.ups[current], self.downs[current])
+            self.baseline[version_id] = self.thumbs.get(current, Tally())
         share = self.settings.share
         self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
         self.events.send(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share=share)
@@ -82,7 +110,8 @@ class CanaryJudge:
         if served is None:
             return
         version = served.reply.model_version
-        (self.ups if event.label.thumb == feedback_pb2.THUMB_UP else self.downs)[version] += 1
+        weight = event.abuse.weight if event.abuse.HasField("weight") else 1.0
+        self.thumbs[version] = self.thumbs.get(version, Tally()).add(event.label.thumb == feedback_pb2.THUMB_UP, weight)
 
     def decide(self) -> None:
         """Promote or roll back the canary when the live evidence is in; then start the waiting one."""
@@ -95,12 +124,12 @@ class CanaryJudge:
             self._start_canary(version_id, numbers)
 
     def _judge(self, canary: str, current: str) -> None:
-        ups_before, downs_before = self.baseline.get(canary, (0, 0))
-        current_ups = self.ups[current] - ups_before
-        n_canary, n_current = self.ups[canary] + self.downs[canary], current_ups + self.downs[current] - downs_before
-        if min(n_canary, n_current) < self.settings.min_feedback:
+        on_canary = self.thumbs.get(canary, Tally())
+        on_current = self.thumbs.get(current, Tally()).since(self.baseline.get(canary, Tally()))
+        n_canary, n_current = on_canary.count, on_current.count
+        if min(n_canary, n_current) < self.settings.min_feedback - 1e-9:
             return
-        p_canary, p_current = self.ups[canary] / n_canary, current_ups / n_current
+        p_canary, p_current = on_canary.rate, on_current.rate
         difference = p_canary - p_current
         se = math.sqrt(p_canary * (1 - p_canary) / n_canary + p_current * (1 - p_current) / n_current)
         numbers = {

@@ -289,6 +289,32 @@ def test_the_canary_is_rolled_back_when_worse_and_promoted_when_not(
     assert metric_points(reader, "trimtab.learner.version_events") == {series(type=counted): 1}
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(("weight", "decision"), [(1.0, "rolled back"), (0.1, "promoted")])
+def test_flagged_users_thumbs_count_at_their_abuse_weight(
+    stack: TrimtabConfig, tmp_path: Path, weight: float, decision: str
+) -> None:
+    """40 thumbs down on the canary from users the feedback service flagged (weight 0.1) beside honest
+    users' 31 up / 9 down: counted at their weight the canary is within the margin of current's 30/10;
+    counted in full (weight 1) they would roll it back."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path)
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    judge = CanaryJudge(config)
+    flagged = thumbs("ver_canary", 0, 40)
+    for event in flagged:
+        event.abuse.user_flagged, event.abuse.weight = True, weight
+    for event in thumbs("ver_current", 30, 10) + thumbs("ver_canary", 31, 9) + flagged:
+        judge.observe(event)
+    judge.decide()
+    after = with_pointers(config, lambda p: p.read())
+    expected = ("ver_current", None) if decision == "rolled back" else ("ver_canary", None)
+    assert (after.current, after.canary) == expected
+
+
 def adapter_version(registry: Registry, base: str, tmp_path: Path, name: str) -> str:
     """A LoRA-kind version (the judge reads only the kind): an adapter's two files on `base`."""
     source = tmp_path / name

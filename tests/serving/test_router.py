@@ -57,6 +57,7 @@ from trimtab.registry import Pointers, Registry
 from trimtab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 CANARY_MARK = "ver_stand_in_canary_replica"
+CALLER_KEY = f"sk-router-test-{uuid.uuid4().hex}"  # what clients present; the router passes it on, never logs it
 
 
 def test_a_full_weight_canary_splits_users_by_the_replicas_hash_and_anything_else_goes_to_current(
@@ -178,7 +179,7 @@ def routed(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) ->
             yield Routed(
                 channel=channel,
                 grpc=inference_pb2_grpc.InferenceServiceStub(channel),
-                openai=openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0),
+                openai=openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key=CALLER_KEY, max_retries=0),
                 pointers=client,
                 key=key,
                 canary=canary,
@@ -187,6 +188,7 @@ def routed(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert CALLER_KEY not in log.read_text()
         canary_grpc.stop(grace=None)
         canary_http.shutdown()
         client.delete(key)
@@ -311,7 +313,7 @@ def test_fuzzed_calls_through_the_router_get_no_server_error_and_it_keeps_routin
             call = routed.channel.unary_stream(method) if streamed else routed.channel.unary_unary(method)
             for body in (request.SerializeToString(), raw):
                 try:
-                    result = call(body, timeout=60)
+                    result = call(body, timeout=60, metadata=(("authorization", f"Bearer {CALLER_KEY}"),))
                     if streamed:
                         list(result)
                     seen.add("OK")
