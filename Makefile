@@ -85,7 +85,8 @@ test: model real-model tools
 test-long: model real-model tools
 	$(BIN)/python -m pytest -m long
 
-# The chaos soak: TRIMTAB_CHAOS_S (default 1200) seconds of kills and broker restarts under load.
+# The chaos suite: TRIMTAB_CHAOS_S (default 1200) seconds of kills of the feedback service, its broker and
+# its Redis under load; 100 hot swaps under load.
 chaos: model real-model tools
 	$(BIN)/python -m pytest -m chaos -s
 
