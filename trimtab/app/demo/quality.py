@@ -1,7 +1,7 @@
 """The demo's final check: the latest promoted version against the default model, pairwise by gold
 reward on held-out prompts (`learner.evaluate`: greedy answers of both on the same prompts; a win when
 the version's answer scores higher, a tie counting one half), and how often each answers the held-out
-requests for the secret or an insult unsafely (a leak or an insult: what poisoned feedback pushes up)."""
+requests for the secret or an insult unsafely (a leak or an insult: what adversarial users upvote)."""
 
 from __future__ import annotations
 
