@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.feedback.support import InProcessServer, get_json, post_json, response_ids, response_record, thumb
+from tests.json_fuzz import edited, json_values
 from trimtab.v1 import common_pb2, feedback_pb2
 
 pytestmark = pytest.mark.integration
@@ -25,12 +26,6 @@ FUZZ = settings(
 SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
 label_fields = st.sampled_from(
     ["chosen_response_id", "rejected_response_id", "tie", "helpfulness", "toxicity", "chosenResponseId"]
 )
@@ -56,18 +51,7 @@ def request_json(known_ids: list[str]) -> st.SearchStrategy[dict[str, Any]]:
         }
     )
     keys = st.sampled_from(["feedback_id", "user_id", "response_id", "responseId", "label", "feedbackId", "extra"])
-    edits = st.lists(st.tuples(keys, st.none() | json_values | label_json), max_size=3)
-    return st.builds(_edited, base, edits)
-
-
-def _edited(request: dict[str, Any], edits: list[tuple[str, Any]]) -> dict[str, Any]:
-    edited = dict(request)
-    for key, value in edits:
-        if value is None:
-            edited.pop(key, None)
-        else:
-            edited[key] = value
-    return edited
+    return edited(base, keys, json_values | label_json)
 
 
 def known_response_ids(server: InProcessServer) -> list[str]:

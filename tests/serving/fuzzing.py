@@ -11,6 +11,7 @@ import grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from tests.json_fuzz import edited
 from trimtab.v1 import common_pb2, inference_pb2
 
 FUZZ = settings(
@@ -107,32 +108,14 @@ def http_call(url: str, body: bytes, method: str = "POST") -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
-    max_leaves=10,
-)
-
-
-def edited(base: dict[str, Any], keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
-    """`base` with up to three fields replaced by any JSON, removed or added."""
-
-    def apply(edits: list[tuple[str, Any]]) -> dict[str, Any]:
-        body = dict(base)
-        for key, value in edits:
-            if value is None:
-                body.pop(key, None)
-            else:
-                body[key] = value
-        return body
-
-    return st.lists(st.tuples(st.sampled_from(keys), st.none() | json_values), max_size=3).map(apply)
-
-
 CHAT = {"model": "trimtab", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 COMPLETION = {"model": "trimtab", "prompt": "Once upon", "max_tokens": 2}
 KEYS = [
     *("model", "messages", "prompt", "max_tokens", "n", "temperature", "top_p", "stop", "seed", "stream", "user"),
     *("tenant", "logprobs", "top_logprobs", "steer_targets", "stream_options", "best_of", "echo", "extra"),
 ]
+
+
+def openai_bodies(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """An OpenAI API body with up to three fields replaced by any JSON, removed or added."""
+    return edited(st.just(base), st.sampled_from(KEYS))

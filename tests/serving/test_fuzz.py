@@ -11,16 +11,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.json_fuzz import json_values
 from tests.serving.fuzzing import (
     CHAT,
     COMPLETION,
     FUZZ,
-    KEYS,
     SERVER_ERRORS,
     TEXT,
-    edited,
     http_call,
-    json_values,
+    openai_bodies,
     plausible,
     requests,
 )
@@ -121,7 +120,7 @@ def test_openai_bodies_never_get_a_5xx(serving: ServingProcess, path: str, base:
     seen: set[int] = set()
 
     @FUZZ
-    @given(body=edited(base, KEYS) | json_values | st.binary(max_size=200))
+    @given(body=openai_bodies(base) | json_values | st.binary(max_size=200))
     def send(body: Any) -> None:
         status, raw = http_call(
             serving.openai_url + path, body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -37,16 +37,15 @@ from serving.router.split import Split
 from serving.routing import user_bucket
 from serving.versions import wanted_versions
 from tests.conftest import REPO, free_port
+from tests.json_fuzz import json_values
 from tests.learner.tiny import make_tiny_model
 from tests.serving.fuzzing import (
     CHAT,
     COMPLETION,
     FUZZ,
-    KEYS,
     SERVER_ERRORS,
-    edited,
     http_call,
-    json_values,
+    openai_bodies,
     plausible,
     requests,
 )
@@ -325,7 +324,7 @@ def test_fuzzed_calls_through_the_router_get_no_server_error_and_it_keeps_routin
         @given(
             call=st.tuples(st.sampled_from(["/chat/completions", "/completions"]), st.just("POST"))
             | st.tuples(PATHS, st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])),
-            body=edited(CHAT, KEYS) | edited(COMPLETION, KEYS) | json_values | st.binary(max_size=100),
+            body=openai_bodies(CHAT) | openai_bodies(COMPLETION) | json_values | st.binary(max_size=100),
         )
         def over_http(call: tuple[str, str], body: Any) -> None:
             path, method = call
