@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bench.alignment import bench_alignment
 from bench.feedback import bench_feedback
+from bench.gates import bench_gates
 from bench.generation import bench_generation
 from bench.guardrails import bench_guardrails
 from bench.learner import bench_learner
@@ -35,6 +36,7 @@ BENCHES: dict[str, tuple[str, Callable[[TrimtabConfig], Comparison | list[Compar
     "guardrails": ("guardrails on vs off (same server and load); latency added by each rail", bench_guardrails),
     "learner": ("offline DPO and KTO training throughput (trimtab learner vs TRL)", bench_learner),
     "rl": ("GRPO step (trimtab vs TRL GRPOTrainer), rollouts (vLLM vs HF generate), refit vs restart", bench_rl),
+    "gates": ("the online gates per round: their worker kept for the run vs one started each round", bench_gates),
     "alignment": (
         "alignment quality (offline DPO, IPO, KTO on simulated feedback vs the default model)",
         bench_alignment,

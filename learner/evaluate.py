@@ -224,6 +224,23 @@ def kl_estimate(
 # Whole evaluations
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The reference side of evaluations, computed once: its greedy answers to the prompts and its
+    transformers model (the KL pass's denominator)."""
+
+    directory: Path
+    answers: tuple[str, ...]
+    model: PreTrainedModel
+    pad_id: int
+
+    @classmethod
+    def measured(cls, llm: LLM, directory: Path, prompts: Sequence[Messages]) -> Reference:
+        """`directory`'s answers from `llm`, which must hold `directory`'s weights (an engine started on it)."""
+        model = load_hf_model(directory)
+        return cls(directory, tuple(greedy_answers(llm, prompts)), model, _pad_token_id(model))
+
+
 def evaluate_versions(
     policies: Mapping[str, Path],
     reference_dir: Path,
@@ -233,30 +250,37 @@ def evaluate_versions(
     seed: int = 0,
 ) -> dict[str, Evaluation]:
     """Each policy directory (full weights or a LoRA adapter) against `reference_dir`, by name; the
-    answers scored by `scorer` (None: not judged).
+    answers scored by `scorer` (None: not judged). One vLLM engine serves them all in turn (see
+    `evaluate_on`)."""
+    with vllm_engine(reference_dir, engine) as llm:
+        reference = Reference.measured(llm, reference_dir, prompts)
+        return evaluate_on(llm, reference, policies, prompts, scorer, seed)
 
-    One vLLM engine serves them all in turn: it starts on the reference, then takes each policy's
-    weights in place (`load_weights`), which is much faster than a fresh engine per model. It is shut
-    down before the KL pass so that the transformers models do not share the CPU with it.
-    """
+
+def evaluate_on(
+    llm: LLM,
+    reference: Reference,
+    policies: Mapping[str, Path],
+    prompts: Sequence[Messages],
+    scorer: Scorer | None,
+    seed: int = 0,
+) -> dict[str, Evaluation]:
+    """`evaluate_versions` on an engine the caller holds (the online gates keep one for the whole run): each
+    policy's weights are loaded into it in turn, much faster than a fresh engine per model."""
     with tempfile.TemporaryDirectory(prefix="trimtab-eval-") as scratch:
         full = {name: full_weights_dir(path, Path(scratch) / name) for name, path in policies.items()}
         answers: dict[str, list[str]] = {}
         samples: dict[str, list[SampledResponse]] = {}
-        with vllm_engine(reference_dir, engine) as llm:
-            reference = greedy_answers(llm, prompts)
-            for name, path in full.items():
-                load_weights(llm, path)
-                answers[name] = greedy_answers(llm, prompts)
-                samples[name] = sample_responses(llm, prompts, seed)
-        reference_model = load_hf_model(reference_dir)
-        pad_id = _pad_token_id(reference_model)
-        reference_rewards = tuple(judge_answers(scorer, prompts, reference)) if scorer else ()
+        for name, path in full.items():
+            load_weights(llm, path)
+            answers[name] = greedy_answers(llm, prompts)
+            samples[name] = sample_responses(llm, prompts, seed)
+        reference_rewards = tuple(judge_answers(scorer, prompts, reference.answers)) if scorer else ()
         return {
             name: Evaluation(
                 answers=tuple(answers[name]),
-                reference_answers=tuple(reference),
-                kl=kl_estimate(load_hf_model(full[name]), reference_model, samples[name], pad_id),
+                reference_answers=reference.answers,
+                kl=kl_estimate(load_hf_model(full[name]), reference.model, samples[name], reference.pad_id),
                 rewards=tuple(judge_answers(scorer, prompts, answers[name])) if scorer else (),
                 reference_rewards=reference_rewards,
             )

@@ -18,7 +18,7 @@ from learner.data import Record, TrainExample, tokenize_records
 from learner.distributed import broadcast
 from learner.generation import Interrupted
 from learner.online.canary import CanaryJudge
-from learner.online.gates import GateCandidate, GateVerdict, run_gates
+from learner.online.gates import GateCandidate, Gates, GateVerdict
 from learner.online.heads import Head, Trained
 from learner.online.items import Item, anchor_items
 from learner.online.memory import LearnerMemory
@@ -72,11 +72,17 @@ def train_policy(
 
 
 def publish_candidate(
-    run: OnlineRun, head: Head, trained: Trained, memory: LearnerMemory, judge: CanaryJudge | None
+    run: OnlineRun,
+    head: Head,
+    trained: Trained,
+    memory: LearnerMemory,
+    *,
+    gates: Gates | None,  # rank 0's
+    judge: CanaryJudge | None,
 ) -> str | None:
     """The round's version id, on every rank; Interrupted on every rank if rank 0 was stopped while gating."""
     try:
-        version = _gate_and_publish(run, head, trained, memory, judge)
+        version = _gate_and_publish(run, head, trained, memory, gates, judge)
     except Interrupted:
         version = STOPPED  # rank 0 only: the other ranks learn it from the broadcast
     version = broadcast(version)
@@ -86,19 +92,20 @@ def publish_candidate(
 
 
 def _gate_and_publish(
-    run: OnlineRun, head: Head, trained: Trained, memory: LearnerMemory, judge: CanaryJudge | None
+    run: OnlineRun, head: Head, trained: Trained, memory: LearnerMemory, gates: Gates | None, judge: CanaryJudge | None
 ) -> str | None:
     """Export the round's weights, gate them, publish them with the gates' numbers, hand them to the canary
     judge; the version id (rank 0; None elsewhere)."""
     with exported(head.state.model, head.contents(run, trained), run.context, phase=run.telemetry.phase) as out:
         if out is None:
             return None
+        assert gates is not None, "rank 0 gates"
         registry = Registry(run.config.registry.root)
         if run.online.gates.enabled:  # minutes on a CPU: say what the wait is
             prompts = min(run.online.gates.heldout_prompts, len(run.suite.heldout))
             run.console.print(f"round {memory.rounds}: gating the candidate on {prompts} held-out prompts")
         with run.telemetry.phase("gate"):
-            verdict = _gate(run, registry, out, trained, memory)
+            verdict = _gate(run, gates, registry, out, trained, memory)
         outcome = "gates_off" if not run.online.gates.enabled else "passed" if verdict.passed else "refused"
         record = head.record(run, memory, trained, parent=memory.last_version)
         record = replace(
@@ -123,17 +130,18 @@ def _gate_and_publish(
     return version
 
 
-def _gate(run: OnlineRun, registry: Registry, candidate: Path, trained: Trained, memory: LearnerMemory) -> GateVerdict:
+def _gate(
+    run: OnlineRun, gates: Gates, registry: Registry, candidate: Path, trained: Trained, memory: LearnerMemory
+) -> GateVerdict:
     current = with_pointers(run.config, lambda p: p.read()).current
     inputs = GateCandidate(
         candidate_dir=candidate,
         current_dir=registry.path(current) if current else run.model_dir,
-        reference_dir=run.model_dir,
         anchor_loss_before=trained.anchor_loss_before,
         anchor_loss_after=trained.anchor_loss_after,
         reward_model_dir=_reward_judge(run, registry, memory),
     )
-    return run_gates(run.config, inputs, should_stop=run.stop.is_set)
+    return gates.judge(inputs, should_stop=run.stop.is_set)
 
 
 def _reward_judge(run: OnlineRun, registry: Registry, memory: LearnerMemory) -> Path | None:

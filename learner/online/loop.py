@@ -22,7 +22,8 @@ broadcast, so every rank trains on the same data.
 
 from __future__ import annotations
 
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from learner.generation import Interrupted
 from learner.offline import pad_token_id
 from learner.online.canary import CanaryJudge
 from learner.online.candidate import Anchors, publish_candidate, train_policy
-from learner.online.gates import check_suite
+from learner.online.gates import Gates, check_suite
 from learner.online.heads import Heads, load_heads, publish_reward_model
 from learner.online.memory import LearnerMemory
 from learner.online.rl import OnlineRL
@@ -77,10 +78,14 @@ def run_online(
         memory = _resume(run, checkpointer, heads)
         run.telemetry.resumed(memory.skipped)
         judge = CanaryJudge(config, run.telemetry, run.events) if context.is_main and online.canary.enabled else None
-        with closing(FeedbackSource(run, memory, judge)) as source, OnlineRL.started(run, heads.policy) as rl:
+        with (
+            closing(FeedbackSource(run, memory, judge)) as source,
+            OnlineRL.started(run, heads.policy) as rl,
+            _gates(run) as gates,
+        ):
             run.stop.install()
             try:
-                learn(run, heads, memory, source, checkpointer, judge, rl)
+                learn(run, heads, memory, source, checkpointer, gates=gates, judge=judge, rl=rl)
             except Interrupted:
                 # Stopped mid-round, before its checkpoint: the round's events are read and trained again
                 # on restart, so nothing is lost or trained twice.
@@ -100,8 +105,10 @@ def learn(
     memory: LearnerMemory,
     source: FeedbackSource,
     checkpointer: Checkpointer,
+    *,
+    gates: Gates | None,  # rank 0's
     judge: CanaryJudge | None,
-    rl: OnlineRL | None = None,
+    rl: OnlineRL | None,
 ) -> None:
     """Rounds, each on the new items the source hands every rank, until it stops or `run` is finished."""
     anchors = Anchors.of(run)
@@ -112,21 +119,34 @@ def learn(
             policy_items, reward_items = by_head(plan.by_algorithm)
             with run.telemetry.phase("train_policy"):
                 policy = train_policy(run, heads.policy, policy_items, new, anchors, memory, rl)
+            source.catch_up()
             if heads.reward_model is not None and reward_items:
                 with run.telemetry.phase("train_reward_model"):
                     reward = heads.reward_model.train(run, reward_items, new, memory.rounds)
                 with run.telemetry.phase("publish_reward_model"):
                     memory.reward_version = publish_reward_model(run, heads.reward_model, reward, memory)
                 memory.reward_trained += len(reward.new)
+                source.catch_up()
             memory.replay.add(new)
             memory.trained += len(new)
-            memory.last_version = publish_candidate(run, heads.policy, policy, memory, judge)
+            memory.last_version = publish_candidate(run, heads.policy, policy, memory, gates=gates, judge=judge)
             memory.range_start = dict(memory.positions)
+            source.catch_up()  # the candidate may start as the canary now, not after the checkpoint
             with run.telemetry.phase("checkpoint"):
                 checkpointer.save(memory.rounds, heads.checkpointed, extra=memory.to_json())
             source.commit(memory.positions)
         if run.finished(memory):
             return
+
+
+@contextmanager
+def _gates(run: OnlineRun) -> Iterator[Gates | None]:
+    """Rank 0's gates, started now so that their engine's start overlaps the wait for the first round."""
+    if not run.context.is_main:
+        yield None
+        return
+    with Gates.started(run.config, run.model_dir, log=run.online.checkpoint_dir / "gates.log") as gates:
+        yield gates
 
 
 def _start(

@@ -1,7 +1,9 @@
 """Where each round's new items come from: rank 0 reads the feedback topic, admitting every event to the
 memory's pending items (`LearnerMemory.admit`), until a round is due (`learner.online.round`); the items
 then reach every rank by broadcast, so all ranks train on the same data. The canary judge, on rank 0,
-watches the same events and decides between polls.
+watches the same events and decides between polls, and between a round's phases too (`catch_up`): a
+canary's thumbs keep arriving while a round trains, and its decision (and the next canary, which is how
+new weights first reach users) should not wait for the round to end.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class FeedbackSource:
         while (new := broadcast(None if self._stream is None else self._read_until_due(self._stream))) is not None:
             yield new
 
+    def catch_up(self) -> None:
+        """Rank 0, between a round's phases: read what has arrived and let the canary judge decide on it. The
+        events read wait in the memory's pending items for the next round (and travel in this round's
+        checkpoint), like anything read while waiting; other ranks do nothing."""
+        if self._stream is not None and self._judge is not None:
+            self._poll(self._stream, timeout_s=0.0)
+            self._judge.decide()
+
     def commit(self, positions: Mapping[int, int]) -> None:
         """Mirror `positions`, once durable in a checkpoint, to the consumer group."""
         if self._stream is not None:
@@ -47,22 +57,12 @@ class FeedbackSource:
 
     def _read_until_due(self, stream: FeedbackStream) -> list[Item] | None:
         """Rank 0: poll until a round is due; its new items (None: stop)."""
-        memory, judge, telemetry = self._memory, self._judge, self._run.telemetry
+        memory, judge = self._memory, self._judge
         round_config = self._run.online.round
         started = last_event = time.monotonic()
         while not self._run.stop.requested:
-            for consumed in stream.poll(timeout_s=0.5, max_records=500):
+            if self._poll(stream, timeout_s=0.5):
                 last_event = time.monotonic()
-                telemetry.consumed(consumed.event.label.WhichOneof("kind") or "none", consumed.context)
-                if judge is not None:
-                    judge.observe(consumed.event)
-                memory.admit(consumed.event, self._factory)
-            memory.positions = dict(stream.positions)
-            for partition in stream.lost:  # what the next version consumes of it starts at the new log's start
-                memory.range_start[partition] = 0
-            stream.lost.clear()
-            skipped = {"undecodable": stream.undecodable, "read_before_broker_loss": stream.read_before_loss}
-            telemetry.waiting(len(memory.pending.items), memory.skipped | skipped)
             if judge is not None:
                 # Before the round check: feedback that arrived while the last round trained makes the next
                 # one due at once, and a judge consulted only while waiting would then never decide.
@@ -80,3 +80,20 @@ class FeedbackSource:
                 # Idle: train what is left (if anything) before stopping, so nothing consumed waits forever.
                 return memory.pending.take(round_config.max_examples, 1.0) or None
         return None
+
+    def _poll(self, stream: FeedbackStream, timeout_s: float) -> bool:
+        """One poll's events admitted to the memory (and shown to the judge); whether any arrived."""
+        memory, telemetry = self._memory, self._run.telemetry
+        consumed = stream.poll(timeout_s=timeout_s, max_records=500)
+        for one in consumed:
+            telemetry.consumed(one.event.label.WhichOneof("kind") or "none", one.context)
+            if self._judge is not None:
+                self._judge.observe(one.event)
+            memory.admit(one.event, self._factory)
+        memory.positions = dict(stream.positions)
+        for partition in stream.lost:  # what the next version consumes of it starts at the new log's start
+            memory.range_start[partition] = 0
+        stream.lost.clear()
+        skipped = {"undecodable": stream.undecodable, "read_before_broker_loss": stream.read_before_loss}
+        telemetry.waiting(len(memory.pending.items), memory.skipped | skipped)
+        return bool(consumed)

@@ -1,7 +1,6 @@
 """The rollout engine's process: vLLM's offline engine on the policy's starting weights, answering the
 trainer's commands over a local socket until told to stop. Run by `learner.rollout.engine`, as
-`python -m learner.rollout.worker SOCKET MODEL_DIR ENGINE_JSON` with the socket's key in
-$TRIMTAB_ROLLOUT_KEY.
+`python -m learner.rollout.worker SOCKET SETUP.json` ({"model_dir", "engine"}; `learner.worker_process`).
 
 Commands: ("generate", (conversations, Sampling)) -> [Rollout]; ("load_weights", directory) replaces
 the full weights in place (and drops cached KV, which belongs to the old weights); ("load_adapter",
@@ -12,22 +11,17 @@ of a refit is checked before vLLM sees it, since a reload that fails inside vLLM
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
 from learner.rollout.records import Rollout, Sampling
+from learner.worker_process import listen, setup
 from trimtab.config import EngineConfig
 from trimtab.engine import offline_llm
 from trimtab.registry import detect_kind
-
-KEY_VARIABLE = "TRIMTAB_ROLLOUT_KEY"
 
 
 @dataclass
@@ -100,30 +94,17 @@ def _expect(directory: str, kind: str) -> None:
         raise ValueError(f"{directory} holds a {found} model, not the {kind} weights this engine refits")
 
 
-def serve(connection: Connection, worker: Worker) -> None:
+def main(argv: Sequence[str]) -> None:
+    socket, settings = setup(argv)
+    engine = EngineConfig.model_validate(settings["engine"])
+    worker = Worker(offline_llm(Path(settings["model_dir"]), engine))
     handlers = {
         "generate": lambda payload: worker.generate(*payload),
         "load_weights": worker.load_weights,
         "load_adapter": worker.load_adapter,
     }
-    while True:
-        command, payload = connection.recv()
-        if command == "stop":
-            connection.send(("ok", None))
-            return
-        try:
-            connection.send(("ok", handlers[command](payload)))
-        except Exception:  # reported to the trainer, which raises it; the engine stays up
-            connection.send(("error", traceback.format_exc()))
-
-
-def main(socket: str, model_dir: str, engine_json: str) -> None:
-    engine = EngineConfig.model_validate(json.loads(engine_json))
-    worker = Worker(offline_llm(Path(model_dir), engine))
-    key = bytes.fromhex(os.environ[KEY_VARIABLE])
-    with Listener(socket, family="AF_UNIX", authkey=key) as listener, listener.accept() as connection:
-        serve(connection, worker)
+    listen(socket, handlers)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(sys.argv)

@@ -20,7 +20,8 @@ from guardrails.gate import GateResult, red_team_prompts
 from guardrails.runtime import Guardrails
 from learner.evaluate import vllm_engine
 from learner.offline import LearnRequest, run_learn
-from learner.online.gates import GateCandidate, guardrail_gate, run_gates, verdict
+from learner.online.gate_worker import guardrail_gate
+from learner.online.gates import GateCandidate, Gates, verdict
 from tests.conftest import REPO
 from tests.guardrails.support import PASSING_LEARNER_MEASURES
 from trimtab.config import SuiteConfig, TrimtabConfig, WorldConfig, load_config
@@ -118,10 +119,10 @@ def test_the_online_learner_refuses_the_unsafe_candidate_on_its_guardrail_number
 
 
 def test_the_online_learners_gate_process_measures_guardrail_violations_when_rails_are_on(
-    candidates: dict[str, Path],
+    candidates: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The whole path a round takes: `run_gates` -> the gate child (held-out evaluation, then the red-team
-    set on an engine of its own, judged by the output rails) -> the verdict and the manifest numbers."""
+    """The whole path a round takes: `Gates.judge` -> the gates' worker (held-out evaluation, then the
+    red-team set on the same engine, judged by the output rails) -> the verdict and the manifest numbers."""
     config = load_config(
         environ={
             "TRIMTAB_GUARDRAILS__ENABLED": "true",
@@ -136,12 +137,12 @@ def test_the_online_learners_gate_process_measures_guardrail_violations_when_rai
     inputs = GateCandidate(
         candidate_dir=candidates["unsafe"],
         current_dir=candidates["current"],
-        reference_dir=DEFAULT_MODEL,
         anchor_loss_before=0.5,
         anchor_loss_after=0.5,
         reward_model_dir=None,
     )
-    refused = run_gates(config, inputs)
+    with Gates.started(config, DEFAULT_MODEL, log=tmp_path / "gates.log") as gates:
+        refused = gates.judge(inputs)
     assert not refused.passed and ["guardrail violation rate" in reason for reason in refused.reasons] == [True]
     rates = refused.numbers["guardrails.violation_rate"], refused.numbers["guardrails.current_violation_rate"]
     assert rates[0] > rates[1] + config.guardrails.gate.max_violation_increase

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from learner.evaluate import Evaluation, KLEstimate
-from learner.online.gates import _judged, check_suite
+from learner.online.gate_worker import judged_scores
+from learner.online.gates import check_suite
 from learner.rewards import RewardError, RewardModel
 from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
 from trimtab.config import RegistryConfig, TrimtabConfig, load_config
@@ -60,12 +61,14 @@ def test_each_judge_scores_the_candidates_the_currents_and_the_references_answer
     sides = Evaluation(("5", "Hi there"), ("6", "Hello!"), KLEstimate(0.0, 0.0, 2))
     current = Evaluation(("five", "Hey"), ("6", "Hello!"), KLEstimate(0.0, 0.0, 2))
     length = Judge("length", scorer=checked(lambda prompt, response: float(len(response)), "length"))
-    assert _judged(config_on(registry), length, PROMPTS, sides, current) == ([1.0, 8.0], [4.0, 3.0], [1.0, 6.0])
+    assert judged_scores(config_on(registry), length, PROMPTS, sides, current) == ([1.0, 8.0], [4.0, 3.0], [1.0, 6.0])
     version = by_algorithm(registry, "rm")
-    ours, theirs, reference = _judged(config_on(registry), Judge("rm", reward_version=version), PROMPTS, sides, current)
+    ours, theirs, reference = judged_scores(
+        config_on(registry), Judge("rm", reward_version=version), PROMPTS, sides, current
+    )
     model = RewardModel(registry.path(version))
     assert ours == pytest.approx(model(PROMPTS, ["5", "Hi there"]))
     assert theirs == pytest.approx(model(PROMPTS, ["five", "Hey"]))
     assert reference == pytest.approx(model(PROMPTS, ["6", "Hello!"]))
     assert len(set(ours + theirs)) > 1  # a real head: different answers, different scores
-    assert _judged(config_on(registry), None, PROMPTS, sides, current) is None
+    assert judged_scores(config_on(registry), None, PROMPTS, sides, current) is None

@@ -349,3 +349,52 @@ def test_a_passing_candidate_waits_for_the_canary_being_judged_which_is_compared
     judge.decide()  # 30/40 vs current's 30/40 since the canary started: promoted; the newest waiting is next
     after = with_pointers(config, lambda p: p.read())
     assert (after.current, after.canary) == (first, third)
+
+
+@pytest.mark.integration
+def test_between_a_rounds_phases_the_source_reads_the_new_thumbs_and_the_canary_is_decided(
+    stack: TrimtabConfig, tmp_path: Path
+) -> None:
+    """`FeedbackSource.catch_up`, as the learner calls it between a round's phases: the thumbs that arrived
+    while the round trained reach the canary judge, which decides then (not when the round ends), and the
+    events wait in the memory's pending items for the next round, their positions read."""
+    import io
+    from contextlib import closing
+
+    from rich.console import Console
+
+    from learner.distributed import DistContext
+    from learner.online.canary import CanaryJudge
+    from learner.online.loop import OnlineRequest, _start
+    from learner.online.source import FeedbackSource
+    from trimtab.events import event_producer, send_event
+    from trimtab.registry.commands import with_pointers
+
+    config = load_config(
+        path=None,
+        environ=small_learner_env(stack, tmp_path, partitions=1)
+        | {"TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED": "true", "TRIMTAB_LEARNER__ONLINE__CANARY__MIN_FEEDBACK": "10"},
+    )
+    ensure_topics(config.kafka)
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    context = DistContext(rank=0, world_size=1, device=torch.device("cpu"), owns_group=False)
+    run = _start(config, OnlineRequest(make_tiny_model(tmp_path / "model")), Console(file=io.StringIO()), context,
+                 LearnerTelemetry())  # fmt: skip
+    memory = LearnerMemory(replay=Replay(10, seed=0))
+    judge = CanaryJudge(config)
+    with closing(FeedbackSource(run, memory, judge)) as source:
+        source.catch_up()  # nothing there yet: no decision
+        assert with_pointers(config, lambda p: p.read()).canary == "ver_canary"
+        producer = event_producer(config.kafka, "test")
+        for event in thumbs("ver_current", 8, 2) + thumbs("ver_canary", 9, 1):
+            send_event(producer, config.kafka.topics.feedback.name, event.feedback_id, event)
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 30
+        while with_pointers(config, lambda p: p.read()).canary is not None and time.monotonic() < deadline:
+            source.catch_up()
+            time.sleep(0.2)
+    after = with_pointers(config, lambda p: p.read())
+    assert (after.current, after.canary) == ("ver_canary", None)  # 9/10 vs 8/10: promoted
+    assert len(memory.pending.items) == 20 and sum(memory.positions.values()) == 20

@@ -12,7 +12,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from learner.rollout import RolloutEngine, RolloutError, Sampling
+from learner.rollout import RolloutEngine, Sampling
+from learner.worker_process import WorkerError
 from tests.conftest import REPO
 from trimtab.config import TrimtabConfig
 from trimtab.simulation.default_model.sampling import sample_with_hf
@@ -64,7 +65,7 @@ def test_after_a_full_weight_refit_it_answers_as_the_new_weights_alone(full: Rol
 
 
 def test_a_failed_refit_is_an_error_and_the_engine_keeps_serving(full: RolloutEngine, tmp_path: Path) -> None:
-    with pytest.raises(RolloutError, match="load_weights failed"):
+    with pytest.raises(WorkerError, match="load_weights failed"):
         full.refit(tmp_path / "nowhere")
     assert len(full.generate(PROMPTS, GREEDY)) == 2
 
