@@ -2,14 +2,18 @@
 
 A candidate that passed the gates becomes the canary (a LoRA adapter serving `canary.share` of the
 users beside current; a full-weight candidate is promoted directly, since one engine holds one set of
-base weights). The judge then counts thumbs on responses served by each version and decides once both
-sides have `min_feedback` (current's counted since the canary started):
+base weights). The judge then counts verdicts on responses served by each version and decides once both
+sides have `min_feedback` verdicts (current's counted since the canary started). A verdict is a thumb, or
+with `canary.ratings` a 1-5 rating: 4-5 up, 1-2 down (a 3 says neither). Both are one user's judgement of
+one answer, and users are split between the sides at random, so each side gets the same mix of the two
+in expectation and the comparison stays fair; counting ratings brings each decision, and so each new
+version's first answers, sooner:
 
     d = up_rate(canary) - up_rate(current),  se = sqrt(p_c (1-p_c)/n_c + p_k (1-p_k)/n_k)
     roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
     promote    if  d >= -margin                  (not worse by more than the margin)
 
-and waits otherwise. Each thumb counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the
+and waits otherwise. Each verdict counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the
 feedback service flagged for disagreeing with everyone else, as in training), so a group voting against
 the population moves the decision by its weight, not its numbers: up_rate is the weighted share of ups
 and n Kish's effective count (sum w)^2 / sum w^2 (both the plain ones when every weight is 1).
@@ -20,7 +24,7 @@ so it does not enter the comparison.
 
 A candidate that passes while a canary is still being judged waits for that decision, and only the
 newest waiting one is kept: replacing the canary at every round would restart its count each time,
-and with rounds faster than `min_feedback` thumbs arrive nothing would ever be decided. Each
+and with rounds faster than `min_feedback` verdicts arrive nothing would ever be decided. Each
 candidate descends from the previous round's, so the one that waits carries the skipped ones' updates.
 """
 
@@ -44,10 +48,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tally:
-    """The thumbs on one version, each at its weight."""
+    """The verdicts on one version, each at its weight."""
 
     up: float = 0.0  # the weights of its ups
-    total: float = 0.0  # the weights of all its thumbs
+    total: float = 0.0  # the weights of all its verdicts
     squares: float = 0.0  # their squares
 
     def add(self, up: bool, weight: float) -> Tally:
@@ -62,8 +66,18 @@ class Tally:
 
     @property
     def count(self) -> float:
-        """Kish's effective number of thumbs: what a weighted share is as sure as."""
+        """Kish's effective number of verdicts: what a weighted share is as sure as."""
         return self.total**2 / self.squares if self.squares > 1e-12 else 0.0
+
+
+def verdict(label: feedback_pb2.FeedbackLabel, *, ratings: bool) -> bool | None:
+    """A feedback's verdict on its answer: up (True), down (False), or none (None)."""
+    kind = label.WhichOneof("kind")
+    if kind == "thumb":
+        return label.thumb == feedback_pb2.THUMB_UP
+    if kind == "rating" and ratings and label.rating != 3:
+        return label.rating > 3
+    return None
 
 
 class CanaryJudge:
@@ -74,7 +88,7 @@ class CanaryJudge:
         self.telemetry = telemetry or LearnerTelemetry()
         self.events = events or VersionEvents(config, self.telemetry)
         self.settings = config.learner.online.canary
-        self.thumbs: dict[str, Tally] = {}
+        self.verdicts: dict[str, Tally] = {}
         self.pointers = self._read()
         self.waiting: tuple[str, dict[str, float]] | None = None  # the newest passed candidate, not yet canary
         # Current's tally when each canary started: the comparison counts the same period on both sides, not
@@ -98,20 +112,21 @@ class CanaryJudge:
     def _start_canary(self, version_id: str, numbers: dict[str, float]) -> None:
         current = self._read().current
         if current is not None:
-            self.baseline[version_id] = self.thumbs.get(current, Tally())
+            self.baseline[version_id] = self.verdicts.get(current, Tally())
         share = self.settings.share
         self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
         self.events.send(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share=share)
 
     def observe(self, event: events_pb2.FeedbackEvent) -> None:
-        if event.label.WhichOneof("kind") != "thumb":
+        up = verdict(event.label, ratings=self.settings.ratings)
+        if up is None:
             return
         served = next((c for c in event.served.candidates if c.reply.response_id == event.response_id), None)
         if served is None:
             return
         version = served.reply.model_version
         weight = event.abuse.weight if event.abuse.HasField("weight") else 1.0
-        self.thumbs[version] = self.thumbs.get(version, Tally()).add(event.label.thumb == feedback_pb2.THUMB_UP, weight)
+        self.verdicts[version] = self.verdicts.get(version, Tally()).add(up, weight)
 
     def decide(self) -> None:
         """Promote or roll back the canary when the live evidence is in; then start the waiting one."""
@@ -124,8 +139,8 @@ class CanaryJudge:
             self._start_canary(version_id, numbers)
 
     def _judge(self, canary: str, current: str) -> None:
-        on_canary = self.thumbs.get(canary, Tally())
-        on_current = self.thumbs.get(current, Tally()).since(self.baseline.get(canary, Tally()))
+        on_canary = self.verdicts.get(canary, Tally())
+        on_current = self.verdicts.get(current, Tally()).since(self.baseline.get(canary, Tally()))
         n_canary, n_current = on_canary.count, on_current.count
         if min(n_canary, n_current) < self.settings.min_feedback - 1e-9:
             return
@@ -141,10 +156,10 @@ class CanaryJudge:
         z = NormalDist().inv_cdf(self.settings.confidence)
         if difference + z * se < 0:
             self.pointers = with_pointers(self.config, lambda p: p.rollback(canary)).after
-            reason = f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
+            reason = f"up-rate {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
             self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
         elif difference >= -self.settings.margin:
-            self._promote(canary, f"thumbs-up {p_canary:.2f} vs current {p_current:.2f}", numbers)
+            self._promote(canary, f"up-rate {p_canary:.2f} vs current {p_current:.2f}", numbers)
 
     def _promote(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
         async def promote(pointers: PointerStore) -> Pointers:

@@ -248,10 +248,11 @@ def thumbs(version: str, ups: int, downs: int) -> list[events_pb2.FeedbackEvent]
     return events
 
 
-def judge_config(stack: TrimtabConfig, tmp_path: Path) -> TrimtabConfig:
+def judge_config(stack: TrimtabConfig, tmp_path: Path, **extra: str) -> TrimtabConfig:
     return load_config(
         path=None,
-        environ={
+        environ=extra
+        | {
             "TRIMTAB_KAFKA__BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
             "TRIMTAB_REDIS__URL": stack.redis.url,
             "TRIMTAB_REDIS__KEY_PREFIX": f"{stack.redis.key_prefix}judge-{uuid.uuid4().hex[:6]}:",
@@ -312,6 +313,54 @@ def test_flagged_users_thumbs_count_at_their_abuse_weight(
     judge.decide()
     after = with_pointers(config, lambda p: p.read())
     expected = ("ver_current", None) if decision == "rolled back" else ("ver_canary", None)
+    assert (after.current, after.canary) == expected
+
+
+def test_a_verdict_is_a_thumb_or_a_decisive_rating_and_nothing_else() -> None:
+    from learner.online.canary import verdict
+
+    up, down = feedback_pb2.THUMB_UP, feedback_pb2.THUMB_DOWN
+    Label = feedback_pb2.FeedbackLabel
+    assert [verdict(Label(thumb=t), ratings=True) for t in (up, down)] == [True, False]
+    assert [verdict(Label(rating=r), ratings=True) for r in (1, 2, 3, 4, 5)] == [False, False, None, True, True]
+    assert [verdict(Label(rating=r), ratings=False) for r in (1, 5)] == [None, None]
+    assert verdict(Label(thumb=up), ratings=False) is True
+    pair = Label(pairwise=feedback_pb2.Pairwise(chosen_response_id="res_0", rejected_response_id="res_1"))
+    assert verdict(pair, ratings=True) is None  # two answers of one version: no verdict between versions
+    assert verdict(Label(correction="Better."), ratings=True) is None
+
+
+def ratings(version: str, values: list[int]) -> list[events_pb2.FeedbackEvent]:
+    events = []
+    for value in values:
+        event = feedback(feedback_pb2.FeedbackLabel(rating=value))
+        event.served.candidates[0].reply.model_version = version
+        events.append(event)
+    return events
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("counted", [True, False])
+def test_ratings_are_verdicts_too_four_and_five_up_one_and_two_down_three_neither(
+    stack: TrimtabConfig, tmp_path: Path, counted: bool
+) -> None:
+    """With `canary.ratings` (the default) 20 thumbs and 20 decisive ratings a side make the 40 verdicts a
+    decision needs (the 3s count for nothing): the canary's 29/40 up vs current's 30/40 is promoted.
+    With ratings off, the 20 thumbs a side are not yet enough."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path, TRIMTAB_LEARNER__ONLINE__CANARY__RATINGS=str(counted).lower())
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    judge = CanaryJudge(config)
+    current = thumbs("ver_current", 15, 5) + ratings("ver_current", [5] * 10 + [4] * 5 + [2] * 3 + [1] * 2 + [3] * 9)
+    canary = thumbs("ver_canary", 15, 5) + ratings("ver_canary", [4] * 14 + [1] * 6 + [3] * 9)
+    for event in current + canary:
+        judge.observe(event)
+    judge.decide()
+    after = with_pointers(config, lambda p: p.read())
+    expected = ("ver_canary", None) if counted else ("ver_current", "ver_canary")
     assert (after.current, after.canary) == expected
 
 

@@ -102,7 +102,14 @@ class CanaryConfig(Section):
 
     enabled: bool = Field(default=True, description="Set passing candidates as canary and decide on them.")
     share: float = Field(default=0.5, gt=0, le=1, description="Share of users (stable hash) the canary serves.")
-    min_feedback: int = Field(default=30, ge=1, description="Thumbs / pairs on each side before deciding.")
+    min_feedback: int = Field(
+        default=30, ge=1, description="Verdicts (thumbs, and ratings unless off) on each side before deciding."
+    )
+    ratings: bool = Field(
+        default=True,
+        description="Count 1-5 ratings as verdicts beside thumbs: 4-5 up, 1-2 down, 3 neither. More evidence per"
+        " minute, so each canary is decided sooner (a new version first reaches users as the canary).",
+    )
     confidence: float = Field(
         default=0.9, gt=0.5, lt=1, description="One-sided confidence that the canary is worse before rolling back."
     )
