@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -70,6 +71,7 @@ class Evaluator:
             numbers |= {
                 "gate/candidate_reward": _mean(ours),
                 "gate/current_reward": _mean(theirs),
+                "gate/reward_difference_stderr": paired_stderr(ours, theirs),
                 "gate/reference_reward": _mean(reference),
                 "gate/candidate_win_rate_vs_reference": win_rate(ours, reference),
             }
@@ -139,7 +141,11 @@ def reward_model_numbers(
 
     model = RewardModel(reward_model)
     ours, theirs = model(prompts, candidate.answers), model(prompts, current.answers)
-    numbers = {"gate/candidate_rm_reward": _mean(ours), "gate/current_rm_reward": _mean(theirs)}
+    numbers = {
+        "gate/candidate_rm_reward": _mean(ours),
+        "gate/current_rm_reward": _mean(theirs),
+        "gate/rm_reward_difference_stderr": paired_stderr(ours, theirs),
+    }
     if judged is not None:
         judge_ours, judge_theirs, _ = judged
         ordered = [
@@ -154,6 +160,12 @@ def reward_model_numbers(
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def paired_stderr(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """The standard error of the mean of the per-prompt differences (NaN for fewer than two prompts)."""
+    differences = [a - b for a, b in zip(ours, theirs, strict=True)]
+    return statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else math.nan
 
 
 def load_rails(config: TrimtabConfig, suite: EvaluationSuite) -> Guardrails:

@@ -2,7 +2,12 @@
 (`trimtab.suite`: the operator's held-out prompts, anchors, red team and judge).
 
 - held-out reward: the candidate's greedy answers to the suite's held-out prompts score a mean reward
-  not below current's by more than `reward_tolerance`. The judge (`gates.reward_judge`) is the
+  not below current's by more than `reward_tolerance`, at `reward_confidence`: with d_i the candidate's
+  reward minus current's on prompt i, refused only if mean(d) + z * stderr(d) < -reward_tolerance
+  (z the normal quantile of the confidence; a paired bound, as both answer the same prompts). Current
+  is the version that won its own gate, its held-out score the better draw of a noisy one; comparing
+  plain means refused its descendants for differences the prompts cannot resolve (11 of 24 rounds of
+  one demo in a row after a promotion). The judge (`gates.reward_judge`) is the
   learner's own reward model (the newest it published) or the suite's judge (a scorer function, a
   reward-model version; in the simulation, the world's gold reward). Every judge available is
   measured, and when both are, `gate/reward_model_agreement` says how often the reward model orders
@@ -29,9 +34,11 @@ Every number goes into the published version's manifest metrics.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 from learner.worker_process import WorkerProcess
 from trimtab.config import TrimtabConfig, handoff
@@ -59,10 +66,10 @@ class GateCandidate:
     reward_model_dir: Path | None  # the learner's reward model, once ready to judge
 
 
-# The held-out reward numbers of each judge: (candidate's, current's).
+# The held-out reward numbers of each judge: candidate's mean, current's, the paired difference's stderr.
 JUDGE_KEYS = {
-    "suite": ("gate/candidate_reward", "gate/current_reward"),
-    "reward_model": ("gate/candidate_rm_reward", "gate/current_rm_reward"),
+    "suite": ("gate/candidate_reward", "gate/current_reward", "gate/reward_difference_stderr"),
+    "reward_model": ("gate/candidate_rm_reward", "gate/current_rm_reward", "gate/rm_reward_difference_stderr"),
 }
 
 
@@ -127,12 +134,17 @@ def verdict(config: TrimtabConfig, numbers: dict[str, float]) -> GateVerdict:
     """The decision on the measured numbers (the anchor losses and the worker's measures)."""
     gates = config.learner.online.gates
     reasons, notes = [], []
-    candidate_key, current_key = JUDGE_KEYS[gates.reward_judge]
+    candidate_key, current_key, stderr_key = JUDGE_KEYS[gates.reward_judge]
     judge = "suite-judged reward" if gates.reward_judge == "suite" else "reward-model reward"
     if candidate_key in numbers:
         drop = numbers[current_key] - numbers[candidate_key]
-        if drop > gates.reward_tolerance:
-            reasons.append(f"held-out {judge} {drop:.3f} below current's (tolerance {gates.reward_tolerance})")
+        stderr = numbers.get(stderr_key, 0.0)
+        margin = NormalDist().inv_cdf(gates.reward_confidence) * (stderr if math.isfinite(stderr) else 0.0)
+        if drop - margin > gates.reward_tolerance:
+            reasons.append(
+                f"held-out {judge} {drop:.3f} below current's, more than the tolerance {gates.reward_tolerance}"
+                f" at {gates.reward_confidence:.0%} (stderr {stderr:.3f})"
+            )
     elif gates.reward_judge == "reward_model":
         notes.append(
             f"held-out reward not judged: the reward model has not yet trained on"

@@ -171,7 +171,7 @@ def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cann
     judged = load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "reward_model"})
     refused = verdict(judged, measured | by_model)
     assert not refused.passed and refused.reasons == [
-        "held-out reward-model reward 0.400 below current's (tolerance 0.0)"
+        "held-out reward-model reward 0.400 below current's, more than the tolerance 0.0 at 90% (stderr 0.000)"
     ]
     unjudged = verdict(judged, measured)  # no reward model ready yet: the other gates decide, and it says so
     assert unjudged.passed and unjudged.notes == [
@@ -181,6 +181,41 @@ def test_the_reward_gate_is_judged_by_the_configured_judge_and_says_when_it_cann
     assert verdict(by_suite, measured | by_model).passed
     no_judge = verdict(by_suite, {k: v for k, v in measured.items() if "reward" not in k})
     assert no_judge.passed and no_judge.notes == ["held-out reward not judged: the suite has no judge (suite.judge)"]
+
+
+def test_the_reward_gate_refuses_only_a_drop_the_held_out_prompts_resolve() -> None:
+    """Paired over the prompts: a drop of 0.2 with a standard error of 0.2 is noise at 90% (z 1.28) and
+    passes; with a standard error of 0.1 it is not, and is refused; at confidence 0.5 the means alone
+    decide, as before the bound."""
+    from learner.online.gates import verdict
+
+    measured = {
+        "gate/anchor_loss_before": 1.0,
+        "gate/anchor_loss_after": 1.0,
+        "gate/candidate_kl": 0.5,
+        "gate/candidate_reward": 0.6,
+        "gate/current_reward": 0.8,
+    }
+    config = load_config(environ={"TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "suite"})
+    assert verdict(config, measured | {"gate/reward_difference_stderr": 0.2}).passed
+    refused = verdict(config, measured | {"gate/reward_difference_stderr": 0.1})
+    assert not refused.passed and "(stderr 0.100)" in refused.reasons[0]
+    means_only = load_config(
+        environ={
+            "TRIMTAB_LEARNER__ONLINE__GATES__REWARD_JUDGE": "suite",
+            "TRIMTAB_LEARNER__ONLINE__GATES__REWARD_CONFIDENCE": "0.5",
+        }
+    )
+    assert not verdict(means_only, measured | {"gate/reward_difference_stderr": 0.2}).passed
+
+
+def test_the_paired_standard_error_is_that_of_the_per_prompt_differences() -> None:
+    from learner.online.gate_worker import paired_stderr
+
+    # differences 1, 2, 3: sample std 1, over sqrt(3) prompts
+    assert paired_stderr([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(1 / math.sqrt(3))
+    assert paired_stderr([5.0, 5.0], [1.0, 1.0]) == 0.0  # a constant gain is certain, however large
+    assert math.isnan(paired_stderr([1.0], [0.0]))
 
 
 # Exactly once across SIGKILLs: the real thing.

@@ -142,7 +142,8 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     assert published, log[-3000:]
     accepted = {row.feedback_id for row in rows if row.accepted}
     for manifest in published:
-        assert {"gate/candidate_reward", "gate/current_reward", "gate/candidate_kl"} <= set(manifest.metrics)
+        gate_numbers = {"gate/candidate_reward", "gate/current_reward", "gate/reward_difference_stderr"}
+        assert gate_numbers | {"gate/candidate_kl"} <= set(manifest.metrics)
         trained = set(json.loads((registry.path(manifest.id) / FEEDBACK_IDS).read_text()))
         assert trained and trained <= accepted  # the users' own feedback, nothing else
 
@@ -153,7 +154,8 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     assert {"rm/loss", "rm_rating/loss"} <= set(reward_models[-1].metrics)
     assert set(json.loads((registry.path(reward_models[-1].id) / FEEDBACK_IDS).read_text())) <= accepted
     judged = [m for m in published if m.config["reward_model"] is not None]
-    rm_numbers = {"gate/candidate_rm_reward", "gate/current_rm_reward", "gate/reward_model_agreement_prompts"}
+    rm_numbers = {"gate/candidate_rm_reward", "gate/current_rm_reward", "gate/rm_reward_difference_stderr"}
+    rm_numbers |= {"gate/reward_model_agreement_prompts"}
     assert judged and all(rm_numbers <= set(m.metrics) for m in judged)
     scorer = AutoModelForSequenceClassification.from_pretrained(registry.path(reward_models[-1].id))
     assert scorer.config.num_labels == 1

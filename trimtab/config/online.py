@@ -91,6 +91,13 @@ class GateConfig(Section):
     reward_tolerance: float = Field(
         default=0.0, ge=0, description="Held-out mean reward may be at most this much below current's."
     )
+    reward_confidence: float = Field(
+        default=0.9,
+        ge=0.5,
+        lt=1,
+        description="One-sided confidence that the candidate's held-out mean reward is below current's by more"
+        " than the tolerance before refusing it (paired over the prompts); 0.5: the plain means decide.",
+    )
     max_kl: float = Field(default=8.0, gt=0, description="Bound on KL(candidate || reference model), nats/response.")
     max_anchor_regression: float = Field(
         default=0.25, ge=0, description="Bound on the rise of the anchor set's SFT loss vs current's (nats/token)."
