@@ -26,6 +26,7 @@ def engine_kwargs(model_path: Path, config: EngineConfig) -> dict[str, Any]:
         "enable_chunked_prefill": config.chunked_prefill,
         "logprobs_mode": config.logprobs_mode,
         "enable_lora": config.lora,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
         **({"max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras} if config.lora else {}),
     }
 

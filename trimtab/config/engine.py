@@ -50,3 +50,13 @@ class EngineConfig(Section):
     )
     max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank an adapter version may have.")
     max_loras: int = Field(default=4, ge=1, description="Adapters active in one batch (current, canary, base).")
+    # On a GPU the learner's rank 0 holds its share of the training state beside two engines of its own (the
+    # rollout engine with learner.online.rl, the gates' worker for the whole run), each of which would
+    # otherwise reserve vLLM's default 90% of the device: give the learner's processes a smaller share.
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of a GPU's memory one engine may take (weights and KV cache). Not used on CPU, where"
+        " the KV cache is VLLM_CPU_KVCACHE_SPACE GiB.",
+    )
