@@ -229,7 +229,6 @@ class Reference:
     """The reference side of evaluations, computed once: its greedy answers to the prompts and its
     transformers model (the KL pass's denominator)."""
 
-    directory: Path
     answers: tuple[str, ...]
     model: PreTrainedModel
     pad_id: int
@@ -238,7 +237,7 @@ class Reference:
     def measured(cls, llm: LLM, directory: Path, prompts: Sequence[Messages]) -> Reference:
         """`directory`'s answers from `llm`, which must hold `directory`'s weights (an engine started on it)."""
         model = load_hf_model(directory)
-        return cls(directory, tuple(greedy_answers(llm, prompts)), model, _pad_token_id(model))
+        return cls(tuple(greedy_answers(llm, prompts)), model, _pad_token_id(model))
 
 
 def evaluate_versions(
