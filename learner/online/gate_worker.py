@@ -1,5 +1,6 @@
-"""The gates' evaluator: a worker process of rank 0 (`learner.worker_process`) that lives as long as the
-online learner and holds what every round's gates need, so that a round pays only for its own measures:
+"""The gates' evaluator: a worker process of rank 0 (`learner.worker_process`) that lives from the first
+gated round to the online learner's end and holds what every round's gates need, so that a round pays
+only for its own measures:
 
 - one vLLM engine, started on the reference model with LoRA off; each side's full weights are loaded
   into it in place (an adapter is merged first), for the held-out answers and the red-team answers;

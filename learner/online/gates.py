@@ -23,8 +23,9 @@
   break the output rails at most `guardrails.gate.max_violation_increase` more often than current's
   (`guardrails.gate`; its numbers are the `guardrails.*` metrics).
 
-The evaluation runs in a worker process that lives as long as the learner (`Gates`, on rank 0;
-`learner.online.gate_worker`), which keeps one vLLM engine and the reference side for every round.
+The evaluation runs in a worker process that lives from the first gated round to the learner's end
+(`Gates`, on rank 0; `learner.online.gate_worker`), which keeps one vLLM engine and the reference side
+for every round.
 Every number goes into the published version's manifest metrics.
 
     with Gates.started(config, reference_dir, log=checkpoint_dir / "gates.log") as gates:
@@ -94,23 +95,22 @@ def judge_dir(config: TrimtabConfig, judge: Judge) -> Path:
 
 @dataclass
 class Gates:
-    """The gates of one learner run: their worker (started with the run, so that vLLM's start overlaps the
-    wait for the first round's feedback) judges every round's candidate."""
+    """The gates of one learner run: their worker, started by the first round that gates (a start beside
+    training would slow both: on a CPU each process's threads then fight for the cores), judges every
+    round's candidate and is stopped when the run ends."""
 
     config: TrimtabConfig
-    worker: WorkerProcess | None  # None with the gates off
+    reference_dir: Path
+    log: Path
+    resources: contextlib.ExitStack
+    worker: WorkerProcess | None = None
 
     @classmethod
     @contextlib.contextmanager
     def started(cls, config: TrimtabConfig, reference_dir: Path, *, log: Path) -> Iterator[Gates]:
-        """The gates against `reference_dir`; the worker (with the gates on) is stopped on exit."""
-        if not config.learner.online.gates.enabled:
-            yield cls(config, None)
-            return
-        setup = {"config": handoff(config), "reference": str(reference_dir)}
-        name = "the gates' evaluator"
-        with WorkerProcess.started("learner.online.gate_worker", setup, name=name, log=log) as worker:
-            yield cls(config, worker)
+        """The gates against `reference_dir`; their worker, once started, is stopped on exit."""
+        with contextlib.ExitStack() as resources:
+            yield cls(config, reference_dir, log, resources)
 
     def judge(self, candidate: GateCandidate, should_stop: Callable[[], bool] = lambda: False) -> GateVerdict:
         """The verdict on `candidate.candidate_dir`; `should_stop` is polled meanwhile (a stop raises
@@ -119,15 +119,24 @@ class Gates:
             "gate/anchor_loss_before": candidate.anchor_loss_before,
             "gate/anchor_loss_after": candidate.anchor_loss_after,
         }
-        if self.worker is None:
+        if not self.config.learner.online.gates.enabled:
             return GateVerdict(True, [], numbers)
         request = {
             "candidate": str(candidate.candidate_dir),
             "current": str(candidate.current_dir),
             "reward_model": None if candidate.reward_model_dir is None else str(candidate.reward_model_dir),
         }
-        measured: dict[str, float] = self.worker.call("evaluate", request, should_stop)
+        measured: dict[str, float] = self._worker().call("evaluate", request, should_stop)
         return verdict(self.config, numbers | measured)
+
+    def _worker(self) -> WorkerProcess:
+        if self.worker is None:
+            setup = {"config": handoff(self.config), "reference": str(self.reference_dir)}
+            started = WorkerProcess.started(
+                "learner.online.gate_worker", setup, name="the gates' evaluator", log=self.log
+            )
+            self.worker = self.resources.enter_context(started)
+        return self.worker
 
 
 def verdict(config: TrimtabConfig, numbers: dict[str, float]) -> GateVerdict:

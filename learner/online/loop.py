@@ -141,7 +141,7 @@ def learn(
 
 @contextmanager
 def _gates(run: OnlineRun) -> Iterator[Gates | None]:
-    """Rank 0's gates, started now so that their engine's start overlaps the wait for the first round."""
+    """Rank 0's gates (None on the other ranks)."""
     if not run.context.is_main:
         yield None
         return
