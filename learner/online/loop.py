@@ -23,7 +23,7 @@ broadcast, so every rank trains on the same data.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from learner.generation import Interrupted
 from learner.offline import pad_token_id
 from learner.online.canary import CanaryJudge
 from learner.online.candidate import Anchors, publish_candidate, train_policy
+from learner.online.exclusive import exclusive
 from learner.online.gates import Gates, check_suite
 from learner.online.heads import Heads, load_heads, publish_reward_model
 from learner.online.memory import LearnerMemory
@@ -68,7 +69,10 @@ def run_online(
     context = init_distributed(config.learner)
     providers = None
     run: OnlineRun | None = None
+    held = ExitStack()
     try:
+        if context.is_main:  # one learner per checkpoint directory (learner.online.exclusive)
+            held.enter_context(exclusive(config.learner.online.checkpoint_dir))
         if context.is_main and telemetry is None:
             providers = setup_telemetry(config.telemetry, "learner", config.tls)
         run = _start(config, request, console, context, telemetry or LearnerTelemetry())
@@ -97,6 +101,7 @@ def run_online(
         shutdown(context)
         if providers is not None:
             providers.shutdown()
+        held.close()
 
 
 def learn(
