@@ -193,6 +193,7 @@ def _env(config: TrimtabConfig) -> dict[str, str]:
         "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
         "TRIMTAB_FEEDBACK__GRPC_PORT": str(config.feedback.grpc_port),
         "TRIMTAB_FEEDBACK__HTTP_PORT": str(config.feedback.http_port),
+        "TRIMTAB_FEEDBACK__EVENT_LOOP": config.feedback.event_loop,
         "TRIMTAB_FEEDBACK__USER_RATE": "{max_requests: 1000000, window_s: 60}",
         "TRIMTAB_FEEDBACK__KEY_RATE": "{max_requests: 1000000, window_s: 60}",
     }

@@ -14,6 +14,7 @@ import sys
 
 import grpc
 import redis.asyncio as aioredis
+import uvloop
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -138,8 +139,10 @@ def run(config: TrimtabConfig) -> int:
     """The `trimtab feedback` entry point: serve until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot bind."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     telemetry = setup_telemetry(config.telemetry, "feedback", config.tls)
+    loop_factory = uvloop.new_event_loop if config.feedback.event_loop == "uvloop" else None
     try:
-        asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config))
     except BindError as exc:
         print(f"feedback: {exc}", file=sys.stderr)
         return 1

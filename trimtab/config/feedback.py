@@ -6,6 +6,8 @@ The defaults and the reasoning behind them are documented in README.md ("Feedbac
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from trimtab.config.base import Section
@@ -87,6 +89,10 @@ class FeedbackConfig(Section):
     grpc_port: int = Field(default=50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP/JSON API.")
     http_port: int = Field(default=8052, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The process's event loop: uvloop (libuv, less CPU per call) or the standard library's.",
+    )
     max_request_bytes: int = Field(
         default=1 << 20,
         ge=1024,
