@@ -243,6 +243,8 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
         "TRIMTAB_LEARNER__ONLINE__ROUND__MAX_EXAMPLES": "6",  # several rounds, so several places to be killed
         "TRIMTAB_LEARNER__ONLINE__STOP_WHEN_IDLE_S": "4",
         "OMP_NUM_THREADS": "1",
+        # The one secret a learner holds: it must reach no log (what a crash prints included).
+        "TRIMTAB_REWARD_SERVICE__CLIENT_KEY": f"learner-secret-{uuid.uuid4().hex}",
     }
     config = load_config(path=None, environ=env)
     ensure_topics(config.kafka)
@@ -267,6 +269,8 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
     assert sorted(lineage_ids(registry, policy[-1].id)) == sorted(ids["thumb"] + ids["pairwise"])
     assert sorted(lineage_ids(registry, reward[-1].id)) == sorted(ids["rating"] + ids["pairwise"])
     assert {v.kind for v in reward} == {"reward"}
+    logs = [log.read_text(errors="replace") for log in tmp_path.glob("learner-*.log")]
+    assert len(logs) >= 2 and all(env["TRIMTAB_REWARD_SERVICE__CLIENT_KEY"] not in text for text in logs)
 
 
 # The canary judge on the real Redis pointers and the real versions topic.
