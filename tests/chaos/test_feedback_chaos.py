@@ -28,17 +28,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO, free_port, kill_local, stack_of_its_own
+from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exactly_once, crash, slope
+from tests.conftest import free_port, stack_of_its_own
 from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
-from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
+from tests.feedback.support import fresh_topic, response_ids, service_config, thumb
 from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
-from trimtab.v1 import events_pb2, feedback_pb2
+from trimtab.v1 import feedback_pb2
 
 pytestmark = pytest.mark.integration
-
-ARTIFACTS = REPO / ".trimtab/test-artifacts"
-MAX_RSS_SLOPE_MIB_PER_MIN = 2.0
 
 
 @pytest.fixture
@@ -97,27 +95,6 @@ def load(
     for thread in threads:
         thread.start()
     return threads
-
-
-def crash(config: TrimtabConfig, service: str) -> None:
-    """The broker or Redis killed and started again: the broker empty (its log was in memory, `up`
-    creates the topic again), Redis with every write it acknowledged (its append-only file)."""
-    kill_local(config, service)
-    up(config)
-
-
-def assert_exactly_once(config: TrimtabConfig, seen: Ledger, expected: int) -> None:
-    assert len(seen.accepted) == expected, f"{expected - len(seen.accepted)} submissions never accepted"
-    events = [
-        events_pb2.FeedbackEvent.FromString(r.value)
-        for r in topic_records(config, config.kafka.topics.feedback.name, timeout_s=60)
-    ]
-    per_id = Counter(event.feedback_id for event in events)
-    assert {fid: n for fid, n in per_id.items() if n > 1} == {}, "duplicated on the topic"
-    assert set(per_id) == set(seen.accepted)  # events == acceptances: none lost, none unasked for
-    event_ids = {event.feedback_id: event.event_id for event in events}
-    for feedback_id, responses in seen.accepted.items():
-        assert {r.event_id for r in responses} == {event_ids[feedback_id]}, feedback_id
 
 
 def test_kills_of_the_service_its_broker_and_its_redis_under_load_leave_each_acceptance_on_the_topic_once(
@@ -181,21 +158,10 @@ def test_the_feedback_path_soaks_under_chaos_with_flat_memory(
         thread.join(timeout=120)
     assert process.terminate() == 0
     assert_exactly_once(config, seen, len(requests))
-    slope = _slope(samples)
+    rss_slope = slope(samples)
     report = {"seconds": duration_s, "submissions": len(requests), "chaos": dict(events),
-              "failed_calls": dict(seen.failures), "rss_mib": samples, "rss_slope_mib_per_min": slope}  # fmt: skip
+              "failed_calls": dict(seen.failures), "rss_mib": samples, "rss_slope_mib_per_min": rss_slope}  # fmt: skip
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "chaos-feedback.json").write_text(json.dumps(report, indent=2))
     print(f"feedback chaos soak: {json.dumps({k: v for k, v in report.items() if k != 'rss_mib'})}")
-    assert len(samples) >= 5 and slope < MAX_RSS_SLOPE_MIB_PER_MIN, report
-
-
-def _slope(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of y over x."""
-    n = len(points)
-    if n < 2:
-        return 0.0
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    assert len(samples) >= 5 and rss_slope < MAX_RSS_SLOPE_MIB_PER_MIN, report
