@@ -89,7 +89,7 @@ class Loop:
         assert process.pid is not None
         # By tree, not only by process group: torchrun starts each rank in a session of its own, and a rank
         # left running would go on learning beside the restarted learner.
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        tree = _tree(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         for member in tree:
@@ -103,9 +103,13 @@ class Loop:
         for name, process in self.processes.items():
             process.check()  # one that died on its own fails the test, naming its log
             assert process.pid is not None
-            root = psutil.Process(process.pid)
-            found[name] = [root.pid, *(child.pid for child in root.children(recursive=True))]
+            found[name] = [member.pid for member in _tree(process.pid)]
         return found
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
 
 
 @pytest.fixture
@@ -152,10 +156,7 @@ def loop(stack: TrimtabConfig, default_model_config: TrimtabConfig, tmp_path: Pa
             running.start(name)
         yield running
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(60)
+        stop_all(list(processes.values()), timeout_s=60)  # what the test did not stop already
         down(config)
 
 
@@ -165,7 +166,6 @@ class Seen(Ledger):
 
     versions: Counter[str] = field(default_factory=Counter)
     lost_records: int = 0  # answered, but serving died before its record was written: NOT_FOUND
-    interactions: int = 0
 
 
 def user(loop: Loop, seen: Seen, seed: int, stop_asking: threading.Event, give_up: float) -> None:
@@ -201,7 +201,6 @@ def user(loop: Loop, seen: Seen, seed: int, stop_asking: threading.Event, give_u
             with seen.lock:
                 seen.accepted.setdefault(judged.feedback_id, []).append(accepted)
                 seen.versions[reply.model_version] += 1
-                seen.interactions += 1
             time.sleep(rng.uniform(0.5, 1.5))
 
 
@@ -276,7 +275,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
     slopes = {name: slope(points) for name, points in samples.items()}
     report = {
         "seconds": duration_s,
-        "interactions": seen.interactions,
+        "interactions": len(seen.accepted) + seen.lost_records,
         "accepted": len(seen.accepted),
         "trained_along_lineage": len(trained),
         "published": len(online),
