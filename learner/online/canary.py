@@ -16,7 +16,9 @@ version's first answers, sooner:
 and waits otherwise. Each verdict counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the
 feedback service flagged for disagreeing with everyone else, as in training), so a group voting against
 the population moves the decision by its weight, not its numbers: up_rate is the weighted share of ups
-and n Kish's effective count (sum w)^2 / sum w^2 (both the plain ones when every weight is 1).
+and n Kish's effective count (sum w)^2 / sum w^2 (both the plain ones when every weight is 1). Where the
+suite has a judge, the weight is also multiplied by the user's agreement with it (`learner.online.raters`),
+which no group of users can outvote.
 
 Serving splits users afresh for each canary (`serving.routing.user_bucket`). Pairwise feedback compares
 two answers of one version (both candidates of a request come from the version the user is routed to),
@@ -117,7 +119,8 @@ class CanaryJudge:
         self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
         self.events.send(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share=share)
 
-    def observe(self, event: events_pb2.FeedbackEvent) -> None:
+    def observe(self, event: events_pb2.FeedbackEvent, rater_weight: float = 1.0) -> None:
+        """Count the event's verdict, at its abuse weight times `rater_weight` (`learner.online.raters`)."""
         up = verdict(event.label, ratings=self.settings.ratings)
         if up is None:
             return
@@ -125,7 +128,7 @@ class CanaryJudge:
         if served is None:
             return
         version = served.reply.model_version
-        weight = event.abuse.weight if event.abuse.HasField("weight") else 1.0
+        weight = (event.abuse.weight if event.abuse.HasField("weight") else 1.0) * rater_weight
         self.verdicts[version] = self.verdicts.get(version, Tally()).add(up, weight)
 
     def decide(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from learner.online.items import Item, ItemFactory
+from learner.online.raters import RaterCounts
 from learner.online.rounds import Pending, Replay
 from learner.online.stream import Fence
 from trimtab.registry import OffsetRange
@@ -35,6 +36,7 @@ class LearnerMemory:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> events not trained
     superseded: set[str] = field(default_factory=set)  # feedback ids a later vote replaced
     fences: dict[int, Fence] = field(default_factory=dict)  # partitions whose log the broker lost (stream.py)
+    raters: dict[str, RaterCounts] = field(default_factory=dict)  # user id -> agreement with the judge (raters.py)
 
     def admit(self, event: events_pb2.FeedbackEvent, factory: ItemFactory) -> None:
         """Queue the event's item, honouring vote chains: the latest vote wins. A vote whose successor
@@ -84,6 +86,7 @@ class LearnerMemory:
             "skipped": self.skipped,
             "superseded": sorted(self.superseded),
             "fences": {str(p): asdict(fence) for p, fence in self.fences.items()},
+            "raters": {user: asdict(counts) for user, counts in self.raters.items()},
         }
 
     @classmethod
@@ -103,6 +106,7 @@ class LearnerMemory:
             skipped=dict(data["skipped"]),
             superseded=set(data["superseded"]),
             fences={int(p): Fence(**fence) for p, fence in data.get("fences", {}).items()},  # absent before 12-05
+            raters={user: RaterCounts(**counts) for user, counts in data.get("raters", {}).items()},  # before 12-05
         )
 
 

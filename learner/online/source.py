@@ -15,6 +15,7 @@ from learner.distributed import broadcast
 from learner.online.canary import CanaryJudge
 from learner.online.items import Item, ItemFactory
 from learner.online.memory import LearnerMemory
+from learner.online.raters import Raters
 from learner.online.run import OnlineRun
 from learner.online.stream import FeedbackStream
 
@@ -29,6 +30,11 @@ class FeedbackSource:
         self._factory = ItemFactory(run.online.mix, run.config.guardrails.feedback_filter, memory.skipped)
         self._stream = (
             FeedbackStream(run.config.kafka, run.online.group_id, memory.positions, memory.fences)
+            if run.context.is_main
+            else None
+        )
+        self._raters = (
+            Raters.for_suite(run.suite, run.online.raters, memory.raters, say=self._say)
             if run.context.is_main
             else None
         )
@@ -74,12 +80,24 @@ class FeedbackSource:
             ):
                 # Everything that waits (up to max_examples): feedback arrives while a round trains and
                 # gates, and taking only `examples` would let the backlog, and so the staleness, grow.
-                return memory.pending.take(round_config.max_examples, round_config.max_user_share)
+                return self._weighted(memory.pending.take(round_config.max_examples, round_config.max_user_share))
             idle = self._run.online.stop_when_idle_s
             if idle and time.monotonic() - last_event >= idle:
                 # Idle: train what is left (if anything) before stopping, so nothing consumed waits forever.
-                return memory.pending.take(round_config.max_examples, 1.0) or None
+                return self._weighted(memory.pending.take(round_config.max_examples, 1.0)) or None
         return None
+
+    def _weighted(self, items: list[Item]) -> list[Item]:
+        """A round's items at their users' rater weights now (unchanged without a judge)."""
+        if self._raters is None or not items:
+            return items
+        down = self._raters.down_weighted()
+        if down:
+            self._say(f"rater agreement: {down} of {len(self._raters.counts)} users weigh under 0.5")
+        return self._raters.weighted(items)
+
+    def _say(self, line: str) -> None:
+        self._run.console.print(f"online learner: {line}")
 
     def _poll(self, stream: FeedbackStream, timeout_s: float) -> bool:
         """One poll's events admitted to the memory (and shown to the judge); whether any arrived."""
@@ -87,8 +105,12 @@ class FeedbackSource:
         consumed = stream.poll(timeout_s=timeout_s, max_records=500)
         for one in consumed:
             telemetry.consumed(one.event.label.WhichOneof("kind") or "none", one.context)
+            rater_weight = 1.0
+            if self._raters is not None:
+                self._raters.observe(one.event)
+                rater_weight = self._raters.weight(one.event.user_id)
             if self._judge is not None:
-                self._judge.observe(one.event)
+                self._judge.observe(one.event, rater_weight)
             memory.admit(one.event, self._factory)
         memory.positions = dict(stream.positions)
         for partition in stream.lost:  # what the next version consumes of it starts at the new log's start

@@ -125,6 +125,23 @@ class CanaryConfig(Section):
     )
 
 
+class RaterConfig(Section):
+    """Each user's feedback weighted by how often their own comparisons agree with an independent judge
+    (`learner.online.raters`): users who vote against it lose their weight in training and the canary."""
+
+    judge: Literal["suite", "off"] = Field(
+        default="suite",
+        description="'suite': the suite's judge (a scorer function; the world's gold reward in the demo) scores"
+        " the answers users vote on; 'off': every user weighs 1 (an operator without an independent judge).",
+    )
+    prior_votes: float = Field(
+        default=10.0,
+        gt=0,
+        description="Strength of the prior that a user agrees with the judge half the time, in comparisons:"
+        " how much evidence it takes before a user's weight falls.",
+    )
+
+
 class OnlineRLConfig(Section):
     """RL on live traffic in every round: after the round's feedback is trained, `steps` RL steps (learner.rl's
     rollouts, KL and algorithm settings) on the prompts of the round's new feedback, answered anew by the
@@ -173,4 +190,7 @@ class OnlineConfig(Section):
     round: RoundConfig = Field(default_factory=RoundConfig, description="Round size, mix and guards.")
     gates: GateConfig = Field(default_factory=GateConfig, description="Offline gates before serving.")
     canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary, promotion, roll-back.")
+    raters: RaterConfig = Field(
+        default_factory=RaterConfig, description="Users weighted by their agreement with the suite's judge."
+    )
     rl: OnlineRLConfig = Field(default_factory=OnlineRLConfig, description="RL on live traffic in each round.")

@@ -162,10 +162,12 @@ def isolated(config: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
 def in_the_world(config: TrimtabConfig, judge: Literal["gold", "reward_model"]) -> TrimtabConfig:
     """The config of a run in the simulation: the world's evaluation suite (`suite.kind: world`), and the
     learner's reward gate scored by `judge` (demo.reward_judge): the suite's judge, the world's gold
-    reward, or the learner's own reward model."""
+    reward, or the learner's own reward model. Judged by its reward model, the run is an operator's without
+    an independent judge, so the users' agreement with one (learner.online.raters) is off too."""
     online = config.learner.online
     gates = online.gates.model_copy(update={"reward_judge": "suite" if judge == "gold" else judge})
-    learner = config.learner.model_copy(update={"online": online.model_copy(update={"gates": gates})})
+    raters = online.raters.model_copy(update={"judge": "suite" if judge == "gold" else "off"})
+    learner = config.learner.model_copy(update={"online": online.model_copy(update={"gates": gates, "raters": raters})})
     return config.model_copy(update={"learner": learner, "suite": SuiteConfig(kind="world")})
 
 
