@@ -2,7 +2,7 @@
 
 Each runs in its own session (the terminal's Ctrl-C reaches only the harness, which then stops them in
 order), writes stdout and stderr to one log file, and is told to exit by the kernel if the harness
-dies (PR_SET_PDEATHSIG). Stopping is SIGTERM, a grace period, then SIGKILL.
+dies (PR_SET_PDEATHSIG). Stopping is SIGTERM, a grace period, then SIGKILL of the whole process tree.
 
 CPU time of a process tree, from outside it. While a child runs, `TreeCpu` sums over it and every live
 descendant the CPU it used itself plus what its already-reaped children used (the kernel adds a child's
@@ -111,7 +111,7 @@ class DemoProcess:
         while (code := self._reap(block=False)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if code is None:
-            self._signal(signal.SIGKILL)
+            self._kill_tree()
             code = self._reap(block=True)
         return code
 
@@ -119,6 +119,18 @@ class DemoProcess:
     def cpu_s(self) -> float | None:
         """CPU seconds (user + system) of its whole process tree, once it has exited and been reaped."""
         return self._cpu_s
+
+    def _kill_tree(self) -> None:
+        """SIGKILL it and every descendant: a launcher's ranks run in sessions of their own (torchrun starts
+        them with start_new_session) and would go on training beside the next learner if only it died."""
+        assert self.process is not None
+        descendants: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        self._signal(signal.SIGKILL)
+        for descendant in descendants:
+            with contextlib.suppress(psutil.Error):
+                descendant.kill()
 
     def _signal(self, signum: signal.Signals) -> None:
         # os.kill, not Popen.send_signal: that polls, and a poll that reaps would lose the rusage.
