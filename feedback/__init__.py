@@ -34,9 +34,9 @@ the broker's ack and step 3 is exactly the case the scan resolves. The end of th
 Fetch high watermark, never ListOffsets/`end_offsets`/`seek_to_end`, which Tansu gets wrong.
 
 Assumptions, stated: the broker does not apply a produce request more than one lease after it was
-sent; the ledger's Redis is durable enough (a Redis that loses the ledger forgets which ids were
-accepted, and a retry after that writes again); the broker keeps its log (Tansu's memory storage
-loses it on restart: the scan then starts from offset 0 and finds nothing to dedupe against).
+sent. What happens when a store loses what it held is found and repaired where it can be: a broker
+that loses the log has the ledger's events written again (`feedback.broker_loss`); a Redis that comes
+back empty has the ledger rebuilt from the topic (`feedback.redis_loss`).
 
 Other rules: a second vote by the same user on the same target is a new event whose `supersedes`
 names the earlier one, latest wins (`feedback.votes`); feedback on a response served moments ago whose

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from feedback import event as events
 from feedback.keys import Keys, PartitionKeys
 from feedback.ledger import Entry, Ledger
+from feedback.locks import RELEASE, RENEW
 from feedback.metrics import FeedbackMetrics
 from feedback.producer import Writer
 from feedback.recovery import event_ids_on, partition_ends
@@ -50,14 +51,6 @@ log = logging.getLogger(__name__)
 
 _LOCK_MS = 30_000  # renewed after every wave; a dead owner's lock frees itself this long after its last wave
 _WAVE = 256  # events written again per wave of acks
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -81,8 +74,8 @@ class BrokerLossGuard:
         self._redis = redis
         self._ledger = ledger
         self._metrics = metrics
-        self._release = redis.client.register_script(_RELEASE)
-        self._renew = redis.client.register_script(_RENEW)
+        self._release = redis.client.register_script(RELEASE)
+        self._renew = redis.client.register_script(RENEW)
 
     async def __call__(self, writer: Writer) -> None:
         for partition, (end, floor) in sorted((await self._losses(writer, range(writer.partitions))).items()):

@@ -51,6 +51,14 @@ class Keys:
         """The recovery id of `partition`'s current loss, until it has all been written again."""
         return f"{self._base}loss:{topic}:{partition}"
 
+    def epoch(self) -> str:
+        """The ledger's epoch: set when it starts empty or is rebuilt; gone or replaced, Redis lost the ledger."""
+        return f"{self._base}epoch"
+
+    def rebuilding(self) -> str:
+        """Held by the one instance rebuilding the ledger from the feedback topic (`feedback.redis_loss`)."""
+        return f"{self._base}rebuilding"
+
     def user_rate(self, tenant: str, user_id: str) -> str:
         return f"{self._base}rate:user:{_digest(tenant, user_id)}"
 

@@ -33,23 +33,32 @@ from trimtab.ids import new_id
 PENDING = "pending"
 ACCEPTED = "accepted"
 
-# KEYS: key_rate, submission, the judged responses' record keys. ARGV: max_requests, window_ms, member.
+# Both scripts that decide a call first check the ledger's epoch (`feedback.redis_loss`): a call never reads or
+# admits into a ledger this instance has not checked since Redis lost it.
+_EPOCH_CHECK = """
+if redis.call('GET', KEYS[{key}]) ~= ARGV[{arg}] then return {{'lost'}} end
+"""
+
+# KEYS: key_rate, submission, epoch, the judged responses' record keys. ARGV: max_requests, window_ms, member,
+# epoch.
 _LOOK = (
     LUA_HELPERS
+    + _EPOCH_CHECK.format(key=3, arg=4)
     + """
 local now = now_ms()
 local wait = admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now)
 if wait >= 0 then return {'limited', wait} end
 local existing = redis.call('HGETALL', KEYS[2])
 if #existing > 0 then return {'exists', now, existing} end
-return {'new', redis.call('MGET', unpack(KEYS, 3))}
+return {'new', redis.call('MGET', unpack(KEYS, 4))}
 """
 )
 
-# KEYS: submission, user_rate, vote, training, population, agreement, floor
+# KEYS: submission, user_rate, vote, training, population, agreement, floor, epoch
 # ARGV: see Ledger.reserve.
 _RESERVE = (
     LUA_HELPERS
+    + _EPOCH_CHECK.format(key=8, arg=19)
     + """
 local now = now_ms()
 local existing = redis.call('HGETALL', KEYS[1])
@@ -143,6 +152,23 @@ return 1
 """
 
 
+# KEYS: submission, accepted index, floor. ARGV: the entry's fields (name, value, ...), TTL, offset, floor.
+# An entry rebuilt from the topic after Redis lost the ledger (`feedback.redis_loss`); one that exists stays.
+_RESTORE = """
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[#ARGV]) then redis.call('SET', KEYS[3], ARGV[#ARGV]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 1, #ARGV - 3))
+redis.call('EXPIRE', KEYS[1], ARGV[#ARGV - 2])
+redis.call('ZADD', KEYS[2], ARGV[#ARGV - 1], redis.call('HGET', KEYS[1], 'feedback_id'))
+redis.call('EXPIRE', KEYS[2], ARGV[#ARGV - 2])
+return 1
+"""
+
+# What a rebuilt entry holds instead of the request's fingerprint, which is not on the topic: any retry of its
+# feedback_id is answered as the original acceptance.
+REBUILT = "rebuilt"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One feedback_id's ledger entry as Redis held it at `now_ms` (Redis time)."""
@@ -205,6 +231,11 @@ class Limited:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """The ledger's epoch is not the one this instance knows: Redis lost the ledger (`feedback.redis_loss`)."""
+
+
+@dataclass(frozen=True)
 class New:
     """A feedback_id not seen before, and the stored record (bytes) of each judged response, None if absent."""
 
@@ -214,15 +245,18 @@ class New:
 class Ledger:
     """The scripts above, run through one service's shared round trips."""
 
-    def __init__(self, redis: RoundTrips, lease_s: float, ttl_s: int) -> None:
+    def __init__(self, redis: RoundTrips, lease_s: float, ttl_s: int, epoch_key: str) -> None:
         self._lease_ms = int(lease_s * 1000)
         self._ttl_s = ttl_s
         self._redis = redis
+        self.epoch_key = epoch_key
+        self.epoch = ""  # the epoch this instance knows (`feedback.redis_loss.RedisLossGuard` sets it)
         self._look = redis.client.register_script(_LOOK)
         self._reserve = redis.client.register_script(_RESERVE)
         self._take_over = redis.client.register_script(_TAKE_OVER)
         self._release = redis.client.register_script(_RELEASE)
         self._accept = redis.client.register_script(_ACCEPT)
+        self._restore = redis.client.register_script(_RESTORE)
 
     async def get(self, key: str) -> Entry | None:
         fields = await self._redis.execute("HGETALL", key)  # bytes: the client does not decode responses
@@ -234,13 +268,15 @@ class Ledger:
 
     async def look(
         self, key: str, key_rate_key: str, key_rate: RateLimit, record_keys: list[str]
-    ) -> Limited | Existing | New:
+    ) -> Limited | Existing | New | Lost:
         """Admit one call under the API key's limit, then: its entry if the feedback_id is known, else the
         judged records (`record_keys`, at least one)."""
-        keys = [key_rate_key, key, *record_keys]
-        args = [key_rate.max_requests, int(key_rate.window_s * 1000), new_id()]
+        keys = [key_rate_key, key, self.epoch_key, *record_keys]
+        args = [key_rate.max_requests, int(key_rate.window_s * 1000), new_id(), self.epoch]
         result = await self._redis.script(self._look, keys, args)
         outcome = result[0].decode()
+        if outcome == "lost":
+            return Lost()
         if outcome == "limited":
             return Limited(int(result[1]) / 1000)
         if outcome == "exists":
@@ -249,19 +285,21 @@ class Ledger:
             return Existing(entry)
         return New(list(result[1]))  # Lua turns a missing key's nil into false, redis-py into None
 
-    async def reserve(self, key: str, a: Admission) -> Reserved | Existing | Limited:
+    async def reserve(self, key: str, a: Admission) -> Reserved | Existing | Limited | Lost:
         placeholder = key  # unused key slots still need a name; the flags below keep them untouched
         keys = [key, a.user_rate_key, a.vote_key or placeholder, a.training_key or placeholder]
-        keys += [a.population_key or placeholder, a.agreement_key, a.floor_key]
+        keys += [a.population_key or placeholder, a.agreement_key, a.floor_key, self.epoch_key]
         args: list[str | bytes | int] = [a.feedback_id, a.fingerprint, a.event_id, a.template, a.partition]
         args += [self._ttl_s]
         args += [a.user_rate.max_requests, int(a.user_rate.window_s * 1000), new_id()]
         args += [int(a.vote_key is not None), int(a.training_key is not None), int(a.training_window_s * 1000)]
         args += [a.polarity if a.population_key else 0, a.user_field, a.min_population_votes, a.agreement_ttl_s]
         owner = new_id("own_")
-        args += [self._lease_ms, owner]
+        args += [self._lease_ms, owner, self.epoch]
         result = await self._redis.script(self._reserve, keys, args)
         outcome = result[0].decode()
+        if outcome == "lost":
+            return Lost()
         if outcome == "limited":
             return Limited(int(result[1]) / 1000)
         if outcome == "exists":
@@ -314,6 +352,18 @@ class Ledger:
         """Drop index members whose entries expired (nothing is left to write again)."""
         if feedback_ids:
             await self._redis.execute("ZREM", partition.accepted, *feedback_ids)
+
+    async def restore(self, key: str, partition: PartitionKeys, entry: Entry, ttl_s: int, floor: int) -> bool:
+        """Write `entry` (accepted at `entry.offset`) unless the feedback_id has one, index it, raise the floor
+        to `floor`: one event of the topic after Redis lost the ledger. Whether it was written."""
+        fields: list[str | bytes | int] = ["state", ACCEPTED, "feedback_id", entry.feedback_id]
+        fields += ["fingerprint", entry.fingerprint, "event_id", entry.event_id, "template", entry.template]
+        fields += ["partition", entry.partition, "floor", entry.floor, "lease_until", 0, "owner", ""]
+        fields += ["supersedes", entry.supersedes, "trainable", entry.counts.trainable_in_window]
+        fields += ["comparable", entry.counts.comparable, "agreements", entry.counts.agreements]
+        fields += ["offset", entry.offset or 0]
+        keys = [key, partition.accepted, partition.floor]
+        return bool(await self._redis.script(self._restore, keys, [*fields, ttl_s, entry.offset or 0, floor]))
 
     async def reset_floor(self, partition: PartitionKeys, offset: int) -> None:
         """Set the floor to the partition's end after a broker loss (it only rises otherwise)."""

@@ -51,6 +51,10 @@ class FeedbackMetrics:
             "trimtab.feedback.broker_loss_events",
             description="Accepted events the broker lost, by outcome: written_again, or expired (lost for good).",
         )
+        self._redis_loss = meter.create_counter(
+            "trimtab.feedback.redis_loss_entries",
+            description="Ledger entries Redis lost, by outcome: restored from the topic, or too_old to matter.",
+        )
         self._record_wait = meter.create_histogram(
             "trimtab.feedback.record_wait",
             unit="s",
@@ -80,6 +84,10 @@ class FeedbackMetrics:
         self._record_waits.add(1, {"outcome": outcome})
         if seconds is not None:
             self._record_wait.record(seconds)
+
+    def redis_loss(self, restored: int, too_old: int) -> None:
+        self._redis_loss.add(restored, {"outcome": "restored"})
+        self._redis_loss.add(too_old, {"outcome": "too_old"})
 
     def broker_loss(self, written_again: int, expired: int) -> None:
         self._broker_loss.add(written_again, {"outcome": "written_again"})

@@ -4,7 +4,8 @@ a partition hold.
 `find_event` serves a pending submission whose lease has expired: its owner died or gave up, and the
 event may or may not have been written. By then no write of it can still be in flight (the lease
 outlives the producer's delivery timeout), so the partition's end as the broker reports it now
-bounds where the event can be. `partition_ends` and `event_ids_on` serve `feedback.broker_loss`.
+bounds where the event can be. `partition_ends` and `event_ids_on` serve `feedback.broker_loss`;
+`events_on` and `partition_count` serve `feedback.redis_loss`.
 
 "The end" is the high watermark in Fetch responses (`KafkaConsumer.highwater`), never
 ListOffsets/`end_offsets` nor `seek_to_end`: Tansu answers ListOffsets wrongly when the last batch
@@ -83,6 +84,47 @@ def event_ids_on(kafka: KafkaConfig, topic: str, partition: int, timeout_s: floa
             if end is not None and consumer.position(tp) >= end:
                 return found
         raise ScanTimeout(f"could not read {topic}[{partition}] to its end in time")
+    finally:
+        consumer.close()
+
+
+def events_on(
+    kafka: KafkaConfig, topic: str, partition: int, timeout_s: float
+) -> list[tuple[int, events_pb2.FeedbackEvent]]:
+    """(offset, event) of every FeedbackEvent the partition holds now, from its start (the oldest its
+    retention kept) to its end. Blocking."""
+    consumer = _consumer(kafka, timeout_s, auto_offset_reset="earliest")
+    tp = TopicPartition(topic, partition)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        found: list[tuple[int, events_pb2.FeedbackEvent]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=_POLL_MS).get(tp, []):
+                event = events_pb2.FeedbackEvent()
+                try:
+                    event.ParseFromString(record.value or b"")
+                except Exception:  # not a FeedbackEvent: nothing the ledger accepted
+                    continue
+                if event.feedback_id:
+                    found.append((int(record.offset), event))
+            end = consumer.highwater(tp)
+            if end is not None and consumer.position(tp) >= end:
+                return found
+        raise ScanTimeout(f"could not read {topic}[{partition}] to its end in time")
+    finally:
+        consumer.close()
+
+
+def partition_count(kafka: KafkaConfig, topic: str, timeout_s: float) -> int:
+    """How many partitions `topic` has. Blocking."""
+    consumer = _consumer(kafka, timeout_s)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ScanTimeout(f"topic {topic} has no partitions the broker will name")
+        return len(partitions)
     finally:
         consumer.close()
 

@@ -42,11 +42,12 @@ from feedback.errors import (
 )
 from feedback.evaluation import EvaluationEvents
 from feedback.keys import Keys
-from feedback.ledger import ACCEPTED, Admission, Entry, Existing, Ledger, Limited, New
+from feedback.ledger import ACCEPTED, REBUILT, Admission, Entry, Existing, Ledger, Limited, Lost, New
 from feedback.metrics import FeedbackMetrics
 from feedback.producer import BrokerUnavailable, FeedbackProducer
 from feedback.records import RecordReader
 from feedback.recovery import ScanTimeout, find_event
+from feedback.redis_loss import RedisLossGuard
 from feedback.roundtrips import RoundTrips
 from feedback.validation import check_against_records, check_shape, judged_responses, kind_of
 from feedback.votes import vote_target
@@ -86,9 +87,12 @@ class FeedbackService:
         self.metrics = metrics or FeedbackMetrics()
         store = ResponseStore(redis, config.redis.key_prefix)
         self._records = RecordReader(store, self._redis, config.feedback.fresh_records, self.metrics)
-        self._ledger = Ledger(self._redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s)
+        self._ledger = Ledger(
+            self._redis, config.feedback.lease_s, config.feedback.idempotency_ttl_s, self._keys.epoch()
+        )
         self._producer = producer
         producer.on_connect(BrokerLossGuard(config, self._redis, self._ledger, self.metrics))
+        self._redis_loss = RedisLossGuard(config, self._redis, self._ledger, self.metrics, producer.topic)
         self._tracer = tracer or trace.get_tracer("trimtab.feedback")
         self._evaluations = evaluations or EvaluationEvents()
         self._background: set[asyncio.Task[None]] = set()
@@ -180,9 +184,12 @@ class FeedbackService:
         judged = judged_responses(request)
         key = self._keys.submission(request.feedback_id)
         try:
+            await self._redis_loss.known()
             first = await self._ledger.look(
                 key, self._keys.key_rate(principal.key_name), self._config.key_rate, self._records.record_keys(judged)
             )
+            if isinstance(first, Lost):
+                raise self._redis_loss.lost()
             if isinstance(first, Limited):
                 raise rate_limited("API key", first.retry_after_s)
             if isinstance(first, Existing):
@@ -213,6 +220,8 @@ class FeedbackService:
             raise unavailable(f"feedback not accepted: {exc}", retry_after_s=1) from exc
         admission = self._admission(request, served, principal, digest, template, partition)
         outcome = await self._ledger.reserve(key, admission)
+        if isinstance(outcome, Lost):
+            raise self._redis_loss.lost()
         if isinstance(outcome, Limited):
             raise rate_limited("user", outcome.retry_after_s)
         if isinstance(outcome, Existing):  # a concurrent call with the same feedback_id won the race
@@ -260,7 +269,7 @@ class FeedbackService:
         """A feedback_id seen before: replay, conflict, wait for its owner, or recover it."""
         if entry is None:  # expired between two reads: the client may simply retry
             raise unavailable("the submission's state changed while it was read; retry", retry_after_s=1)
-        if entry.fingerprint != digest:
+        if entry.fingerprint not in (digest, REBUILT):
             raise already_exists(
                 f"feedback_id {entry.feedback_id!r} was already used for different feedback; use a new feedback_id"
             )

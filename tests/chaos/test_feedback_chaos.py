@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ import psutil
 import pytest
 
 from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exactly_once, crash, slope
-from tests.conftest import free_port, stack_of_its_own
+from tests.conftest import free_port, kill_local, stack_of_its_own
 from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
 from tests.feedback.support import fresh_topic, response_ids, service_config, thumb
 from trimtab.app.stack import down, up
@@ -120,6 +121,37 @@ def test_kills_of_the_service_its_broker_and_its_redis_under_load_leave_each_acc
     assert process.terminate() == 0
     assert seen.failures, "the chaos went unnoticed: the test did not exercise retries"
     assert_exactly_once(config, seen, len(requests))
+
+
+def test_a_redis_that_comes_back_empty_is_found_and_the_ledger_rebuilt_from_the_topic(
+    chaos_stack: tuple[FeedbackProcess, TrimtabConfig], tmp_path: Path
+) -> None:
+    """Redis killed and started without its append-only file (as one without persistence would come back):
+    every retry of an accepted feedback is answered as its first acceptance once the service has rebuilt
+    the ledger from the topic, new feedback goes on being accepted, and nothing is on the topic twice."""
+    process, config = chaos_stack
+    before, seen = submissions(config, 40), Ledger()
+    retrying_client(process.grpc_address, before, seen, stop=time.monotonic() + 60)
+    assert len(seen.accepted) == 40 and not seen.failures
+    kill_local(config, "redis")
+    for kept in config.stack.run_dir.glob("appendonly*"):  # what a Redis without persistence keeps: nothing
+        shutil.rmtree(kept) if kept.is_dir() else kept.unlink()
+    up(config)
+
+    retries = Ledger()
+    retrying_client(process.grpc_address, before, retries, stop=time.monotonic() + 90)
+    assert retries.failures["UNAVAILABLE"] > 0  # while it rebuilt
+    for feedback_id, [first] in seen.accepted.items():
+        again = retries.accepted[feedback_id][-1]
+        assert again.replayed and (again.event_id, again.partition, again.offset) == (
+            first.event_id, first.partition, first.offset
+        )  # fmt: skip
+    after = submissions(config, 10)  # on records serving wrote after the loss: accepted as ever
+    retrying_client(process.grpc_address, after, seen, stop=time.monotonic() + 60)
+    assert process.terminate() == 0
+    assert_exactly_once(config, seen, 50)
+    log = (tmp_path / "feedback.log").read_text()
+    assert "Redis lost the feedback ledger" in log and "40 entries restored, 0 already there" in log, log[-3000:]
 
 
 @pytest.mark.chaos

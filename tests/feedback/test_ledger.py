@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
+from feedback.abuse import UserCounts
 from feedback.keys import PartitionKeys
-from feedback.ledger import ACCEPTED, PENDING, Admission, Existing, Ledger, Limited, Reserved
+from feedback.ledger import ACCEPTED, PENDING, REBUILT, Admission, Entry, Existing, Ledger, Limited, Lost, Reserved
 from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
 from trimtab.config.feedback import RateLimit
@@ -42,11 +43,12 @@ def admission(prefix: str, feedback_id: str, user_limit: int = 10) -> Admission:
 def run(stack: TrimtabConfig, scenario: object) -> None:
     async def wrapped() -> None:
         client = redis_client(stack.redis)
+        prefix = f"{stack.redis.key_prefix}ledger-{uuid.uuid4().hex[:6]}:"
+        ledger = Ledger(RoundTrips(client), lease_s=0.3, ttl_s=60, epoch_key=f"{prefix}epoch")
+        ledger.epoch = "new:test"
+        await client.set(ledger.epoch_key, ledger.epoch)
         try:
-            await scenario(
-                Ledger(RoundTrips(client), lease_s=0.3, ttl_s=60),
-                f"{stack.redis.key_prefix}ledger-{uuid.uuid4().hex[:6]}:",
-            )  # type: ignore[operator]
+            await scenario(ledger, prefix)  # type: ignore[operator]
         finally:
             await client.aclose()
 
@@ -130,5 +132,41 @@ def test_an_event_written_again_after_a_broker_loss_moves_in_the_index(stack: Tr
         assert isinstance(later, Reserved) and later.entry.floor == 2
         await ledger.forget(partition, ["a"])
         assert await ledger.accepted_on(partition) == [("b", 0)]
+
+    run(stack, scenario)
+
+
+def test_a_ledger_whose_epoch_is_gone_or_another_decides_nothing(stack: TrimtabConfig) -> None:
+    async def scenario(ledger: Ledger, prefix: str) -> None:
+        rate = RateLimit(max_requests=10, window_s=60)
+        redis = redis_client(stack.redis)
+        for epoch in (None, "rebuilt:other"):  # Redis came back empty; another instance rebuilt it
+            await (redis.delete(ledger.epoch_key) if epoch is None else redis.set(ledger.epoch_key, epoch))
+            assert isinstance(await ledger.reserve(f"{prefix}id:a", admission(prefix, "a")), Lost)
+            assert isinstance(await ledger.look(f"{prefix}id:a", f"{prefix}keyrate", rate, [f"{prefix}r"]), Lost)
+            assert await ledger.get(f"{prefix}id:a") is None  # nothing admitted, no limit counted
+        ledger.epoch = "rebuilt:other"  # once the instance knows the ledger again, calls go on
+        assert isinstance(await ledger.reserve(f"{prefix}id:a", admission(prefix, "a")), Reserved)
+        await redis.aclose()
+
+    run(stack, scenario)
+
+
+def test_a_restored_entry_is_accepted_indexed_and_raises_the_floor_once(stack: TrimtabConfig) -> None:
+    async def scenario(ledger: Ledger, prefix: str) -> None:
+        partition = PartitionKeys(f"{prefix}floor", f"{prefix}accepted")
+        rebuilt = Entry(state=ACCEPTED, feedback_id="a", fingerprint=REBUILT, event_id="fbk_a", template=b"\x0a\x01x",
+                        partition=1, floor=3, lease_until_ms=0, owner="", supersedes="z",
+                        counts=UserCounts(0, 0, 0), offset=3, now_ms=0)  # fmt: skip
+        assert await ledger.restore(f"{prefix}id:a", partition, rebuilt, ttl_s=60, floor=9) is True
+        assert await ledger.restore(f"{prefix}id:a", partition, rebuilt, ttl_s=60, floor=9) is False  # once
+        entry = await ledger.get(f"{prefix}id:a")
+        assert entry is not None
+        assert (entry.state, entry.offset, entry.event_id, entry.supersedes, entry.fingerprint, entry.template) == (
+            ACCEPTED, 3, "fbk_a", "z", REBUILT, b"\x0a\x01x"
+        )  # fmt: skip
+        assert await ledger.accepted_on(partition) == [("a", 3)]
+        later = await ledger.reserve(f"{prefix}id:b", admission(prefix, "b"))
+        assert isinstance(later, Reserved) and later.entry.floor == 9  # the partition's end, not the entry's
 
     run(stack, scenario)

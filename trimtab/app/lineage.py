@@ -207,14 +207,15 @@ def _known_ancestry(registry: Registry, version_id: str) -> list[dict[str, Any]]
 
 async def lineage(config: TrimtabConfig, identifier: str) -> Lineage:
     client = redis_client(config.redis)
+    keys = Keys(config.redis.key_prefix)
     try:
         pointers = await PointerStore(client, config.redis.key_prefix, config.registry.channel).read()
         sources = Sources(
             registry=Registry(config.registry.root),
             pointers=pointers,
             responses=ResponseStore(client, config.redis.key_prefix),
-            ledger=Ledger(RoundTrips(client), config.feedback.lease_s, config.feedback.idempotency_ttl_s),
-            keys=Keys(config.redis.key_prefix),
+            ledger=Ledger(RoundTrips(client), config.feedback.lease_s, config.feedback.idempotency_ttl_s, keys.epoch()),
+            keys=keys,
             feedback_topic=config.kafka.topics.feedback.name,
         )
         if identifier.startswith(VERSION_PREFIX):
