@@ -110,9 +110,9 @@ class Raters:
         """`items` with each weight multiplied by its user's weight now."""
         return [replace(item, weight=item.weight * self.weight(item.user_id)) for item in items]
 
-    def down_weighted(self, below: float = 0.5) -> int:
-        """How many users weigh less than `below` now."""
-        return sum(self.weight(user) < below for user in self.counts)
+    def weights(self) -> list[float]:
+        """Every counted user's weight now."""
+        return [self.weight(user) for user in self.counts]
 
     def _compare(self, event: events_pb2.FeedbackEvent) -> bool | None:
         label, served = event.label, event.served

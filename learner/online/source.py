@@ -91,9 +91,10 @@ class FeedbackSource:
         """A round's items at their users' rater weights now (unchanged without a judge)."""
         if self._raters is None or not items:
             return items
-        down = self._raters.down_weighted()
-        if down:
-            self._say(f"rater agreement: {down} of {len(self._raters.counts)} users weigh under 0.5")
+        weights = self._raters.weights()
+        self._run.telemetry.raters(weights)
+        if low := sum(w < 0.5 for w in weights):
+            self._say(f"rater agreement: {low} of {len(weights)} users weigh under 0.5")
         return self._raters.weighted(items)
 
     def _say(self, line: str) -> None:

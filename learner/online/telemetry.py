@@ -15,6 +15,9 @@ trimtab.learner.feedback_age        histogram  seconds from the feedback's accep
                                                policy version that first trained it
 trimtab.learner.version_events      counter    type (REFUSED, CANARY, PROMOTED, ROLLED_BACK): the learner's
                                                decisions on its candidates
+trimtab.learner.raters              gauge      weight (full, reduced: 0.5-1, low: under 0.5): users by their
+                                               agreement with the suite's judge (`learner.online.raters`),
+                                               set when a round takes its items
 
 Only rank 0 installs providers (`trimtab learn --online` under torchrun); the other ranks' instruments are
 the API's no-ops.
@@ -71,6 +74,9 @@ class LearnerTelemetry:
         self._version_events = meter.create_counter(
             "trimtab.learner.version_events", description="The learner's decisions on its candidates, by type."
         )
+        self._raters = meter.create_gauge(
+            "trimtab.learner.raters", description="Users by their weight from agreement with the suite's judge."
+        )
         self._links: list[Link] = []
         self._skips_seen: dict[str, int] = {}  # the memory's running skip totals at the last poll
 
@@ -94,6 +100,13 @@ class LearnerTelemetry:
             if grown > 0:
                 self._skipped.add(grown, {"reason": reason})
         self._skips_seen = dict(skipped)
+
+    def raters(self, weights: Sequence[float]) -> None:
+        """Every user's rater weight now, counted by band."""
+        low = sum(w < 0.5 for w in weights)
+        full = sum(w >= 1.0 for w in weights)
+        for band, users in (("full", full), ("reduced", len(weights) - full - low), ("low", low)):
+            self._raters.set(users, {"weight": band})
 
     @contextmanager
     def round(self, number: int, new_items: int, backlog: int) -> Iterator[Span]:

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from rich.console import Console
 
 from learner.online.memory import LearnerMemory
@@ -19,6 +21,7 @@ from learner.online.raters import RaterCounts, Raters
 from learner.online.rounds import Replay
 from tests.learner.online_support import feedback, small_learner_env
 from tests.learner.tiny import make_tiny_model
+from tests.metrics import metric_points, series
 from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import RaterConfig
@@ -203,8 +206,10 @@ def test_a_round_weighs_each_users_items_and_the_canary_their_verdicts_by_their_
     )
     ensure_topics(config.kafka)
     context = init_distributed(config.learner)  # a one-rank group: the source broadcasts the round's items
+    reader = InMemoryMetricReader()
+    telemetry = LearnerTelemetry(MeterProvider(metric_readers=[reader]).get_meter("test"))
     run = _start(config, OnlineRequest(make_tiny_model(tmp_path / "model")), Console(file=io.StringIO()), context,
-                 LearnerTelemetry())  # fmt: skip
+                 telemetry)  # fmt: skip
     run = replace(run, suite=EvaluationSuite(name="test", judge=Judge("by length", scorer=LENGTH)))
     events = [pair("honest", "a longer answer", "short") for _ in range(20)]
     events += [pair("contrarian", "short", "a longer answer") for _ in range(20)]
@@ -233,3 +238,5 @@ def test_a_round_weighs_each_users_items_and_the_canary_their_verdicts_by_their_
     assert {(item.user_id, item.weight) for item in items} == {("honest", 1.0), ("contrarian", contrarian)}
     tally = judge.verdicts["ver_canary"]  # 4 downs at 1, 4 ups at the contrarian's weight
     assert (tally.total - tally.up, tally.up) == (pytest.approx(4.0), pytest.approx(4 * contrarian))
+    bands = {series(weight="full"): 1, series(weight="reduced"): 0, series(weight="low"): 1}
+    assert metric_points(reader, "trimtab.learner.raters") == bands
