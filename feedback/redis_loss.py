@@ -138,8 +138,8 @@ class RedisLossGuard:
 
     async def _rebuild(self, lock: str, owner: str) -> Rebuilt:
         log.error(
-            "Redis lost the feedback ledger (its epoch %s is gone): waiting %.0f s for writes admitted before the"
-            " loss, then rebuilding it from %s; submissions answer UNAVAILABLE until then",
+            "Redis lost the feedback ledger (its epoch %s is gone or replaced): waiting %.0f s for writes admitted"
+            " before the loss, then rebuilding it from %s; submissions answer UNAVAILABLE until then",
             self._ledger.epoch or "(none)",
             self._feedback.lease_s,
             self._topic,

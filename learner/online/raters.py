@@ -18,9 +18,10 @@ user's agreement rate q (k = `prior_votes`), the weight is
 
 so a new user, an honest one and one who agrees at chance all weigh 1 (a coin is noise, not an attack),
 and the weight falls towards 0 as the evidence that a user agrees *less* than chance grows: 0.36 after 3
-agreements of 10, 0.14 after 6 of 20, 0.05 after 9 of 30 (k = 10). It multiplies the event's abuse weight in the
-round's items (`weighted`, when a round is taken: a user's earlier votes get the weight their later ones
-earned) and in the canary's tally. Only rank 0 reads the stream; the counts travel in the checkpoint.
+agreements of 10, 0.14 after 6 of 20, 0.05 after 9 of 30 (k = 10). It multiplies the event's abuse weight
+in the round's items (`weighted`, when a round is taken: a user's earlier votes get the weight their later
+ones earned; replayed items keep theirs) and in the canary's tally. Only rank 0 reads the stream; the
+counts travel in the checkpoint.
 
 Known limit: the judge is trusted. An operator without one (or one whose judge is the learner's own
 reward model, trained on the same feedback) runs with `raters.judge: off`.
