@@ -69,23 +69,7 @@ def partition_ends(kafka: KafkaConfig, topic: str, floors: dict[int, int], timeo
 
 def event_ids_on(kafka: KafkaConfig, topic: str, partition: int, timeout_s: float) -> set[str]:
     """Every FeedbackEvent id the partition holds now, read from its start to its end. Blocking."""
-    consumer = _consumer(kafka, timeout_s)
-    tp = TopicPartition(topic, partition)
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        found: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for record in consumer.poll(timeout_ms=_POLL_MS).get(tp, []):
-                if (event_id := _event_id(record.value)) is not None:
-                    found.add(event_id)
-            end = consumer.highwater(tp)
-            if end is not None and consumer.position(tp) >= end:
-                return found
-        raise ScanTimeout(f"could not read {topic}[{partition}] to its end in time")
-    finally:
-        consumer.close()
+    return {event.event_id for _, event in events_on(kafka, topic, partition, timeout_s)}
 
 
 def events_on(
@@ -102,12 +86,7 @@ def events_on(
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for record in consumer.poll(timeout_ms=_POLL_MS).get(tp, []):
-                event = events_pb2.FeedbackEvent()
-                try:
-                    event.ParseFromString(record.value or b"")
-                except Exception:  # not a FeedbackEvent: nothing the ledger accepted
-                    continue
-                if event.feedback_id:
+                if (event := _event(record.value)) is not None:
                     found.append((int(record.offset), event))
             end = consumer.highwater(tp)
             if end is not None and consumer.position(tp) >= end:
@@ -162,10 +141,15 @@ def _scan(consumer: KafkaConsumer, tp: TopicPartition, floor: int, event_id: str
     raise ScanTimeout(f"could not read {tp.topic}[{tp.partition}] to its end in time")
 
 
-def _event_id(value: bytes | None) -> str | None:
+def _event(value: bytes | None) -> events_pb2.FeedbackEvent | None:
     event = events_pb2.FeedbackEvent()
     try:
         event.ParseFromString(value or b"")
-    except Exception:  # a record that is not a FeedbackEvent cannot be the one we look for
+    except Exception:  # a record that is not a FeedbackEvent: nothing the ledger accepted
         return None
-    return event.event_id
+    return event
+
+
+def _event_id(value: bytes | None) -> str | None:
+    event = _event(value)
+    return None if event is None else event.event_id

@@ -159,6 +159,7 @@ class RedisLossGuard:
         keys = self._keys.partition(self._topic, partition)
         floor = found[-1][0] + 1 if found else 0
         now, ttl_s = time.time(), self._feedback.idempotency_ttl_s
+        found = [(offset, event) for offset, event in found if event.feedback_id]  # anything else was never accepted
         young = [(offset, event) for offset, event in found if now - event.accepted_at.seconds < ttl_s]
         restored = 0
         for start in range(0, len(young), _WAVE):
