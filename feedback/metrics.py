@@ -53,7 +53,7 @@ class FeedbackMetrics:
         )
         self._redis_loss = meter.create_counter(
             "trimtab.feedback.redis_loss_entries",
-            description="Ledger entries Redis lost, by outcome: restored from the topic, or too_old to matter.",
+            description="Events a ledger rebuild read, by outcome: restored, already_there, or too_old to matter.",
         )
         self._record_wait = meter.create_histogram(
             "trimtab.feedback.record_wait",
@@ -85,8 +85,9 @@ class FeedbackMetrics:
         if seconds is not None:
             self._record_wait.record(seconds)
 
-    def redis_loss(self, restored: int, too_old: int) -> None:
+    def redis_loss(self, restored: int, already_there: int, too_old: int) -> None:
         self._redis_loss.add(restored, {"outcome": "restored"})
+        self._redis_loss.add(already_there, {"outcome": "already_there"})
         self._redis_loss.add(too_old, {"outcome": "too_old"})
 
     def broker_loss(self, written_again: int, expired: int) -> None:

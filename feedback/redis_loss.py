@@ -119,6 +119,8 @@ class RedisLossGuard:
             if await self._adopted(known):
                 return
         try:
+            if await self._adopted(known):  # rebuilt by the instance whose lock this one just followed
+                return
             rebuilt = await self._rebuild(lock, owner)
             epoch = f"{REBUILT_EPOCH}{new_id()}"
             await self._redis.execute("SET", self._ledger.epoch_key, epoch)
@@ -207,7 +209,7 @@ class RedisLossGuard:
             await asyncio.sleep(0.2)
 
     def _say(self, known: str, rebuilt: Rebuilt) -> None:
-        self._metrics.redis_loss(rebuilt.restored, rebuilt.too_old)
+        self._metrics.redis_loss(rebuilt.restored, rebuilt.already_there, rebuilt.too_old)
         log.error(
             "Redis lost the feedback ledger (epoch %s): rebuilt from %s's %d events: %d entries restored, %d"
             " already there, %d older than feedback.idempotency_ttl_s; not rebuilt: response records (feedback"
