@@ -160,6 +160,17 @@ class InProcessServer:
     def submit(self, request: feedback_pb2.SubmitRequest, **kwargs: Any) -> feedback_pb2.SubmitResponse:
         return self.stub.Submit(request, timeout=kwargs.pop("timeout", 15), **kwargs)
 
+    def submit_until_accepted(self, request: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
+        """Like a client: retry UNAVAILABLE (a store is away or the service is catching up) with the same id."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.submit(request, timeout=30)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def refusal(self, request: feedback_pb2.SubmitRequest, **kwargs: Any) -> grpc.RpcError:
         """The RpcError a submission must raise (fails the test if it is accepted)."""
         try:

@@ -5,11 +5,9 @@ from its ledger, so the topic holds each accepted feedback exactly once."""
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
 from tests.conftest import broker_of_its_own
@@ -25,7 +23,7 @@ from tests.feedback.support import (
 from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
 from trimtab.events import ORIGINAL_OFFSET_HEADER
-from trimtab.v1 import events_pb2, feedback_pb2
+from trimtab.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +37,6 @@ def own_broker(stack: TrimtabConfig, tmp_path_factory: pytest.TempPathFactory) -
     down(config)
 
 
-def submit_until_accepted(server: InProcessServer, request: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
-    """Like a client: retry UNAVAILABLE (the broker is away or the service is catching up) with the same id."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return server.submit(request, timeout=30)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_a_broker_that_comes_back_empty_gets_every_accepted_event_again(
     own_broker: TrimtabConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,12 +45,12 @@ def test_a_broker_that_comes_back_empty_gets_every_accepted_event_again(
         records = [server.put(response_record(user_id=f"loss-user-{i % 6}")) for i in range(18)]
         before = [thumb(response_ids(r)[0], user_id=r.user_id) for r in records[:12]]
         after = [thumb(response_ids(r)[0], user_id=r.user_id) for r in records[12:]]
-        first = {request.feedback_id: submit_until_accepted(server, request) for request in before}
+        first = {request.feedback_id: server.submit_until_accepted(request) for request in before}
 
         down(server.config)  # the broker stops: its memory log is gone
         up(server.config)  # back, empty, with the topic created again
         with caplog.at_level(logging.ERROR, logger="feedback.broker_loss"):
-            later = {request.feedback_id: submit_until_accepted(server, request) for request in after}
+            later = {request.feedback_id: server.submit_until_accepted(request) for request in after}
         replay = server.submit(before[0])  # a retry of an old submission: its acceptance, where it is now
 
         topic = server.config.kafka.topics.feedback.name

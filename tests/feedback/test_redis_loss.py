@@ -5,28 +5,14 @@ test_feedback_chaos.py.)"""
 
 from __future__ import annotations
 
-import time
-
-import grpc
 import pytest
 
 from tests.feedback.support import InProcessServer, fresh_topic, response_ids, response_record, service_config, thumb
 from tests.metrics import series
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
-from trimtab.v1 import feedback_pb2
 
 pytestmark = pytest.mark.integration
-
-
-def accepted_eventually(server: InProcessServer, request: feedback_pb2.SubmitRequest) -> feedback_pb2.SubmitResponse:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return server.submit(request, timeout=5)
-        except grpc.RpcError as error:
-            assert error.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, error.details()
-            time.sleep(0.2)
 
 
 def test_one_instance_rebuilds_the_lost_ledger_and_the_other_adopts_it(stack: TrimtabConfig) -> None:
@@ -50,7 +36,7 @@ def test_one_instance_rebuilds_the_lost_ledger_and_the_other_adopts_it(stack: Tr
         # Each retry goes to the other instance than the first time: both find the loss.
         for server, request in requests:
             other = second if server is first else first
-            again = accepted_eventually(other, request)
+            again = other.submit_until_accepted(request)
             original = answers[request.feedback_id]
             assert again.replayed and (again.event_id, again.partition, again.offset) == (
                 original.event_id, original.partition, original.offset
