@@ -151,7 +151,8 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     # transformers loads as a scalar-head model, and the judge of every gate once it had trained enough.
     reward_models = [m for m in registry.versions() if m.algorithm == REWARD_MODEL_ALGORITHM and m.data_source == topic]
     assert reward_models and {m.kind for m in reward_models} == {"reward"}, log[-3000:]
-    assert {"rm/loss", "rm_rating/loss"} <= set(reward_models[-1].metrics)
+    # Over the run: a round's mix is the users' draw, and the last (short) round may hold no rating.
+    assert {"rm/loss", "rm_rating/loss"} <= set().union(*(m.metrics for m in reward_models))
     assert set(json.loads((registry.path(reward_models[-1].id) / FEEDBACK_IDS).read_text())) <= accepted
     judged = [m for m in published if m.config["reward_model"] is not None]
     rm_numbers = {"gate/candidate_rm_reward", "gate/current_rm_reward", "gate/rm_reward_difference_stderr"}
