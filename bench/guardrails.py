@@ -1,8 +1,11 @@
 """Guardrails benchmarks: the serving tier with rails on vs off, and what each rail adds to a check.
 
 Serving: one `trimtab serve` in this process with the rails on for one tenant only, so the same
-engine, model, prompts and load (64 concurrent greedy requests over held-out prompts) run with the
-rails (tenant "guarded") and without them (tenant "open"), one after the other, unary and streamed.
+engine, model, prompts and load (64 concurrent greedy requests) run with the rails (tenant "guarded")
+and without them (tenant "open"), one after the other, unary and streamed. Twice: with the same 64
+held-out prompts every round (after the first, the rails find every embedding cached: what the rails'
+runtime costs), and with a prompt never sent before for every request (each prompt and answer
+embedded: what new traffic costs).
 
 Per rail: a check through NeMo Guardrails' `check_async` with only that rail's flow configured, vs
 the same runtime running a pass-through action: what the rail itself costs on top of the runtime.
@@ -25,7 +28,7 @@ import grpc
 import yaml
 
 from bench.report import Comparison
-from bench.serving import CONCURRENCY, MAX_TOKENS, Load, _measure, private_stack
+from bench.serving import CONCURRENCY, MAX_TOKENS, REQUESTS, Load, _measure, private_stack
 from bench.simulation import simulation_config
 from trimtab.config import TrimtabConfig
 from trimtab.records import purge_prefix
@@ -42,7 +45,10 @@ define subflow pass through
 """
 
 
-async def _load(address: str, prompts: list[Any], tenant: str, stream: bool) -> Load:
+async def _load(address: str, prompts: list[Any], tenant: str, stream: bool, fresh: bool) -> Load:
+    """`fresh`: each request the next prompt of `prompts` (as many as the measurement sends); else the
+    i-th request of every round `prompts[i]`."""
+    sent = iter(prompts)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
@@ -52,7 +58,7 @@ async def _load(address: str, prompts: list[Any], tenant: str, stream: bool) -> 
                 tenant=tenant,
                 sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS),
             )
-            for message in prompts[i % len(prompts)]:
+            for message in next(sent) if fresh else prompts[i % len(prompts)]:
                 request.prompt.chat.messages.add(**message)
             if not stream:
                 return (await stub.Generate(request, timeout=300)).candidates[0].completion_tokens
@@ -65,37 +71,53 @@ async def _load(address: str, prompts: list[Any], tenant: str, stream: bool) -> 
 async def _serving_rows(config: TrimtabConfig) -> list[Comparison]:
     from serving.server import start_server
 
-    prompts = [p.messages for p in World(config.world).sample_prompts(CONCURRENCY, seed=5, split=Split.HELDOUT)]
+    world = World(config.world)
+    repeated = [p.messages for p in world.sample_prompts(CONCURRENCY, seed=5, split=Split.HELDOUT)]
+    # Distinct prompts, as many as one measurement sends (the held-out split has too few).
+    distinct = {p.text: p.messages for p in world.sample_prompts(4 * REQUESTS, seed=6, split=Split.TRAIN)}
+    fresh = list(distinct.values())[:REQUESTS]
+    assert len(fresh) == REQUESTS, f"{len(fresh)} distinct prompts, {REQUESTS} needed"
     running = await start_server(config)
     address = f"{config.serving.host}:{running.port}"
     rows = []
     try:
-        for stream in (False, True):
-            off = await _load(address, prompts, OPEN, stream)
-            on = await _load(address, prompts, GUARDED, stream)
-            call = "GenerateStream (sliding window)" if stream else "Generate"
-            notes = (
-                f"p50/p99 latency: rails {on.percentile(50):.2f}/{on.percentile(99):.2f}s, "
-                f"off {off.percentile(50):.2f}/{off.percentile(99):.2f}s; same server, engine and prompts"
-            )
-            rows.append(
-                Comparison(
-                    f"{call} with guardrails, {CONCURRENCY} concurrent greedy requests",
-                    "tokens/s",
-                    "rails on (input + output)",
-                    on.tokens_per_s,
-                    "rails off",
-                    off.tokens_per_s,
-                    notes=notes,
+        for new, prompts in ((False, repeated), (True, fresh)):
+            for stream in (False, True):
+                off = await _load(address, prompts, OPEN, stream, new)
+                on = await _load(address, prompts, GUARDED, stream, new)
+                call = "GenerateStream (sliding window)" if stream else "Generate"
+                which = "a new prompt each request" if new else "the same 64 prompts each round"
+                notes = (
+                    f"p50/p99 latency: rails {on.percentile(50):.2f}/{on.percentile(99):.2f}s, "
+                    f"off {off.percentile(50):.2f}/{off.percentile(99):.2f}s; same server, engine and prompts"
                 )
-            )
+                rows.append(
+                    Comparison(
+                        f"{call} with guardrails, {CONCURRENCY} concurrent greedy requests, {which}",
+                        "tokens/s",
+                        "rails on (input + output)",
+                        on.tokens_per_s,
+                        "rails off",
+                        off.tokens_per_s,
+                        notes=notes,
+                    )
+                )
     finally:
         await running.stop()
     return rows
 
 
+# rails.co's per-rail flows, by stage, and the flows config.yml runs: the same rails as one flow per stage.
+PER_RAIL_FLOWS = {
+    "input": ("pii input", "jailbreak", "topics"),
+    "output": ("secret", "blocklist", "toxicity", "pii output"),
+}
+STAGE_FLOWS = {"input": "trimtab input rails", "output": "trimtab output rails"}
+
+
 def _per_rail_rows(config: TrimtabConfig, workdir: Path) -> list[Comparison]:
-    """Median latency of a check with one rail, against the runtime with a pass-through action."""
+    """Median latency of a check with one rail, against the runtime with a pass-through action; and of a
+    whole stage as one flow (config.yml's) against the same rails as one flow each."""
     from guardrails.decisions import Stage
     from guardrails.runtime import BUNDLED_CONFIG, Guardrails
     from guardrails.semantic import Embedder
@@ -106,40 +128,54 @@ def _per_rail_rows(config: TrimtabConfig, workdir: Path) -> list[Comparison]:
     rng = random.Random(8)
     outputs = [world.render(p, world.sample_style(rng), rng) for p in sample]
     embedder = Embedder()
-    bundled = yaml.safe_load((BUNDLED_CONFIG / "config.yml").read_text())
-    flows = [(Stage.INPUT, flow) for flow in bundled["rails"]["input"]["flows"]]
-    flows += [(Stage.OUTPUT, flow) for flow in bundled["rails"]["output"]["flows"]]
     protected = world_suite(config).protected
-    passing = Guardrails.load(_only(workdir / "pass", BUNDLED_CONFIG, Stage.INPUT, "pass through"), embedder, protected)
-    baseline = _median_ms(passing, Stage.INPUT, inputs)
+
+    def load(name: str, stage: Stage, flows: tuple[str, ...]) -> Guardrails:
+        return Guardrails.load(_only(workdir / name, BUNDLED_CONFIG, stage, flows), embedder, protected)
+
+    baseline = _median_ms(load("pass", Stage.INPUT, ("pass through",)), Stage.INPUT, inputs)
     rows = []
-    for stage, flow in flows:
-        rails = Guardrails.load(
-            _only(workdir / flow.replace(" ", "-"), BUNDLED_CONFIG, stage, flow), embedder, protected
-        )
+    for stage in (Stage.INPUT, Stage.OUTPUT):
         texts = inputs if stage is Stage.INPUT else outputs
+        notes = (
+            f"median of {len(texts)} checks through LLMRails.check_async; each text is embedded once for all"
+            " rows, by the first rail that embeds it (jailbreak, toxicity)"
+        )
+        for flow in PER_RAIL_FLOWS[stage.value]:
+            rows.append(
+                Comparison(
+                    f"guardrail check latency: {stage.value} rail '{flow}'",
+                    "ms",
+                    "check with this rail",
+                    _median_ms(load(flow.replace(" ", "-"), stage, (flow,)), stage, texts),
+                    "runtime, pass-through action",
+                    baseline,
+                    higher_is_better=False,
+                    notes=notes,
+                )
+            )
         rows.append(
             Comparison(
-                f"guardrail check latency: {stage.value} rail '{flow}'",
+                f"guardrail check latency: every {stage.value} rail, one flow vs one flow per rail",
                 "ms",
-                "check with this rail",
-                _median_ms(rails, stage, texts),
-                "runtime, pass-through action",
-                baseline,
+                f"'{STAGE_FLOWS[stage.value]}' (config.yml)",
+                _median_ms(load(f"{stage.value}-stage", stage, (STAGE_FLOWS[stage.value],)), stage, texts),
+                "the per-rail flows in turn",
+                _median_ms(load(f"{stage.value}-each", stage, PER_RAIL_FLOWS[stage.value]), stage, texts),
                 higher_is_better=False,
-                notes=f"median of {len(texts)} checks through LLMRails.check_async, embeddings cached after first use",
+                notes=notes,
             )
         )
     embedder.close()
     return rows
 
 
-def _only(target: Path, source: Path, stage: Any, flow: str) -> Path:
-    """A copy of the config that runs one flow (and adds the pass-through flow for the baseline)."""
+def _only(target: Path, source: Path, stage: Any, flows: tuple[str, ...]) -> Path:
+    """A copy of the config that runs these flows (and adds the pass-through flow for the baseline)."""
     shutil.copytree(source, target)
     data = yaml.safe_load((target / "config.yml").read_text())
     data["rails"] = {"input": {"flows": []}, "output": {"flows": []}}
-    data["rails"][stage.value]["flows"] = [flow]
+    data["rails"][stage.value]["flows"] = list(flows)
     (target / "config.yml").write_text(yaml.safe_dump(data))
     (target / "pass.co").write_text(PASS_THROUGH_CO)
     return target

@@ -37,6 +37,8 @@ CONCURRENCY = 64
 MAX_TOKENS = 64
 ROUNDS = 3  # of CONCURRENCY requests each: one round lasts about two seconds here, too short to be steady
 TRIES = 2  # measurements per engine, the better counting (see _measure)
+WARMUP = 4  # requests before each measurement
+REQUESTS = TRIES * (WARMUP + ROUNDS * CONCURRENCY)  # what one `_measure` sends
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ async def _measure_once(one: Callable[[int], Awaitable[int]], n: int) -> Load:
         latencies.append(time.perf_counter() - started)
         return tokens
 
-    await asyncio.gather(*(timed(i) for i in range(4)))  # warm-up
+    await asyncio.gather(*(timed(i) for i in range(WARMUP)))
     latencies.clear()
     tokens, seconds = 0, 0.0
     cpu_before = _cpu_s()

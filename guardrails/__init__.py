@@ -2,7 +2,8 @@
 
 The configuration is a NeMo Guardrails directory (`config/`: config.yml with the rails and trimtab's
 policy under custom_data, rails.co with the Colang flows, *.txt example sentences); each flow
-executes one of our actions and `LLMRails.check_async` runs them.
+executes one of our actions and `LLMRails.check_async` runs them: by default one flow per stage, whose
+action runs the rails custom_data lists.
 
     input rails   jailbreak (similarity to known attacks: MiniLM + faiss), topics, pii (mask | block)
     output rails  secret (leaks), blocklist (terms), toxicity (score), pii (mask | block)

@@ -16,6 +16,8 @@ from trimtab.config.base import Section
 from trimtab.config.loader import ConfigError
 
 PiiEntity = Literal["email", "phone", "card", "api_key"]
+InputRail = Literal["pii", "jailbreak", "topics"]
+OutputRail = Literal["secret", "blocklist", "toxicity", "pii"]
 TOPIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -92,8 +94,20 @@ class ToxicityPolicy(Section):
 
 
 class RailPolicy(Section):
-    """Everything the rails decide with; the flows in *.co decide which rails run and in which order."""
+    """Everything the rails decide with. Which rails run, and in which order: `input_rails` and
+    `output_rails`, where config.yml's rails.*.flows run the `trimtab input rails` / `trimtab output
+    rails` flows (one Colang flow per stage: each flow costs NeMo's runtime several milliseconds of CPU
+    a check), or the per-rail flows of rails.co listed there one by one."""
 
+    input_rails: tuple[InputRail, ...] = Field(
+        default=("pii", "jailbreak", "topics"),
+        description="The input rails the `trimtab input rails` flow runs, in order: a block stops the rest,"
+        " a mask hands the masked text on.",
+    )
+    output_rails: tuple[OutputRail, ...] = Field(
+        default=("secret", "blocklist", "toxicity", "pii"),
+        description="The output rails the `trimtab output rails` flow runs, in order (as input_rails).",
+    )
     refusal: str = Field(
         default="I can't help with that request. (guardrail: {reason})",
         description="The answer a blocked request or response gets; {reason} is the reason code.",
@@ -104,6 +118,13 @@ class RailPolicy(Section):
     blocklist: TermsPolicy = Field(default_factory=TermsPolicy, description="Blocklisted terms in responses.")
     secret: SecretPolicy = Field(default_factory=SecretPolicy, description="Secret leakage in responses.")
     toxicity: ToxicityPolicy = Field(default_factory=ToxicityPolicy, description="Toxicity score of responses.")
+
+    @field_validator("input_rails", "output_rails")
+    @classmethod
+    def _each_once(cls, rails: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(rails)) != len(rails):
+            raise ValueError(f"names a rail twice: {list(rails)}")
+        return rails
 
     @field_validator("refusal")
     @classmethod

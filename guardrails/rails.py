@@ -1,4 +1,5 @@
-"""The rails themselves: the custom actions the Colang flows execute, one per rail.
+"""The rails themselves: the custom actions the Colang flows execute, one per rail, and one per stage
+that runs the policy's list of rails (`input_rails` / `output_rails`) as one action.
 
 Each action returns `{"action": "allow" | "modify" | "block", "text": ...}` for its flow to act on
 (refuse, or replace $user_message / $bot_message) and records its full Decision (reason code, score)
@@ -17,6 +18,8 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from guardrails.decisions import Action, Decision, Stage
 from guardrails.pii import find_pii
 from guardrails.policy import RailPolicy
@@ -29,6 +32,7 @@ MAX_SENTENCES = 32  # a longer text is judged on its first sentences and as a wh
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 ActionResult = dict[str, str]
+Rail = Callable[[str], Awaitable[ActionResult]]
 # Each action's decision and the text it handed on, for the check running in this context.
 Collected = list[tuple[Decision, str]]
 collector: contextvars.ContextVar[Collected | None] = contextvars.ContextVar("guardrail_decisions", default=None)
@@ -66,6 +70,8 @@ class RailSet:
 
     def actions(self) -> dict[str, Callable[..., Awaitable[ActionResult]]]:
         return {
+            "input_rails_check": self.input_rails_check,
+            "output_rails_check": self.output_rails_check,
             "jailbreak_check": self.jailbreak_check,
             "pii_check": self.pii_check,
             "topics_check": self.topics_check,
@@ -74,9 +80,26 @@ class RailSet:
             "toxicity_check": self.toxicity_check,
         }
 
+    async def input_rails_check(self, text: str) -> ActionResult:
+        rails: dict[str, Rail] = {
+            "pii": lambda t: self.pii_check(Stage.INPUT.value, t),
+            "jailbreak": self.jailbreak_check,
+            "topics": self.topics_check,
+        }
+        return await _chain(text, [rails[name] for name in self.policy.input_rails])
+
+    async def output_rails_check(self, text: str) -> ActionResult:
+        rails: dict[str, Rail] = {
+            "secret": self.secret_check,
+            "blocklist": self.blocklist_check,
+            "toxicity": self.toxicity_check,
+            "pii": lambda t: self.pii_check(Stage.OUTPUT.value, t),
+        }
+        return await _chain(text, [rails[name] for name in self.policy.output_rails])
+
     async def jailbreak_check(self, text: str) -> ActionResult:
         async def decide() -> tuple[Decision, str]:
-            nearest = await self._embedder.run(self._nearest_attack, text)
+            nearest = self._nearest_attack(await self._embedder.embed(_candidates(text)))
             if nearest is not None and nearest >= self.policy.jailbreak.threshold:
                 return Decision("jailbreak", Stage.INPUT, Action.BLOCK, "jailbreak.similar", nearest), text
             return Decision("jailbreak", Stage.INPUT, Action.ALLOW, score=nearest), text
@@ -101,7 +124,7 @@ class RailSet:
             for name, pattern in self._topic_keywords:
                 if pattern.search(text):
                     return Decision("topics", Stage.INPUT, Action.BLOCK, f"topic.{name}", 1.0), text
-            nearest = await self._embedder.run(self._nearest_topic, text)
+            nearest = self._nearest_topic(await self._embedder.embed(_candidates(text)))
             if nearest is not None and nearest[0] >= self.policy.topics.threshold:
                 return Decision("topics", Stage.INPUT, Action.BLOCK, f"topic.{nearest[1]}", nearest[0]), text
             return Decision("topics", Stage.INPUT, Action.ALLOW, score=nearest[0] if nearest else None), text
@@ -134,36 +157,32 @@ class RailSet:
 
     async def toxicity_check(self, text: str) -> ActionResult:
         async def decide() -> tuple[Decision, str]:
-            score = await self._embedder.run(self.toxicity_score, text)
+            score = self.toxicity_score(await self._embedder.embed(sentences(text)))
             if score >= self.policy.toxicity.threshold:
                 return Decision("toxicity", Stage.OUTPUT, Action.BLOCK, "toxicity.score", score), text
             return Decision("toxicity", Stage.OUTPUT, Action.ALLOW, score=score), text
 
         return await _run("toxicity", Stage.OUTPUT, text, decide)
 
-    # Blocking work, run on the embedder's thread.
+    # Scores from embeddings: a faiss search over a few hundred examples, cheap enough for the event loop.
 
-    def _nearest_attack(self, text: str) -> float | None:
-        """The highest similarity of the whole text, or of any of its sentences, to a known attack: an
-        attack wrapped in harmless sentences is still found."""
-        candidates = list(dict.fromkeys([text, *sentences(text)]))
-        found = self._exemplars.attacks.nearest(self._embedder.encode(candidates))
-        scores = [n.score for n in found if n is not None]
+    def _nearest_attack(self, vectors: np.ndarray) -> float | None:
+        """The highest similarity of the whole text, or of any of its sentences (`vectors`: their
+        embeddings), to a known attack: an attack wrapped in harmless sentences is still found."""
+        scores = [n.score for n in self._exemplars.attacks.nearest(vectors) if n is not None]
         return max(scores) if scores else None
 
-    def _nearest_topic(self, text: str) -> tuple[float, str] | None:
-        candidates = list(dict.fromkeys([text, *sentences(text)]))
-        found = [n for n in self._exemplars.topics.nearest(self._embedder.encode(candidates)) if n is not None]
+    def _nearest_topic(self, vectors: np.ndarray) -> tuple[float, str] | None:
+        found = [n for n in self._exemplars.topics.nearest(vectors) if n is not None]
         best = max(found, key=lambda n: n.score, default=None)
         return (best.score, best.label) if best is not None else None
 
-    def toxicity_score(self, text: str) -> float:
-        """max over sentences of sigmoid((s_toxic - s_benign) / temperature), where s_x is the cosine
-        similarity to the nearest toxic / harmless example: 0.5 when a sentence is as close to both."""
-        parts = sentences(text)
-        if not parts:
+    def toxicity_score(self, vectors: np.ndarray) -> float:
+        """max over sentences (`vectors`: their embeddings) of sigmoid((s_toxic - s_benign) / temperature),
+        where s_x is the cosine similarity to the nearest toxic / harmless example: 0.5 when a sentence is
+        as close to both."""
+        if len(vectors) == 0:
             return 0.0
-        vectors = self._embedder.encode(parts)
         toxic = self._exemplars.toxic.nearest(vectors)
         benign = self._exemplars.benign.nearest(vectors)
         scores = []
@@ -173,11 +192,28 @@ class RailSet:
         return max(scores)
 
 
+def _candidates(text: str) -> list[str]:
+    """What the similarity rails embed: the whole text and each of its sentences, once each."""
+    return list(dict.fromkeys([text, *sentences(text)]))
+
+
 def secret_patterns(secret: str) -> list[re.Pattern[str]]:
     """The secret itself (any case), and each run of 4+ digits in it typed with or without separators: a
     code is leaked as much by its number alone ("5974", "5 9 7 4") as by the whole string."""
     runs = re.findall(r"\d{4,}", secret)
     return [re.compile(re.escape(secret), re.IGNORECASE), *(flexible_digits(run) for run in runs)]
+
+
+async def _chain(text: str, rails: list[Rail]) -> ActionResult:
+    """The rails in order, as their flows one after the other would run them: each sees the text the
+    one before handed on, and the first block ends the chain (every rail records its own decision)."""
+    handed_on = text
+    for rail in rails:
+        result = await rail(handed_on)
+        if result["action"] == Action.BLOCK.value:
+            return result
+        handed_on = result["text"]
+    return {"action": (Action.ALLOW if handed_on == text else Action.MODIFY).value, "text": handed_on}
 
 
 async def _run(

@@ -4,6 +4,8 @@ of example sentences: what the jailbreak, topic and toxicity rails compare a tex
 One code path for CPU and GPU: `device` moves the embedder and the index (faiss-gpu) together.
 Encoding runs on one dedicated worker thread: torch releases the GIL while it computes, so the event
 loop keeps serving meanwhile, and one thread keeps the model's threads from fighting over the cores.
+`embed` (from the event loop) answers cached texts at once and batches the rest: texts that concurrent
+checks ask for while the worker is busy are encoded together in its next call, each text once.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from guardrails.policy import GuardrailsConfigError
 CACHE_SIZE = 8192  # sentences; responses of one model repeat a lot, and a stream re-checks its context
 
 
+class EmbeddingError(RuntimeError):
+    """A batch of texts could not be embedded (the cause is the model's exception)."""
+
+
 class Embedder:
-    """Unit-length MiniLM embeddings with an LRU cache; `encode` blocks, `aencode` runs on the worker."""
+    """Unit-length MiniLM embeddings with an LRU cache; `encode` blocks, `embed` awaits a batch on the worker."""
 
     def __init__(self, device: str = "cpu", threads: int = 1) -> None:
         import torch
@@ -32,7 +38,12 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         if device == "cpu":
+            import faiss
+
             torch.set_num_threads(threads)
+            # A search over a few hundred examples takes microseconds; faiss's OpenMP threads (one per core by
+            # default) made it 8% of the serving process's samples under load, waiting for each other.
+            faiss.omp_set_num_threads(threads)
         self.device = device
         self._model = SentenceTransformer(str(get_model_path()), device=device)
         dimension = self._model.get_embedding_dimension()
@@ -40,28 +51,76 @@ class Embedder:
             raise GuardrailsConfigError(f"the embedding model at {get_model_path()} reports no dimension")
         self.dimension = int(dimension)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # held for dictionary work only, never while the model runs
+        self._model_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrails-embed")
+        self._waiting: dict[str, asyncio.Future[np.ndarray]] = {}  # texts for the worker's next batch
+        self._encoding = False  # a batch is on the worker
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dimension) float32, each row of unit length. One caller at a time: the serving
-        worker and a reload building its indexes may both call it."""
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            if missing:
+        """(len(texts), dimension) float32, each row of unit length. Blocking; callable from any thread (the
+        worker's batches and a reload building its indexes may overlap)."""
+        found = self._cached(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            with self._model_lock:
                 vectors = self._model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-                for text, vector in zip(missing, vectors.astype(np.float32), strict=True):
-                    self._cache[text] = vector
-            for text in texts:
+            found.update(zip(missing, vectors.astype(np.float32), strict=True))
+            self._store(found, missing)
+        return self._stack(texts, found)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """`encode` for the event loop: cached texts without leaving it, the rest in the worker's next batch."""
+        found = self._cached(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            loop = asyncio.get_running_loop()
+            for text in missing:
+                if text not in self._waiting:
+                    self._waiting[text] = loop.create_future()
+            futures = [self._waiting[t] for t in missing]
+            if not self._encoding:
+                self._next_batch(loop)
+            await asyncio.wait(futures)  # not gather: a cancelled caller must not cancel a text others wait for
+            found.update((text, future.result()) for text, future in zip(missing, futures, strict=True))
+        return self._stack(texts, found)
+
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting, {}
+        self._encoding = True
+        job = loop.run_in_executor(self._worker, self.encode, list(batch))
+
+        def done(job: asyncio.Future[np.ndarray]) -> None:
+            self._encoding = False
+            failed = asyncio.CancelledError() if job.cancelled() else job.exception()
+            for i, future in enumerate(batch.values()):
+                if failed is not None:  # each caller its own exception: one instance raised in many tasks
+                    error = EmbeddingError(f"the embedding model failed: {failed!r}")
+                    error.__cause__ = failed
+                    future.set_exception(error)
+                else:
+                    future.set_result(job.result()[i])
+            if self._waiting:  # asked for while this batch ran: one batch for all of them
+                self._next_batch(loop)
+
+        job.add_done_callback(done)
+
+    def _cached(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._cache_lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for text in found:
                 self._cache.move_to_end(text)
-            rows = [self._cache[t] for t in texts]
+        return found
+
+    def _store(self, found: dict[str, np.ndarray], new: list[str]) -> None:
+        with self._cache_lock:
+            for text in new:
+                self._cache[text] = found[text]
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return np.stack(rows) if rows else np.zeros((0, self.dimension), np.float32)
 
-    async def run(self, work: Any, *args: Any) -> Any:
-        """Run blocking embedding work (a function of ours that calls `encode`) on the worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
+    def _stack(self, texts: Sequence[str], found: dict[str, np.ndarray]) -> np.ndarray:
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dimension), np.float32)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False)

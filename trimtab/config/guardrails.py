@@ -71,7 +71,10 @@ class GuardrailsConfig(Section):
         description="Where the MiniLM embedder and the faiss index run; 'cuda' needs faiss-gpu (the gpu extra).",
     )
     embedding_threads: int = Field(
-        default=1, ge=1, description="torch threads of the embedder on CPU (more than 1 was erratic on 2 cores)."
+        default=1,
+        ge=1,
+        description="torch and faiss threads of the rails on CPU (more than 1 was erratic on 2 cores; faiss's"
+        " default, every core, spent more time waiting for its threads than searching under load).",
     )
     stream: StreamWindow = Field(default_factory=StreamWindow, description="The sliding window on streams.")
     gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate on violation rates.")
