@@ -1,5 +1,5 @@
 """The short demo with the online learner on: the session's serving process, a `trimtab feedback` and
-the learner's two torchrun ranks started by the harness, simulated users for two minutes. The
+the learner's two torchrun ranks started by the harness, simulated users for 90 seconds. The
 learner must consume the users' feedback, train rounds, gate each candidate through vLLM and publish
 it with its numbers and its feedback ids, and stop cleanly on the harness's SIGTERM.
 
@@ -47,7 +47,7 @@ from trimtab.v1 import admin_pb2, admin_pb2_grpc, feedback_pb2, feedback_pb2_grp
 
 pytestmark = pytest.mark.integration
 
-USERS_S = 120
+USERS_S = 90
 SCREENSHOTS = REPO / ".trimtab/test-artifacts"
 
 
