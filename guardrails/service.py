@@ -3,6 +3,10 @@ reloaded without a restart when the config directory changes, every check measur
 
 A reload is built off the event loop and swapped in whole: a check in progress finishes on the
 rails it started with. A config that fails to load is logged and counted and the previous rails stay.
+
+Input verdicts are remembered by text for the rails that gave them (`guardrails.input_cache`): the API
+is stateless, so a conversation sends every earlier turn (and its system prompt) again with each new
+one, and each would otherwise go through the rails again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from opentelemetry import trace
@@ -45,6 +50,7 @@ class LiveGuardrails:
         self._tracer = tracer or trace.get_tracer("trimtab.guardrails")
         self._refused_version = ""  # a broken config is reported once, not at every poll
         self._poller: asyncio.Task[None] | None = None
+        self._inputs: OrderedDict[tuple[str, str], CheckResult] = OrderedDict()  # (rails version, text) -> verdict
 
     @classmethod
     async def start(
@@ -64,10 +70,21 @@ class LiveGuardrails:
 
     async def check(self, stage: Stage, text: str, prompt: str = "") -> CheckResult:
         rails = self.rails  # one config for the whole check, even if a reload lands meanwhile
+        key = (rails.version, text)
         with self._tracer.start_as_current_span(f"guardrails.{stage.value}") as span:
             started = time.perf_counter()
-            result = await rails.check(stage, text, prompt)
+            cached = self._inputs.get(key) if stage is Stage.INPUT else None
+            if cached is not None:
+                self._inputs.move_to_end(key)
+                result = cached
+            else:
+                result = await rails.check(stage, text, prompt)
+                if stage is Stage.INPUT and self.settings.input_cache > 0:
+                    self._inputs[key] = result
+                    while len(self._inputs) > self.settings.input_cache:
+                        self._inputs.popitem(last=False)
             elapsed = time.perf_counter() - started
+            span.set_attribute("trimtab.guardrails.cached", cached is not None)
             span.set_attribute("trimtab.guardrails.action", result.action.value)
             span.set_attribute("trimtab.guardrails.config_version", rails.version[:12])
             span.set_attribute(
@@ -104,6 +121,7 @@ class LiveGuardrails:
             log.error("guardrails config changed but cannot be used; the previous rails stay:\n%s", exc)
             return False
         self.rails = rails
+        self._inputs.clear()  # the old rails' verdicts (their version is in the keys: this only frees them)
         self._meters.reloads.add(1, {"ok": "true"})
         log.info("guardrails reloaded from %s (%s)", rails.config_dir, rails.version[:12])
         return True

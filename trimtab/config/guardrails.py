@@ -76,6 +76,12 @@ class GuardrailsConfig(Section):
         description="torch and faiss threads of the rails on CPU (more than 1 was erratic on 2 cores; faiss's"
         " default, every core, spent more time waiting for its threads than searching under load).",
     )
+    input_cache: int = Field(
+        default=4096,
+        ge=0,
+        description="Input verdicts remembered by text for the loaded rails (a conversation resends its earlier"
+        " turns with every request); 0: every message is checked every time.",
+    )
     stream: StreamWindow = Field(default_factory=StreamWindow, description="The sliding window on streams.")
     gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate on violation rates.")
     feedback_filter: Literal["drop", "flip"] = Field(
