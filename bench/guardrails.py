@@ -3,9 +3,10 @@
 Serving: one `trimtab serve` in this process with the rails on for one tenant only, so the same
 engine, model, prompts and load (64 concurrent greedy requests) run with the rails (tenant "guarded")
 and without them (tenant "open"), one after the other, unary and streamed. Twice: with the same 64
-held-out prompts every round (after the first, the rails find every embedding cached: what the rails'
-runtime costs), and with a prompt never sent before for every request (each prompt and answer
-embedded: what new traffic costs).
+held-out prompts every round (after the first, every prompt's input verdict is remembered and every
+answer's embeddings cached: what a check of the answers costs in the rails' runtime), and with a prompt
+never sent before for every request (each prompt and answer checked and embedded: what new traffic
+costs).
 
 Per rail: a check through NeMo Guardrails' `check_async` with only that rail's flow configured, vs
 the same runtime running a pass-through action: what the rail itself costs on top of the runtime.

@@ -56,6 +56,7 @@ class Embedder:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrails-embed")
         self._waiting: dict[str, asyncio.Future[np.ndarray]] = {}  # texts for the worker's next batch
         self._encoding = False  # a batch is on the worker
+        self._loop: asyncio.AbstractEventLoop | None = None  # whose futures those are
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dimension) float32, each row of unit length. Blocking; callable from any thread (the
@@ -75,6 +76,8 @@ class Embedder:
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             loop = asyncio.get_running_loop()
+            if loop is not self._loop:  # another event loop (asyncio.run again): the last one's batches are gone
+                self._loop, self._waiting, self._encoding = loop, {}, False
             for text in missing:
                 if text not in self._waiting:
                     self._waiting[text] = loop.create_future()
