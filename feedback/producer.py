@@ -92,6 +92,7 @@ class FeedbackProducer:
         self._lock = asyncio.Lock()
         self._settler: _Settler | None = None
         self._on_connect: OnConnect | None = None
+        self._discarding: set[asyncio.Task[None]] = set()  # discards started by a late verdict
 
     def on_connect(self, hook: OnConnect) -> None:
         """Run `hook` on every new connection before any call writes on it."""
@@ -138,6 +139,7 @@ class FeedbackProducer:
         try:
             metadata = await asyncio.wait_for(asyncio.shield(acked), self._timeout_s)
         except TimeoutError as exc:
+            self._watch_late(producer, acked)
             message = f"no ack from the broker within {self._timeout_s:g} s"
             raise BrokerUnavailable(message, handed_over=True, late_ack=acked) from exc
         except KafkaTimeoutError as exc:  # the producer's own delivery timeout: the broker is away
@@ -146,6 +148,34 @@ class FeedbackProducer:
             await self._discard(producer)
             raise BrokerUnavailable(f"the broker did not ack the event: {exc}", handed_over=True) from exc
         return Ack(self.topic, int(metadata.partition), int(metadata.offset), time.perf_counter() - started)
+
+    def _watch_late(self, producer: KafkaProducer, acked: asyncio.Future[Any]) -> None:
+        """A record not acked in time either fails later (the producer's delivery timeout is the same) or
+        is acked. A producer that does neither within another timeout has stopped sending: seen after a
+        broker restart, an idempotent producer that never got a producer id back sends nothing and
+        expires nothing, and kept every later call UNAVAILABLE. Either way it is dropped as one the broker
+        refused; the next call starts a fresh one (which checks the broker against the ledger first)."""
+        loop = asyncio.get_running_loop()
+
+        def discard(why: str) -> None:
+            if self._producer is producer:  # once per producer: the next call no longer gets it
+                self._producer = None
+                log.warning("the feedback producer %s; starting a new one", why)
+                task = loop.create_task(self._discard(producer))
+                self._discarding.add(task)
+                task.add_done_callback(self._discarding.discard)
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                error = "cancelled" if done.cancelled() else done.exception()
+                discard(f"failed a record it had not acked in time ({error})")
+
+        def expired() -> None:
+            if not acked.done():
+                discard(f"neither acked nor failed a record for {2 * self._timeout_s:g} s")
+
+        acked.add_done_callback(settled)
+        loop.call_later(self._timeout_s, expired)
 
     async def audit(self) -> None:
         """Run the `on_connect` hook again on the producer in use (an ack came back below its floor)."""

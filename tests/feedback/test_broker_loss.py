@@ -5,9 +5,13 @@ from its ledger, so the topic holds each accepted feedback exactly once."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from tests.conftest import broker_of_its_own
@@ -21,6 +25,7 @@ from tests.feedback.support import (
     topic_records,
 )
 from trimtab.app.stack import down, up
+from trimtab.app.stack.process import ServiceProcess
 from trimtab.config import TrimtabConfig
 from trimtab.events import ORIGINAL_OFFSET_HEADER
 from trimtab.v1 import events_pb2
@@ -77,3 +82,38 @@ def test_a_broker_that_comes_back_empty_gets_every_accepted_event_again(
     assert sum(v for series, v in written_again.items() if ("outcome", "written_again") in series) == len(first)
     said = [r.getMessage() for r in caplog.records if r.name == "feedback.broker_loss"]
     assert said and all("the broker lost events" in line for line in said)
+
+
+def test_a_producer_left_without_an_ack_past_its_timeout_is_replaced(
+    own_broker: TrimtabConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that stops answering (SIGSTOP) leaves a record neither acked nor failed: the service drops
+    that producer, as one the broker refused, and the next call after the broker is back starts a fresh
+    one. (After a broker restart kafka-python's idempotent producer was seen to send nothing and expire
+    nothing for minutes: every call answered UNAVAILABLE until the service restarted.)"""
+    server = InProcessServer(service_config(own_broker, fresh_topic("test.stuck"), produce_timeout_s=1.0))
+    record = ServiceProcess("broker", own_broker.stack.run_dir).record()
+    assert record is not None
+    broker = int(str(record["pid"]))
+    try:
+        records = [server.put(response_record(user_id=f"stuck-user-{i}")) for i in range(3)]
+        first, stuck, later = (thumb(response_ids(r)[0], user_id=r.user_id) for r in records)
+        server.submit_until_accepted(first)
+        os.kill(broker, signal.SIGSTOP)
+        try:
+            with caplog.at_level(logging.WARNING, logger="feedback.producer"):
+                with pytest.raises(grpc.RpcError) as refused:
+                    server.submit(stuck, timeout=10)
+                deadline = time.monotonic() + 10
+                while "starting a new one" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        accepted = {request.feedback_id: server.submit_until_accepted(request) for request in (stuck, later)}
+        on_topic = topic_records(server.config, server.config.kafka.topics.feedback.name)
+    finally:
+        server.close()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "the feedback producer" in caplog.text and "starting a new one" in caplog.text
+    ids = Counter(events_pb2.FeedbackEvent.FromString(r.value).feedback_id for r in on_topic)
+    assert ids == Counter({first.feedback_id: 1, **{feedback_id: 1 for feedback_id in accepted}})
