@@ -151,10 +151,10 @@ class FeedbackProducer:
 
     def _watch_late(self, producer: KafkaProducer, acked: asyncio.Future[Any]) -> None:
         """A record not acked in time either fails later (the producer's delivery timeout is the same) or
-        is acked. A producer that does neither within another timeout has stopped sending: seen after a
-        broker restart, an idempotent producer that never got a producer id back sends nothing and
-        expires nothing, and kept every later call UNAVAILABLE. Either way it is dropped as one the broker
-        refused; the next call starts a fresh one (which checks the broker against the ledger first)."""
+        is acked. A producer that does neither within another timeout has stopped sending: kafka-python's
+        sender neither drains nor expires batches while it has no producer id (a restarted broker that
+        refused its InitProducerId). Either way it is dropped as one the broker refused; the next call
+        starts a fresh one (which checks the broker against the ledger first)."""
         loop = asyncio.get_running_loop()
 
         def discard(why: str) -> None:
