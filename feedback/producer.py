@@ -12,7 +12,8 @@ of the request id), so one request's events stay in order on one partition as wi
 
 Every new connection first runs the `on_connect` hook with a `Writer` on it (the service checks there
 that the broker still holds what the ledger says it accepted: `feedback.broker_loss`); calls wait for
-it, and a hook that fails leaves no producer behind, so they answer UNAVAILABLE.
+it, and a hook that fails leaves no producer behind, so they answer UNAVAILABLE. The connection runs as
+a task of its own that calls share: a call whose client gives up stops waiting, the check goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 from opentelemetry.context import Context
 from redis.exceptions import RedisError
@@ -93,6 +94,7 @@ class FeedbackProducer:
         self._settler: _Settler | None = None
         self._on_connect: OnConnect | None = None
         self._discarding: set[asyncio.Task[None]] = set()  # discards started by a late verdict
+        self._connecting: asyncio.Task[KafkaProducer] | None = None
 
     def on_connect(self, hook: OnConnect) -> None:
         """Run `hook` on every new connection before any call writes on it."""
@@ -136,25 +138,23 @@ class FeedbackProducer:
             await self._discard(producer)
             raise BrokerUnavailable(f"the broker did not take the event: {exc}", handed_over=False) from exc
         acked = self._acks(asyncio.get_running_loop()).bridge(future)
+        self._watch(producer, acked)
         try:
             metadata = await asyncio.wait_for(asyncio.shield(acked), self._timeout_s)
         except TimeoutError as exc:
-            self._watch_late(producer, acked)
             message = f"no ack from the broker within {self._timeout_s:g} s"
             raise BrokerUnavailable(message, handed_over=True, late_ack=acked) from exc
-        except KafkaTimeoutError as exc:  # the producer's own delivery timeout: the broker is away
-            raise BrokerUnavailable(f"no ack from the broker: {exc}", handed_over=True) from exc
         except KafkaError as exc:
-            await self._discard(producer)
             raise BrokerUnavailable(f"the broker did not ack the event: {exc}", handed_over=True) from exc
         return Ack(self.topic, int(metadata.partition), int(metadata.offset), time.perf_counter() - started)
 
-    def _watch_late(self, producer: KafkaProducer, acked: asyncio.Future[Any]) -> None:
-        """A record not acked in time either fails later (the producer's delivery timeout is the same) or
-        is acked. A producer that does neither within another timeout has stopped sending: kafka-python's
-        sender neither drains nor expires batches while it has no producer id (a restarted broker that
-        refused its InitProducerId). Either way it is dropped as one the broker refused; the next call
-        starts a fresh one (which checks the broker against the ledger first)."""
+    def _watch(self, producer: KafkaProducer, acked: asyncio.Future[Any]) -> None:
+        """Drop the producer when a record of it fails, or is neither acked nor failed within twice the
+        delivery timeout: a producer the broker refused (an idempotent producer whose id a restarted broker
+        no longer knows stays failed for good; kafka-python's sender neither drains nor expires batches
+        while it has no producer id) is replaced by a fresh one, which checks the broker against the ledger
+        first. Watched from the record's future, not from the call that wrote it: that call may have been
+        cancelled (its client's deadline), and every later call would then go on writing on a dead producer."""
         loop = asyncio.get_running_loop()
 
         def discard(why: str) -> None:
@@ -165,17 +165,18 @@ class FeedbackProducer:
                 self._discarding.add(task)
                 task.add_done_callback(self._discarding.discard)
 
-        def settled(done: asyncio.Future[Any]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                error = "cancelled" if done.cancelled() else done.exception()
-                discard(f"failed a record it had not acked in time ({error})")
-
         def expired() -> None:
             if not acked.done():
                 discard(f"neither acked nor failed a record for {2 * self._timeout_s:g} s")
 
+        timer = loop.call_later(2 * self._timeout_s, expired)
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            if done.cancelled() or done.exception() is not None:
+                discard(f"failed a record ({'cancelled' if done.cancelled() else done.exception()})")
+
         acked.add_done_callback(settled)
-        loop.call_later(self._timeout_s, expired)
 
     async def audit(self) -> None:
         """Run the `on_connect` hook again on the producer in use (an ack came back below its floor)."""
@@ -184,20 +185,47 @@ class FeedbackProducer:
                 await self._hook(self._producer, self._partitions)
 
     async def _ready(self) -> KafkaProducer:
-        async with self._lock:
-            if self._producer is None:
-                try:
-                    producer, partitions = await asyncio.to_thread(self._connect)
-                except KafkaError as exc:
-                    message = f"cannot reach the broker at {self._kafka.bootstrap_servers}: {exc}"
-                    raise BrokerUnavailable(message, handed_over=False) from exc
-                try:
-                    await self._hook(producer, partitions)
-                except BaseException:
-                    await asyncio.to_thread(producer.close, 0)
-                    raise
-                self._producer, self._partitions = producer, partitions
+        """The producer in use, or a new one once it is connected and checked. The connection is one task
+        that callers share and only wait for: a caller's deadline cancels its wait, never the check (a
+        broker-loss recovery takes longer than some clients wait; cancelled each time, it never ended)."""
+        if self._producer is not None and not self._lock.locked():
             return self._producer
+        loop = asyncio.get_running_loop()
+        task = self._connecting
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._connecting = loop.create_task(self._connect_and_check())
+            task.add_done_callback(_retrieve)  # every waiter may have gone: its failure is logged below
+        return await asyncio.shield(task)
+
+    async def _connect_and_check(self) -> KafkaProducer:
+        async with self._lock:
+            if self._producer is not None:
+                return self._producer
+            started = time.perf_counter()
+            try:
+                producer, partitions = await asyncio.to_thread(self._connect)
+            except (KafkaError, BrokerUnavailable) as exc:
+                log.warning("no feedback producer: %s", exc)
+                if isinstance(exc, BrokerUnavailable):
+                    raise
+                message = f"cannot reach the broker at {self._kafka.bootstrap_servers}: {exc}"
+                raise BrokerUnavailable(message, handed_over=False) from exc
+            connected = time.perf_counter()
+            try:
+                await self._hook(producer, partitions)
+            except BaseException as exc:
+                log.warning(
+                    "a new feedback producer failed its check after %.1f s: %r", time.perf_counter() - connected, exc
+                )
+                await asyncio.to_thread(producer.close, 0)
+                raise
+            log.info(
+                "a new feedback producer is ready (connected in %.1f s, checked in %.1f s)",
+                connected - started,
+                time.perf_counter() - connected,
+            )
+            self._producer, self._partitions = producer, partitions
+            return producer
 
     async def _hook(self, producer: KafkaProducer, partitions: int) -> None:
         if self._on_connect is None:
@@ -243,9 +271,16 @@ class FeedbackProducer:
         return producer, len(partitions)
 
     def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._producer is not None:
             self._producer.close(timeout=self._timeout_s)
             self._producer = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Settler:

@@ -117,3 +117,36 @@ def test_a_producer_left_without_an_ack_past_its_timeout_is_replaced(
     assert "the feedback producer" in caplog.text and "starting a new one" in caplog.text
     ids = Counter(events_pb2.FeedbackEvent.FromString(r.value).feedback_id for r in on_topic)
     assert ids == Counter({first.feedback_id: 1, **{feedback_id: 1 for feedback_id in accepted}})
+
+
+def test_a_recovery_outlives_the_calls_that_wait_for_it(
+    own_broker: TrimtabConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients that wait less than a broker-loss recovery takes do not cut it short: it runs once, to its
+    end, while their calls time out, and new feedback is accepted after it. (The recovery used to run in
+    the call that found the loss and die with that call's deadline, again and again: after a restart of
+    the broker the service answered UNAVAILABLE for minutes under clients with a 2 s deadline.)"""
+    server = InProcessServer(service_config(own_broker, fresh_topic("test.impatient")))
+    try:
+        records = [server.put(response_record(user_id=f"impatient-user-{i % 6}")) for i in range(400)]
+        for record in records[:40]:
+            server.submit_until_accepted(thumb(response_ids(record)[0], user_id=record.user_id))
+        down(server.config)
+        up(server.config)
+        failures: Counter[grpc.StatusCode] = Counter()
+        with caplog.at_level(logging.INFO, logger="feedback"):
+            for record in records[40:]:  # each call new feedback, so no lease of an earlier call is in the way
+                try:
+                    accepted = server.submit(thumb(response_ids(record)[0], user_id=record.user_id), timeout=0.2)
+                    break
+                except grpc.RpcError as error:
+                    failures[error.code()] += 1
+            else:
+                pytest.fail(f"nothing accepted in {len(records) - 40} calls with a 0.2 s deadline: {dict(failures)}")
+    finally:
+        server.close()
+    assert accepted.event_id and failures[grpc.StatusCode.DEADLINE_EXCEEDED] > 0  # calls gave up during it
+    checks = [r.getMessage() for r in caplog.records if r.name == "feedback.producer"]
+    assert not [line for line in checks if "failed its check" in line]
+    lost = [r.getMessage() for r in caplog.records if r.name == "feedback.broker_loss"]
+    assert lost and len(lost) == len({line.split("[")[1].split("]")[0] for line in lost})  # once a partition
