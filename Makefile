@@ -92,7 +92,7 @@ test-long: model real-model tools
 chaos: model real-model tools
 	$(BIN)/python -m pytest -m chaos -s
 
-bench: model
+bench: model real-model
 	$(BIN)/python -m bench
 
 lint: proto

@@ -1,6 +1,8 @@
 """Offline alignment throughput: trimtab's learner vs TRL's DPOTrainer and KTOTrainer.
 
-Two geometries, each measured on both sides. The default model (config.model.path) at the configured
+On a machine with CUDA, first the GPU geometry (`bench.learner_gpu`: a ~0.5B random Llama, ~512-token
+rows, bf16, each run in a process of its own). Then, on every machine, two CPU geometries, each measured
+on both sides. The default model (config.model.path) at the configured
 batch (learner.train), where a step is mostly matrix multiplies; and a ~259k-parameter Llama (the
 default model's config and tokenizer at hidden size 64, 2 layers, random weights from a fixed seed,
 saved to a temporary directory) at an 8-example batch in one micro-batch, where a step's fixed costs
@@ -109,7 +111,28 @@ def bench_learner(config: TrimtabConfig, warmup: int = 3, timed: int = 20, round
     peak = max(peak, matmul_gflops())  # the best of a measurement before and one after
     rows: list[Comparison] = []
     for m in measured:
-        rows += [*comparisons(m, threads, warmup), efficiency(m, peak)]
+        rows += [*comparisons(m, threads, warmup), efficiency(m, Peak("float32 torch.mm 2048^3", peak))]
+    return _gpu_rows(config, rounds) + rows
+
+
+def _gpu_rows(config: TrimtabConfig, rounds: int) -> list[Comparison]:
+    """The GPU geometry's rows (bench.learner_gpu) on a machine with CUDA; none elsewhere."""
+    from bench import learner_gpu
+
+    if not learner_gpu.wanted():
+        return []
+    shape = learner_gpu.shape()
+    with tempfile.TemporaryDirectory(prefix="trimtab-bench-learner-gpu-") as tmp:
+        measured = learner_gpu.measure_gpu(config, rounds, Path(tmp))
+    dtype = getattr(torch, shape.dtype)
+    size = 8192 if shape.device == "cuda" else 256
+    peak = Peak(
+        f"{shape.dtype} torch.mm {size}^3 on {shape.device}",
+        matmul_gflops(size, device=torch.device(shape.device), dtype=dtype),
+    )
+    rows: list[Comparison] = []
+    for m in measured:
+        rows += [*comparisons(m, torch.get_num_threads(), shape.warmup), efficiency(m, peak)]
     return rows
 
 
@@ -290,6 +313,8 @@ class StepClock:
         self.stamps: list[float] = []
 
     def on_step(self, *_: object) -> None:
+        if torch.cuda.is_initialized():  # the step's kernels may still be running
+            torch.cuda.synchronize()
         self.stamps.append(time.perf_counter())
 
     def rate(self, warmup: int, batch_size: int) -> float:
@@ -348,13 +373,13 @@ def _trl_setup(config: TrimtabConfig, algorithm: str, steps: int, out: Path) -> 
         "max_grad_norm": learner.optim.grad_clip,
         "max_length": train_config.max_length,
         "seed": train_config.seed,
-        # What trimtab does too: float32 on CPU, activations checkpointed as configured, the reference
-        # precomputed once.
-        "bf16": False,
-        "fp16": False,
+        # What trimtab does too: its device and precision (TRL's bf16 mode: float32 masters under
+        # autocast), activations checkpointed as configured, the reference precomputed once.
+        "bf16": learner.dtype == "bfloat16",
+        "fp16": learner.dtype == "float16",
         "gradient_checkpointing": train_config.activation_checkpointing,
         "precompute_ref_log_probs": True,
-        "use_cpu": True,
+        "use_cpu": learner.device == "cpu",
         "dataloader_pin_memory": False,
         "report_to": "none",
         "save_strategy": "no",
@@ -425,16 +450,33 @@ def example_work(model_dir: Path, examples: list[TrainExample], algorithm: str) 
     return Work(step / n, nominal / n, reference / n, tokens / n)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 (size x size) @ (size x size) rate of `repeats`, after a warm-up, at the current threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
+def matmul_gflops(
+    size: int = 2048, repeats: int = 5, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best (size x size) @ (size x size) rate of `repeats`, after a warm-up (on the CPU at the current threads)."""
+    device = device or torch.device("cpu")
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+
+    def mm() -> None:
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    mm()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.mm(a, b)
+        mm()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What achieved FLOP/s are measured against: a matmul at the geometry's device and dtype."""
+
+    name: str
+    gflops: float
 
 
 # Rows
@@ -444,7 +486,9 @@ def comparisons(m: Measured, threads: int, warmup: int) -> list[Comparison]:
     train = m.geometry.config.learner.train
     name = m.algorithm.upper()
     trl = "TRL DPOTrainer" if m.algorithm == "dpo" else "TRL KTOTrainer"
-    setup = f"{m.geometry.label}, batch {train.batch_size} (micro {train.micro_batch_size}), {threads} threads, float32"
+    learner = m.geometry.config.learner
+    where = f"{threads} threads, {learner.dtype}" if learner.device == "cpu" else f"{learner.device}, {learner.dtype}"
+    setup = f"{m.geometry.label}, batch {train.batch_size} (micro {train.micro_batch_size}), {where}"
     tokens = f"{m.ours.examples_per_s * m.work.step_tokens:,.0f} vs {m.theirs.examples_per_s * m.work.step_tokens:,.0f}"
     return [
         Comparison(
@@ -469,18 +513,18 @@ def comparisons(m: Measured, threads: int, warmup: int) -> list[Comparison]:
     ]
 
 
-def efficiency(m: Measured, peak: float) -> Comparison:
+def efficiency(m: Measured, peak: Peak) -> Comparison:
     ours = m.ours.examples_per_s * m.work.step_flops / 1e9
     theirs = m.theirs.examples_per_s * m.work.nominal_step_flops / 1e9
     return Comparison(
-        name=f"{m.algorithm.upper()} step achieved GFLOP/s vs a float32 matmul ({m.geometry.label}; "
+        name=f"{m.algorithm.upper()} step achieved GFLOP/s vs a {peak.name.split()[0]} matmul ({m.geometry.label}; "
         "ratio = share of peak)",
         unit="GFLOP/s",
         candidate="trimtab learner",
         candidate_value=ours,
-        baseline="float32 torch.mm 2048^3",
-        baseline_value=peak,
-        notes=f"TRL {theirs:,.1f} GFLOP/s ({theirs / peak:.0%}); model GFLOP per example per step: trimtab "
+        baseline=peak.name,
+        baseline_value=peak.gflops,
+        notes=f"TRL {theirs:,.1f} GFLOP/s ({theirs / peak.gflops:.0%}); model GFLOP per example per step: trimtab "
         f"{m.work.step_flops / 1e9:.2f}, as separate sequences {m.work.nominal_step_flops / 1e9:.2f}",
     )
 
