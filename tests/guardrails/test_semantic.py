@@ -1,9 +1,12 @@
 """The embedder from the event loop: concurrent checks' texts are encoded together, each text once, with
-the same vectors as a direct encode; a cancelled or failing caller does not strand the others."""
+the same vectors as a direct encode; a cancelled or failing caller does not strand the others; the
+encoder's own process, killed, is started again."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -83,3 +86,18 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_runs(embedder: Emb
     for result in results:
         assert isinstance(result, EmbeddingError) and "embedding model failed" in str(result.__cause__)
     assert asyncio.run(embedder.embed(fresh(2))).shape == (2, embedder.dimension)
+
+
+def test_an_encoder_process_that_dies_fails_one_batch_and_the_next_starts_another(embedder: Embedder) -> None:
+    before = embedder._model._process
+    assert before is not None and before.poll() is None
+    os.kill(before.pid, signal.SIGKILL)
+    before.wait(timeout=10)
+    with pytest.raises(EmbeddingError) as failed:
+        asyncio.run(embedder.embed(fresh(2)))
+    assert "the encoder process exited" in str(failed.value.__cause__)
+    texts = fresh(3)
+    vectors = asyncio.run(embedder.embed(texts))
+    after = embedder._model._process
+    assert after is not None and after.pid != before.pid and after.poll() is None
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
