@@ -50,7 +50,7 @@ from trimtab.config import TrimtabConfig
 TINY_ENV = "TRIMTAB_BENCH_GPU_TINY"
 # The real model `make real-model` imports: its tokenizer gives the vocabulary (the default model's has
 # under a thousand tokens, which would make the LM head a rounding error).
-TOKENIZER = Path(".trimtab/models/smollm2-135m-instruct")
+TOKENIZER = Path(__file__).resolve().parent.parent / ".trimtab" / "models" / "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)

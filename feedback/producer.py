@@ -40,6 +40,7 @@ from trimtab.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 _LINGER_MS = 2  # acks gate every reply: batch only what arrives within a couple of milliseconds
+_QUIET_S = 10.0
 
 
 class BrokerUnavailable(TrimtabError):
@@ -95,6 +96,7 @@ class FeedbackProducer:
         self._on_connect: OnConnect | None = None
         self._discarding: set[asyncio.Task[None]] = set()  # discards started by a late verdict
         self._connecting: asyncio.Task[KafkaProducer] | None = None
+        self._said_at = -_QUIET_S
 
     def on_connect(self, hook: OnConnect) -> None:
         """Run `hook` on every new connection before any call writes on it."""
@@ -205,7 +207,7 @@ class FeedbackProducer:
             try:
                 producer, partitions = await asyncio.to_thread(self._connect)
             except (KafkaError, BrokerUnavailable) as exc:
-                log.warning("no feedback producer: %s", exc)
+                self._say("no feedback producer: %s", exc)
                 if isinstance(exc, BrokerUnavailable):
                     raise
                 message = f"cannot reach the broker at {self._kafka.bootstrap_servers}: {exc}"
@@ -214,7 +216,7 @@ class FeedbackProducer:
             try:
                 await self._hook(producer, partitions)
             except BaseException as exc:
-                log.warning(
+                self._say(
                     "a new feedback producer failed its check after %.1f s: %r", time.perf_counter() - connected, exc
                 )
                 await asyncio.to_thread(producer.close, 0)
@@ -226,6 +228,13 @@ class FeedbackProducer:
             )
             self._producer, self._partitions = producer, partitions
             return producer
+
+    def _say(self, message: str, *args: Any) -> None:
+        """A warning about connecting, at most one every _QUIET_S: calls retry while the broker is away."""
+        now = time.monotonic()
+        if now - self._said_at >= _QUIET_S:
+            self._said_at = now
+            log.warning(message, *args)
 
     async def _hook(self, producer: KafkaProducer, partitions: int) -> None:
         if self._on_connect is None:
