@@ -45,6 +45,7 @@ from bench.learner import (
     best,
     example_work,
 )
+from bench.serving import _free_port
 from trimtab.config import TrimtabConfig
 
 TINY_ENV = "TRIMTAB_BENCH_GPU_TINY"
@@ -217,14 +218,6 @@ def _run_side(side: str, algorithm: str, warmup: int, timed: int, workdir: Path,
     if done.returncode != 0:
         raise RuntimeError(f"the {side} {algorithm} run at the GPU geometry failed (exit {done.returncode})")
     return Throughput(**json.loads(out.read_text()))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str]) -> int:

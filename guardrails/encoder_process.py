@@ -41,8 +41,8 @@ class EncoderProcess:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopper: weakref.finalize[Any, Any] | None = None  # stops the running child, once
         self.dimension = self._start()
-        self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
 
     def encode(self, texts: Sequence[str], **_: Any) -> np.ndarray:
         """(len(texts), dimension) float32 unit vectors."""
@@ -63,8 +63,7 @@ class EncoderProcess:
 
     def close(self) -> None:
         with self._lock:
-            self._finalizer()
-            self._conn, self._process = None, None
+            self._forget()
 
     def _start(self) -> int:
         ours, theirs = Pipe()
@@ -81,14 +80,13 @@ class EncoderProcess:
             _stop(ours, process)
             raise EncoderGone(f"the encoder process failed to load the model: {dimension}")
         self._conn, self._process = ours, process
-        if hasattr(self, "_finalizer"):  # a restart: the new pair is the one to stop
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, _stop, ours, process)
+        self._stopper = weakref.finalize(self, _stop, ours, process)  # also at exit, or when this is collected
         return int(dimension)
 
     def _forget(self) -> None:
-        _stop(self._conn, self._process)
-        self._conn, self._process = None, None
+        if self._stopper is not None:
+            self._stopper()
+        self._conn, self._process, self._stopper = None, None, None
 
 
 def _stop(conn: Connection | None, process: subprocess.Popen[bytes] | None) -> None:

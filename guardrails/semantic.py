@@ -78,6 +78,12 @@ class Embedder:
             if not self._encoding:
                 self._next_batch(loop)
             await asyncio.wait(futures)  # not gather: a cancelled caller must not cancel a text others wait for
+            # Every failure retrieved, not only the one raised: an unretrieved one is logged with its traceback
+            # when collected, on whatever thread collects it, and CPython 3.11.7 formats tracebacks with `ast`,
+            # whose state NeMo's parse on the event loop shares (a SystemError there, seen in the tests).
+            failures = [error for future in futures if (error := future.exception()) is not None]
+            if failures:
+                raise failures[0]
             found.update((text, future.result()) for text, future in zip(missing, futures, strict=True))
         return self._stack(texts, found)
 
