@@ -5,7 +5,7 @@ command: a Llama of hidden 1024, 24 layers, 16 heads of 64, MLP 4096, random wei
 (the real model's 49k-token tokenizer, so the LM head is as wide as a real one's), rows of ~128 prompt
 and ~384 completion tokens (words drawn from that tokenizer's vocabulary; both sides tokenize the same
 text into the same sequences), DPO at 16 pairs and KTO at 32 examples a step in one micro-batch,
-bfloat16 on CUDA with nccl (trimtab: float32 masters under FSDP2's mixed precision; TRL: its bf16 mode),
+bfloat16 on CUDA with nccl (both sides: float32 masters under autocast, trimtab at one rank as `shard_model` says),
 reference log-probs precomputed on both sides.
 
 Each side and algorithm trains in a process of its own, a torchrun-style single rank on the configured

@@ -18,6 +18,12 @@ Messages = Sequence[dict[str, str]]
 # the order stays random at the window scale.
 BUCKET_WINDOW_BATCHES = 50
 
+# cuDNN's attention (what SDPA runs on recent NVIDIA GPUs) builds an execution plan for every new input
+# shape, tens of ms of CPU while the GPU waits, and caches it: widths that changed every step paid that
+# at each step's first attention forward and backward (44-64 ms GPU-idle gaps in the 2026-12-04 H200
+# profile, ../shared/gpu-check). Rounded up to this multiple, a run meets a handful of widths.
+CUDA_WIDTH_MULTIPLE = 64
+
 
 @dataclass(frozen=True)
 class TokenizedExample:
@@ -72,11 +78,18 @@ def length_bucketed(
     yield from batches
 
 
-def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> Batch:
+def width_multiple(device: torch.device) -> int:
+    """What batch widths on `device` are rounded up to: `CUDA_WIDTH_MULTIPLE` on CUDA; 1 elsewhere, where
+    padding is only extra work."""
+    return CUDA_WIDTH_MULTIPLE if device.type == "cuda" else 1
+
+
+def collate(examples: Sequence[TokenizedExample], pad_token_id: int, *, multiple: int = 1) -> Batch:
+    """Right-padded to the longest example, rounded up to `multiple` tokens (`width_multiple`)."""
     ids = [example.input_ids for example in examples]
-    input_ids = _padded(ids, pad_token_id)
-    attention_mask = _padded([[1] * len(row) for row in ids], 0)
-    loss_mask = _padded([example.loss_mask for example in examples], 0).float()
+    input_ids = _padded(ids, pad_token_id, multiple)
+    attention_mask = _padded([[1] * len(row) for row in ids], 0, multiple)
+    loss_mask = _padded([example.loss_mask for example in examples], 0, multiple).float()
     return Batch(input_ids, attention_mask, loss_mask[:, 1:])
 
 
@@ -110,9 +123,12 @@ def shared_prompt_length(chosen: TokenizedExample, rejected: TokenizedExample) -
     return length if same and length < len(rejected) and length < len(chosen) else 0
 
 
-def collate_pairs(pairs: Sequence[tuple[TokenizedExample, TokenizedExample]], pad_token_id: int) -> PairBatch | None:
-    """Pack each (chosen, rejected) pair into one row sharing the prompt (see PairBatch); None when a pair
-    does not share a prompt, and the caller must fall back to `collate`."""
+def collate_pairs(
+    pairs: Sequence[tuple[TokenizedExample, TokenizedExample]], pad_token_id: int, *, multiple: int = 1
+) -> PairBatch | None:
+    """Pack each (chosen, rejected) pair into one row sharing the prompt (see PairBatch), rows padded to a
+    multiple of `multiple` tokens; None when a pair does not share a prompt, and the caller must fall back
+    to `collate`."""
     prompts = [shared_prompt_length(chosen, rejected) for chosen, rejected in pairs]
     if not all(prompts):
         return None
@@ -138,18 +154,18 @@ def collate_pairs(pairs: Sequence[tuple[TokenizedExample, TokenizedExample]], pa
     # Responses were appended pair by pair (chosen, rejected); PairLogps wants all chosen rows first.
     source, target, mask = ([*side[0::2], *side[1::2]] for side in sides)
     return PairBatch(
-        input_ids=_padded(ids, pad_token_id),
-        position_ids=_padded(positions, 0),
-        attention_mask=_pair_attention(_padded(segments, -1)),
+        input_ids=_padded(ids, pad_token_id, multiple),
+        position_ids=_padded(positions, 0, multiple),
+        attention_mask=_pair_attention(_padded(segments, -1, multiple)),
         source=_padded(source, 0),
         target=_padded(target, pad_token_id),
         loss_mask=_padded(mask, 0).float(),
     )
 
 
-def _padded(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
-    """Right-padded (len(rows), longest row) long tensor."""
-    width = max(len(row) for row in rows)
+def _padded(rows: Sequence[Sequence[int]], fill: int, multiple: int = 1) -> torch.Tensor:
+    """Right-padded (len(rows), longest row rounded up to `multiple`) long tensor."""
+    width = -(-max(len(row) for row in rows) // multiple) * multiple
     # Filled as one flat int64 buffer: torch.tensor over Python lists, or a slice assignment per row,
     # costs several times more at these sizes (a step of a small model collates in its critical path).
     flat: list[int] = []

@@ -2,16 +2,17 @@
 
 Under torchrun (WORLD_SIZE set) the configured backend joins the ranks: gloo on CPU, nccl on GPUs.
 Without torchrun we still open a one-rank gloo group in memory, so that the collectives and the
-state-dict gathering run the very same code at world size 1. FSDP2 itself is skipped there in float32
-(see `shard_model`): with nothing to shard and nothing to cast it was pure overhead.
+state-dict gathering run the very same code at world size 1. FSDP2 itself is skipped there (see
+`shard_model`): with nothing to shard it was pure overhead, and mixed precision runs under autocast.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -59,23 +60,43 @@ def shutdown(context: DistContext) -> None:
 
 
 def shard_model(model: nn.Module, dtype: torch.dtype) -> None:
-    """FSDP2: each transformer block is its own shard group (all-gathered just in time), then the root.
+    """FSDP2 over several ranks: each transformer block is its own shard group (all-gathered just in time),
+    then the root. Parameters stay float32 masters; for bf16/fp16 FSDP casts them for compute and reduces
+    gradients in float32, so the optimiser never updates low-precision weights.
 
-    Parameters stay float32 masters; for bf16/fp16 FSDP casts them for compute and reduces gradients in
-    float32, so the optimiser never updates low-precision weights.
-
-    One rank in float32 keeps the plain module: FSDP2 would only copy every parameter in and out of its
-    all-gather buffers on each forward and backward and route the optimiser and gradient clipping
-    through DTensor dispatch, 20-30% of a DPO or KTO step of the default model on 2 CPU threads
-    (bench/learner.py). Everything downstream takes either form (`reshard`, gradient-sync toggling,
-    `clip_grad_norm`, the state-dict helpers); the 2-rank tests keep FSDP2 covered.
+    One rank keeps the plain module: with nothing to shard, FSDP2 only copies every parameter in and out of
+    its all-gather buffers on each forward and backward and routes the optimiser and gradient clipping
+    through DTensor dispatch: 20-30% of a DPO or KTO step of the default model on 2 CPU threads
+    (bench/learner.py), and on an H200 in bf16 its casts were 28% of the GPU's time (../shared/gpu-check,
+    2026-12-04: the plain module under autocast stepped 1.55x faster). There a bf16/fp16 forward runs
+    under `torch.autocast` over the same float32 masters (`autocast_forward`), as TRL trains. Everything
+    downstream takes either form (`reshard`, gradient-sync toggling, `clip_grad_norm`, the state-dict
+    helpers); the 2-rank tests keep FSDP2 covered.
     """
-    if (dist.get_world_size() if dist.is_initialized() else 1) == 1 and dtype == torch.float32:
+    if (dist.get_world_size() if dist.is_initialized() else 1) == 1:
+        if dtype != torch.float32:
+            autocast_forward(model, dtype)
         return
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for block in find_decoder_layers(model) or ():
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
+
+
+def autocast_forward(model: nn.Module, dtype: torch.dtype) -> None:
+    """Run every call of `model` (training forwards, reference passes, `generate`'s steps) under
+    `torch.autocast(dtype)`: matrix products in `dtype` from the float32 parameters, which keep their
+    float32 gradients. Autograd replays the casts in the backward pass, and activation checkpointing
+    recomputes a block under the autocast state it was first run in."""
+    forward = model.forward
+    device_type = next(model.parameters()).device.type
+
+    @functools.wraps(forward)  # transformers reads the signature of `forward` (generate's argument check)
+    def forward_under_autocast(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    model.forward = forward_under_autocast  # type: ignore[method-assign]
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList | None:

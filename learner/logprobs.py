@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from learner.batching import PairBatch, TokenizedExample, collate, collate_pairs
+from learner.batching import PairBatch, TokenizedExample, collate, collate_pairs, width_multiple
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,11 @@ def pair_sequence_logprobs(
     the same up to float rounding.
     """
     device = next(model.parameters()).device
-    packed = collate_pairs(pairs, pad_token_id) if supports_pair_packing(model) else None
+    multiple = width_multiple(device)
+    packed = collate_pairs(pairs, pad_token_id, multiple=multiple) if supports_pair_packing(model) else None
     if packed is not None:
         packed = packed.to(device)
         return pair_token_logprobs(model, packed), packed.loss_mask
-    batch = collate([chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_token_id).to(device)
+    sequences = [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]
+    batch = collate(sequences, pad_token_id, multiple=multiple).to(device)
     return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask

@@ -16,7 +16,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from learner.batching import TokenizedExample, collate
+from learner.batching import TokenizedExample, collate, width_multiple
 from learner.data import TrainExample
 from learner.logprobs import pair_sequence_logprobs, sequence_token_logprobs
 from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, rating_loss, reward_model_loss, sft_loss
@@ -60,7 +60,7 @@ def _token_logps(
     model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    batch = collate(sequences, pad_token_id).to(device)
+    batch = collate(sequences, pad_token_id, multiple=width_multiple(device)).to(device)
     return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask
 
 
@@ -157,7 +157,8 @@ def rating_compute(
 
 def _rewards(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int) -> torch.Tensor:
     """Scalar rewards r(x, y), shape (n,), read by the sequence-classification head at each last token."""
-    batch = collate(sequences, pad_token_id).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    batch = collate(sequences, pad_token_id, multiple=width_multiple(device)).to(device)
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     return logits.squeeze(-1).float()
 

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel
 
-from learner.batching import TokenizedExample, collate, length_bucketed
+from learner.batching import TokenizedExample, collate, length_bucketed, width_multiple
 from learner.logprobs import sequence_token_logprobs
 from learner.losses import sft_loss
 from learner.optim import build_optimizer
@@ -56,7 +56,7 @@ def train_sft(
     with TrainProgress("SFT", total_steps, metrics_path, settings.log_every, console) as progress:
         for _ in range(settings.epochs):
             for group in length_bucketed(examples, settings.batch_size, rng):
-                batch = collate(group, pad_token_id).to(device)
+                batch = collate(group, pad_token_id, multiple=width_multiple(device)).to(device)
                 token_logps = sequence_token_logprobs(model, batch.input_ids, batch.attention_mask)
                 loss, metrics = sft_loss(token_logps, batch.loss_mask)
                 optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
 """Preference pairs packed one per row, the prompt computed once (batching.collate_pairs): the layout by hand,
-and the same log-probs and gradients as the two separate padded sequences on a tiny Llama."""
+and the same log-probs and gradients as the two separate padded sequences on a tiny Llama; widths rounded
+up to a multiple (batching.width_multiple) change nothing but the padding."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from learner.batching import TokenizedExample, collate, collate_pairs
-from learner.logprobs import pair_sequence_logprobs, sequence_token_logprobs, supports_pair_packing
+from learner.batching import CUDA_WIDTH_MULTIPLE, TokenizedExample, collate, collate_pairs, width_multiple
+from learner.logprobs import pair_sequence_logprobs, pair_token_logprobs, sequence_token_logprobs, supports_pair_packing
 from tests.learner.tiny import make_tiny_model
 
 PAD = 0
@@ -81,3 +82,29 @@ def test_packed_pairs_give_the_separate_sequences_log_probs_and_gradients(tiny_m
     assert torch.allclose(packed, separate, atol=1e-5)
     for packed_grad, parameter in zip(packed_grads, tiny_model.parameters(), strict=True):
         assert torch.allclose(packed_grad, parameter.grad, atol=1e-5)
+
+
+def test_widths_rounded_up_to_a_multiple_change_no_log_prob(tiny_model: torch.nn.Module) -> None:
+    pairs = random_pairs(tiny_model.config.vocab_size)
+    exact, rounded = collate_pairs(pairs, PAD), collate_pairs(pairs, PAD, multiple=16)
+    assert exact is not None and rounded is not None
+    assert exact.input_ids.shape[1] % 16 != 0 and rounded.input_ids.shape[1] % 16 == 0
+    assert rounded.attention_mask.shape[-1] == rounded.attention_mask.shape[-2] == rounded.input_ids.shape[1]
+    with torch.no_grad():
+        exact_logps, rounded_logps = pair_token_logprobs(tiny_model, exact), pair_token_logprobs(tiny_model, rounded)
+    assert torch.allclose(exact_logps, rounded_logps, atol=1e-5)
+
+    sequences = [chosen for chosen, _ in pairs]
+    exact_batch, rounded_batch = collate(sequences, PAD), collate(sequences, PAD, multiple=16)
+    assert rounded_batch.input_ids.shape[1] % 16 == 0
+    with torch.no_grad():
+        summed = [
+            (sequence_token_logprobs(tiny_model, batch.input_ids, batch.attention_mask) * batch.loss_mask).sum(-1)
+            for batch in (exact_batch, rounded_batch)
+        ]
+    assert torch.allclose(summed[0], summed[1], atol=1e-5)
+
+
+def test_widths_are_rounded_on_cuda_only() -> None:
+    assert width_multiple(torch.device("cuda", 0)) == CUDA_WIDTH_MULTIPLE
+    assert width_multiple(torch.device("cpu")) == 1
