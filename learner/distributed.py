@@ -96,7 +96,7 @@ def autocast_forward(model: nn.Module, dtype: torch.dtype) -> None:
         with torch.autocast(device_type=device_type, dtype=dtype):
             return forward(*args, **kwargs)
 
-    model.forward = forward_under_autocast  # type: ignore[method-assign]
+    model.forward = forward_under_autocast
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList | None:

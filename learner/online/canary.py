@@ -3,11 +3,12 @@
 A candidate that passed the gates becomes the canary (a LoRA adapter serving `canary.share` of the
 users beside current; a full-weight candidate is promoted directly, since one engine holds one set of
 base weights). The judge then counts verdicts on responses served by each version and decides once both
-sides have `min_feedback` verdicts (current's counted since the canary started). A verdict is a thumb, or
-with `canary.ratings` a 1-5 rating: 4-5 up, 1-2 down (a 3 says neither). Both are one user's judgement of
-one answer, and users are split between the sides at random, so each side gets the same mix of the two
-in expectation and the comparison stays fair; counting ratings brings each decision, and so each new
-version's first answers, sooner:
+sides have `min_feedback` verdicts (current's counted since the canary started). A verdict is a thumb;
+with `canary.ratings` a 1-5 rating: 4-5 up, 1-2 down (a 3 says neither); with `canary.helpfulness` a
+SteerLM attribute score's helpfulness, 0-4 (HelpSteer's overall quality): 3-4 up, 0-1 down (a 2 says
+neither). Each is one user's judgement of one answer, and users are split between the sides at random,
+so each side gets the same mix of kinds in expectation and the comparison stays fair; counting ratings
+and scores brings each decision, and so each new version's first answers, sooner:
 
     d = up_rate(canary) - up_rate(current),  se = sqrt(p_c (1-p_c)/n_c + p_k (1-p_k)/n_k)
     roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
@@ -72,13 +73,16 @@ class Tally:
         return self.total**2 / self.squares if self.squares > 1e-12 else 0.0
 
 
-def verdict(label: feedback_pb2.FeedbackLabel, *, ratings: bool) -> bool | None:
+def verdict(label: feedback_pb2.FeedbackLabel, *, ratings: bool, helpfulness: bool) -> bool | None:
     """A feedback's verdict on its answer: up (True), down (False), or none (None)."""
     kind = label.WhichOneof("kind")
     if kind == "thumb":
         return label.thumb == feedback_pb2.THUMB_UP
     if kind == "rating" and ratings and label.rating != 3:
         return label.rating > 3
+    scores = label.attributes
+    if kind == "attributes" and helpfulness and scores.HasField("helpfulness") and scores.helpfulness != 2:
+        return scores.helpfulness > 2
     return None
 
 
@@ -121,7 +125,7 @@ class CanaryJudge:
 
     def observe(self, event: events_pb2.FeedbackEvent, rater_weight: float = 1.0) -> None:
         """Count the event's verdict, at its abuse weight times `rater_weight` (`learner.online.raters`)."""
-        up = verdict(event.label, ratings=self.settings.ratings)
+        up = verdict(event.label, ratings=self.settings.ratings, helpfulness=self.settings.helpfulness)
         if up is None:
             return
         served = next((c for c in event.served.candidates if c.reply.response_id == event.response_id), None)

@@ -7,9 +7,10 @@ the reference is the operator's judge instead (`suite.judge`, a scorer function)
 outvote. It never sees a user's threshold, so it is asked only what it can answer, an order:
 
 - a pairwise choice (not a tie) is a comparison: it agrees if the judge scores the chosen answer higher;
-- a thumb, or a 1-5 rating read as up (4-5) or down (1-2), is compared with the same user's last verdict
-  of the other polarity: an up agrees if the judge scores its answer above that user's last down, a down
-  if below their last up. A user who voted only one way has no comparison yet.
+- a thumb, a 1-5 rating read as up (4-5) or down (1-2), or a SteerLM helpfulness score read as up (3-4) or
+  down (0-1) is compared with the same user's last verdict of the other polarity: an up agrees if the
+  judge scores its answer above that user's last down, a down if below their last up. A user who voted
+  only one way has no comparison yet.
 
 Equal scores are no comparison. With a agreements of n comparisons and a Beta(k/2, k/2) prior on the
 user's agreement rate q (k = `prior_votes`), the weight is
@@ -127,7 +128,7 @@ class Raters:
             if chosen is None or rejected is None:
                 return None
             return _order(self.scorer(prompt, chosen), self.scorer(prompt, rejected))
-        up = verdict(label, ratings=True)
+        up = verdict(label, ratings=True, helpfulness=True)
         text = _text(served, event.response_id)
         if up is None or text is None:
             return None

@@ -355,18 +355,28 @@ def test_flagged_users_thumbs_count_at_their_abuse_weight(
     assert (after.current, after.canary) == expected
 
 
-def test_a_verdict_is_a_thumb_or_a_decisive_rating_and_nothing_else() -> None:
+def test_a_verdict_is_a_thumb_a_decisive_rating_or_helpfulness_score_and_nothing_else() -> None:
+    from functools import partial
+
     from learner.online.canary import verdict
 
     up, down = feedback_pb2.THUMB_UP, feedback_pb2.THUMB_DOWN
     Label = feedback_pb2.FeedbackLabel
-    assert [verdict(Label(thumb=t), ratings=True) for t in (up, down)] == [True, False]
-    assert [verdict(Label(rating=r), ratings=True) for r in (1, 2, 3, 4, 5)] == [False, False, None, True, True]
-    assert [verdict(Label(rating=r), ratings=False) for r in (1, 5)] == [None, None]
-    assert verdict(Label(thumb=up), ratings=False) is True
+    every = partial(verdict, ratings=True, helpfulness=True)
+    assert [every(Label(thumb=t)) for t in (up, down)] == [True, False]
+    assert [every(Label(rating=r)) for r in (1, 2, 3, 4, 5)] == [False, False, None, True, True]
+    assert [verdict(Label(rating=r), ratings=False, helpfulness=True) for r in (1, 5)] == [None, None]
+    assert verdict(Label(thumb=up), ratings=False, helpfulness=False) is True
+
+    def scores(**values: int) -> feedback_pb2.FeedbackLabel:
+        return Label(attributes=common_pb2.SteerLMAttributes(**values))
+
+    assert [every(scores(helpfulness=h, toxicity=0)) for h in range(5)] == [False, False, None, True, True]
+    assert every(scores(correctness=4, coherence=4)) is None  # no helpfulness score: no verdict
+    assert verdict(scores(helpfulness=4), ratings=True, helpfulness=False) is None
     pair = Label(pairwise=feedback_pb2.Pairwise(chosen_response_id="res_0", rejected_response_id="res_1"))
-    assert verdict(pair, ratings=True) is None  # two answers of one version: no verdict between versions
-    assert verdict(Label(correction="Better."), ratings=True) is None
+    assert every(pair) is None  # two answers of one version: no verdict between versions
+    assert every(Label(correction="Better.")) is None
 
 
 def ratings(version: str, values: list[int]) -> list[events_pb2.FeedbackEvent]:
@@ -400,6 +410,40 @@ def test_ratings_are_verdicts_too_four_and_five_up_one_and_two_down_three_neithe
     judge.decide()
     after = with_pointers(config, lambda p: p.read())
     expected = ("ver_canary", None) if counted else ("ver_current", "ver_canary")
+    assert (after.current, after.canary) == expected
+
+
+def helpfulness_scores(version: str, values: list[int]) -> list[events_pb2.FeedbackEvent]:
+    events = []
+    for value in values:
+        event = feedback(feedback_pb2.FeedbackLabel(attributes=common_pb2.SteerLMAttributes(helpfulness=value)))
+        event.served.candidates[0].reply.model_version = version
+        events.append(event)
+    return events
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("counted", [True, False])
+def test_helpfulness_scores_are_verdicts_too_and_can_roll_a_canary_back(
+    stack: TrimtabConfig, tmp_path: Path, counted: bool
+) -> None:
+    """With `canary.helpfulness` (the default) 20 thumbs and 20 decisive helpfulness scores a side make the
+    40 verdicts a decision needs (the 2s count for nothing): the canary's 12/40 up against current's 32/40
+    rolls it back. With the scores off, the 20 thumbs a side are not yet enough."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path, TRIMTAB_LEARNER__ONLINE__CANARY__HELPFULNESS=str(counted).lower())
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    judge = CanaryJudge(config)
+    current = thumbs("ver_current", 16, 4) + helpfulness_scores("ver_current", [4] * 10 + [3] * 6 + [0] * 4 + [2] * 6)
+    canary = thumbs("ver_canary", 6, 14) + helpfulness_scores("ver_canary", [3] * 6 + [1] * 8 + [0] * 6 + [2] * 6)
+    for event in current + canary:
+        judge.observe(event)
+    judge.decide()
+    after = with_pointers(config, lambda p: p.read())
+    expected = ("ver_current", None) if counted else ("ver_current", "ver_canary")
     assert (after.current, after.canary) == expected
 
 

@@ -117,6 +117,11 @@ class CanaryConfig(Section):
         description="Count 1-5 ratings as verdicts beside thumbs: 4-5 up, 1-2 down, 3 neither. More evidence per"
         " minute, so each canary is decided sooner (a new version first reaches users as the canary).",
     )
+    helpfulness: bool = Field(
+        default=True,
+        description="Count SteerLM attribute scores that set helpfulness (0-4, the answer's overall quality) as"
+        " verdicts too: 3-4 up, 0-1 down, 2 neither. Like ratings: more evidence per minute.",
+    )
     confidence: float = Field(
         default=0.9, gt=0.5, lt=1, description="One-sided confidence that the canary is worse before rolling back."
     )
