@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from bench.ports import free_port
 from bench.report import Comparison
 from feedback import event as feedback_event
 from trimtab.app.stack import down, up
@@ -109,10 +109,10 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
 
 def _bench_config(config: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
     data = config.model_dump()
-    data["kafka"]["bootstrap_servers"] = f"127.0.0.1:{_free_port()}"
+    data["kafka"]["bootstrap_servers"] = f"127.0.0.1:{free_port()}"
     data["redis"]["key_prefix"] = f"{config.redis.key_prefix}bench-{uuid.uuid4().hex[:6]}:"
     data["stack"]["run_dir"] = run_dir
-    data["feedback"] |= {"grpc_port": _free_port(), "http_port": _free_port()}
+    data["feedback"] |= {"grpc_port": free_port(), "http_port": free_port()}
     # The bench measures validation and writing, not refusals: limits far above the load.
     data["feedback"]["user_rate"] = {"max_requests": 1_000_000, "window_s": 60}
     data["feedback"]["key_rate"] = {"max_requests": 1_000_000, "window_s": 60}
@@ -267,9 +267,3 @@ def _send_window(producer: Any, topic: str, payloads: list[tuple[bytes, bytes, A
 
 def _p(values: list[float], percentile: int) -> float:
     return statistics.quantiles(values, n=100)[percentile - 1] if percentile < 100 else max(values)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -529,15 +529,28 @@ def efficiency(m: Measured, peak: Peak) -> Comparison:
     )
 
 
-def main() -> int:
-    """`python -m bench.learner`: this benchmark alone, written to bench/results/learner/."""
+def main(argv: list[str]) -> int:
+    """`python -m bench.learner [--gpu]`: this benchmark alone, written to bench/results/learner/; with
+    `--gpu` the GPU geometry's rows alone (minutes of a lent GPU are scarce), to bench/results/learner-gpu/."""
     console = Console(stderr=True)
-    console.print("bench: offline DPO and KTO throughput (trimtab learner vs TRL)")
-    rows = bench_learner(simulation_config())
-    table = write_report(rows, Path(__file__).resolve().parent / "results" / "learner")
+    gpu_only = argv == ["--gpu"]
+    if argv and not gpu_only:
+        console.print("usage: python -m bench.learner [--gpu]")
+        return 2
+    from bench import learner_gpu
+
+    if gpu_only and not learner_gpu.wanted():
+        console.print(
+            f"bench.learner --gpu: torch sees no CUDA device ({learner_gpu.TINY_ENV}=1: toy sizes on the CPU)"
+        )
+        return 2
+    console.print(f"bench: offline DPO and KTO throughput (trimtab learner vs TRL){' on the GPU' if gpu_only else ''}")
+    config = simulation_config()
+    rows = _gpu_rows(config, rounds=2) if gpu_only else bench_learner(config)
+    table = write_report(rows, Path(__file__).resolve().parent / "results" / ("learner-gpu" if gpu_only else "learner"))
     print(table.read_text())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

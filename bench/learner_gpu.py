@@ -45,7 +45,7 @@ from bench.learner import (
     best,
     example_work,
 )
-from bench.serving import _free_port
+from bench.ports import free_port
 from trimtab.config import TrimtabConfig
 
 TINY_ENV = "TRIMTAB_BENCH_GPU_TINY"
@@ -211,7 +211,7 @@ def _run_side(side: str, algorithm: str, warmup: int, timed: int, workdir: Path,
     env = dict(os.environ)
     if side == "trimtab":  # a torchrun-style single rank: init_distributed joins the configured backend
         env |= {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-        env["MASTER_PORT"] = str(_free_port())
+        env["MASTER_PORT"] = str(free_port())
     argv = [sys.executable, "-m", "bench.learner_gpu", side, algorithm, str(warmup), str(timed), str(workdir), str(out)]
     print(f"bench: learner at the GPU geometry, {side} {algorithm} (round {round_ + 1})", file=sys.stderr, flush=True)
     done = subprocess.run(argv, env=env, check=False)

@@ -29,8 +29,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.ports import free_port
 from bench.report import Comparison
-from bench.serving import _free_port, private_stack
+from bench.serving import private_stack
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
 from trimtab.records import purge_prefix
@@ -164,7 +165,7 @@ def _trimtab_env(config: TrimtabConfig, http_port: int) -> dict[str, str]:
         "TRIMTAB_REDIS__KEY_PREFIX": config.redis.key_prefix,
         "TRIMTAB_MODEL__PATH": str(config.model.path),
         "TRIMTAB_REGISTRY__ROOT": str(config.registry.root),
-        "TRIMTAB_SERVING__PORT": str(_free_port()),
+        "TRIMTAB_SERVING__PORT": str(free_port()),
         "TRIMTAB_SERVING__OPENAI__PORT": str(http_port),
         "TRIMTAB_AUTH__ENABLED": "true",
         "TRIMTAB_AUTH__API_KEYS": json.dumps(keys),
@@ -206,14 +207,14 @@ def bench_openai(config: TrimtabConfig) -> list[Comparison]:
         stack = private_stack(config, workdir)
         up(stack)
         try:
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}/v1"
             trimtab_command = [sys.executable, "-m", "trimtab.app.cli", "serve"]
             ours = _measure(trimtab_command, _trimtab_env(stack, port), workdir / "serve.log", url, "trimtab", prompts)
         finally:
             purge_prefix(stack.redis.url, stack.redis.key_prefix)
             down(stack)
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/v1"
         theirs = _measure(
             _vllm_command(config, port), dict(os.environ), workdir / "vllm.log", url, str(config.model.path), prompts

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import psutil
 
+from bench.ports import free_port
 from bench.report import Comparison
 from trimtab.config import TrimtabConfig
 from trimtab.engine import engine_kwargs
@@ -283,7 +284,7 @@ def private_stack(config: TrimtabConfig, workdir: Path) -> TrimtabConfig:
     return config.model_copy(
         update={
             "stack": config.stack.model_copy(update={"run_dir": workdir / "run"}),
-            "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port()}"}),
+            "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"}),
             "redis": config.redis.model_copy(update={"key_prefix": f"trimtab-bench-{time.time_ns()}:"}),
             "registry": config.registry.model_copy(update={"root": workdir / "registry"}),
             "serving": config.serving.model_copy(
@@ -291,11 +292,3 @@ def private_stack(config: TrimtabConfig, workdir: Path) -> TrimtabConfig:
             ),
         }
     )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
