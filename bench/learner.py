@@ -546,7 +546,9 @@ def main(argv: list[str]) -> int:
         return 2
     console.print(f"bench: offline DPO and KTO throughput (trimtab learner vs TRL){' on the GPU' if gpu_only else ''}")
     config = simulation_config()
-    rows = _gpu_rows(config, rounds=2) if gpu_only else bench_learner(config)
+    # --gpu: one run a side and algorithm (four processes, each loading a 0.5B model) to fit a lent machine's
+    # minutes; a GPU held alone times steadily. The full bench alternates the sides twice.
+    rows = _gpu_rows(config, rounds=1) if gpu_only else bench_learner(config)
     table = write_report(rows, Path(__file__).resolve().parent / "results" / ("learner-gpu" if gpu_only else "learner"))
     print(table.read_text())
     return 0
