@@ -276,15 +276,19 @@ def test_sigkilled_learner_resumes_and_trains_every_event_exactly_once(stack: Tr
 # The canary judge on the real Redis pointers and the real versions topic.
 
 
-def thumbs(version: str, ups: int, downs: int) -> list[events_pb2.FeedbackEvent]:
+def on_version(version: str, labels: list[feedback_pb2.FeedbackLabel]) -> list[events_pb2.FeedbackEvent]:
+    """One feedback event per label, each on an answer `version` served."""
     events = []
-    for i in range(ups + downs):
-        event = feedback(
-            feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP if i < ups else feedback_pb2.THUMB_DOWN)
-        )
+    for label in labels:
+        event = feedback(label)
         event.served.candidates[0].reply.model_version = version
         events.append(event)
     return events
+
+
+def thumbs(version: str, ups: int, downs: int) -> list[events_pb2.FeedbackEvent]:
+    up, down = feedback_pb2.THUMB_UP, feedback_pb2.THUMB_DOWN
+    return on_version(version, [feedback_pb2.FeedbackLabel(thumb=up if i < ups else down) for i in range(ups + downs)])
 
 
 def judge_config(stack: TrimtabConfig, tmp_path: Path, **extra: str) -> TrimtabConfig:
@@ -299,6 +303,22 @@ def judge_config(stack: TrimtabConfig, tmp_path: Path, **extra: str) -> TrimtabC
             "TRIMTAB_LEARNER__ONLINE__CANARY__MIN_FEEDBACK": "40",
         },
     )
+
+
+def judged(config: TrimtabConfig, events: list[events_pb2.FeedbackEvent]) -> tuple[str | None, str | None]:
+    """(current, canary) after a judge, with ver_current serving and ver_canary as the canary for half the
+    users, observed `events` and decided once."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    judge = CanaryJudge(config)
+    for event in events:
+        judge.observe(event)
+    judge.decide()
+    after = with_pointers(config, lambda p: p.read())
+    return after.current, after.canary
 
 
 @pytest.mark.integration
@@ -337,22 +357,11 @@ def test_flagged_users_thumbs_count_at_their_abuse_weight(
     """40 thumbs down on the canary from users the feedback service flagged (weight 0.1) beside honest
     users' 31 up / 9 down: counted at their weight the canary is within the margin of current's 30/10;
     counted in full (weight 1) they would roll it back."""
-    from learner.online.canary import CanaryJudge
-    from trimtab.registry.commands import with_pointers
-
-    config = judge_config(stack, tmp_path)
-    with_pointers(config, lambda p: p.promote("ver_current"))
-    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
-    judge = CanaryJudge(config)
     flagged = thumbs("ver_canary", 0, 40)
     for event in flagged:
         event.abuse.user_flagged, event.abuse.weight = True, weight
-    for event in thumbs("ver_current", 30, 10) + thumbs("ver_canary", 31, 9) + flagged:
-        judge.observe(event)
-    judge.decide()
-    after = with_pointers(config, lambda p: p.read())
-    expected = ("ver_current", None) if decision == "rolled back" else ("ver_canary", None)
-    assert (after.current, after.canary) == expected
+    after = judged(judge_config(stack, tmp_path), thumbs("ver_current", 30, 10) + thumbs("ver_canary", 31, 9) + flagged)
+    assert after == (("ver_current", None) if decision == "rolled back" else ("ver_canary", None))
 
 
 def test_a_verdict_is_a_thumb_a_decisive_rating_or_helpfulness_score_and_nothing_else() -> None:
@@ -380,12 +389,7 @@ def test_a_verdict_is_a_thumb_a_decisive_rating_or_helpfulness_score_and_nothing
 
 
 def ratings(version: str, values: list[int]) -> list[events_pb2.FeedbackEvent]:
-    events = []
-    for value in values:
-        event = feedback(feedback_pb2.FeedbackLabel(rating=value))
-        event.served.candidates[0].reply.model_version = version
-        events.append(event)
-    return events
+    return on_version(version, [feedback_pb2.FeedbackLabel(rating=value) for value in values])
 
 
 @pytest.mark.integration
@@ -396,30 +400,15 @@ def test_ratings_are_verdicts_too_four_and_five_up_one_and_two_down_three_neithe
     """With `canary.ratings` (the default) 20 thumbs and 20 decisive ratings a side make the 40 verdicts a
     decision needs (the 3s count for nothing): the canary's 29/40 up vs current's 30/40 is promoted.
     With ratings off, the 20 thumbs a side are not yet enough."""
-    from learner.online.canary import CanaryJudge
-    from trimtab.registry.commands import with_pointers
-
     config = judge_config(stack, tmp_path, TRIMTAB_LEARNER__ONLINE__CANARY__RATINGS=str(counted).lower())
-    with_pointers(config, lambda p: p.promote("ver_current"))
-    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
-    judge = CanaryJudge(config)
     current = thumbs("ver_current", 15, 5) + ratings("ver_current", [5] * 10 + [4] * 5 + [2] * 3 + [1] * 2 + [3] * 9)
     canary = thumbs("ver_canary", 15, 5) + ratings("ver_canary", [4] * 14 + [1] * 6 + [3] * 9)
-    for event in current + canary:
-        judge.observe(event)
-    judge.decide()
-    after = with_pointers(config, lambda p: p.read())
-    expected = ("ver_canary", None) if counted else ("ver_current", "ver_canary")
-    assert (after.current, after.canary) == expected
+    assert judged(config, current + canary) == (("ver_canary", None) if counted else ("ver_current", "ver_canary"))
 
 
 def helpfulness_scores(version: str, values: list[int]) -> list[events_pb2.FeedbackEvent]:
-    events = []
-    for value in values:
-        event = feedback(feedback_pb2.FeedbackLabel(attributes=common_pb2.SteerLMAttributes(helpfulness=value)))
-        event.served.candidates[0].reply.model_version = version
-        events.append(event)
-    return events
+    scores = [common_pb2.SteerLMAttributes(helpfulness=value) for value in values]
+    return on_version(version, [feedback_pb2.FeedbackLabel(attributes=score) for score in scores])
 
 
 @pytest.mark.integration
@@ -430,21 +419,10 @@ def test_helpfulness_scores_are_verdicts_too_and_can_roll_a_canary_back(
     """With `canary.helpfulness` (the default) 20 thumbs and 20 decisive helpfulness scores a side make the
     40 verdicts a decision needs (the 2s count for nothing): the canary's 12/40 up against current's 32/40
     rolls it back. With the scores off, the 20 thumbs a side are not yet enough."""
-    from learner.online.canary import CanaryJudge
-    from trimtab.registry.commands import with_pointers
-
     config = judge_config(stack, tmp_path, TRIMTAB_LEARNER__ONLINE__CANARY__HELPFULNESS=str(counted).lower())
-    with_pointers(config, lambda p: p.promote("ver_current"))
-    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
-    judge = CanaryJudge(config)
     current = thumbs("ver_current", 16, 4) + helpfulness_scores("ver_current", [4] * 10 + [3] * 6 + [0] * 4 + [2] * 6)
     canary = thumbs("ver_canary", 6, 14) + helpfulness_scores("ver_canary", [3] * 6 + [1] * 8 + [0] * 6 + [2] * 6)
-    for event in current + canary:
-        judge.observe(event)
-    judge.decide()
-    after = with_pointers(config, lambda p: p.read())
-    expected = ("ver_current", None) if counted else ("ver_current", "ver_canary")
-    assert (after.current, after.canary) == expected
+    assert judged(config, current + canary) == (("ver_current", None) if counted else ("ver_current", "ver_canary"))
 
 
 def adapter_version(registry: Registry, base: str, tmp_path: Path, name: str) -> str:
