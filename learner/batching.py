@@ -106,13 +106,19 @@ class PairBatch:
 
     input_ids: torch.Tensor  # (B, W) right-padded
     position_ids: torch.Tensor  # (B, W)
-    attention_mask: torch.Tensor  # (B, 1, W, W) bool, True where query (dim 2) may attend to key (dim 3)
+    segment: torch.Tensor  # (B, W) long: 0 prompt, 1 chosen, 2 rejected, -1 padding
     source: torch.Tensor  # (2B, L) long: the position in its pair's row whose logits predict the token
     target: torch.Tensor  # (2B, L) long: the token
     loss_mask: torch.Tensor  # (2B, L) float: 1 where the token counts (0 for padding)
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(*(tensor.to(device) for tensor in vars(self).values()))
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, 1, W, W) bool, True where query (dim 2) may attend to key (dim 3), built where the batch is: on a
+        GPU from the (B, W) segments, instead of copying B x W x W booleans over from the host each step."""
+        return _pair_attention(self.segment)
 
 
 def shared_prompt_length(chosen: TokenizedExample, rejected: TokenizedExample) -> int:
@@ -156,7 +162,7 @@ def collate_pairs(
     return PairBatch(
         input_ids=_padded(ids, pad_token_id, multiple),
         position_ids=_padded(positions, 0, multiple),
-        attention_mask=_pair_attention(_padded(segments, -1, multiple)),
+        segment=_padded(segments, -1, multiple),
         source=_padded(source, 0),
         target=_padded(target, pad_token_id),
         loss_mask=_padded(mask, 0).float(),
@@ -177,8 +183,8 @@ def _padded(rows: Sequence[Sequence[int]], fill: int, multiple: int = 1) -> torc
 
 def _pair_attention(segment: torch.Tensor) -> torch.Tensor:
     """Causal attention within a segment and onto the prompt; padding attends to itself only (no empty rows)."""
-    width = segment.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    width, device = segment.shape[1], segment.device
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     query, key = segment.unsqueeze(2), segment.unsqueeze(1)
     visible = causal & ((key == 0) | (key == query)) & (key >= 0)
-    return (visible | torch.eye(width, dtype=torch.bool)).unsqueeze(1)
+    return (visible | torch.eye(width, dtype=torch.bool, device=device)).unsqueeze(1)

@@ -33,7 +33,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from learner.batching import TokenizedExample, collate
-from learner.logprobs import sequence_token_logprobs
+from learner.logprobs import batch_token_logprobs
 from trimtab.config import EngineConfig
 from trimtab.engine import offline_llm
 from trimtab.jsonl import Messages
@@ -190,9 +190,9 @@ def response_logps(
     ]
     sums = []
     for start in range(0, len(sequences), batch_size):
-        batch = collate(sequences[start : start + batch_size], pad_token_id).to(model.device)
-        token_logps = sequence_token_logprobs(model, batch.input_ids, batch.attention_mask)
-        sums.append((token_logps * batch.loss_mask).sum(-1).float().cpu())
+        batch = collate(sequences[start : start + batch_size], pad_token_id)
+        token_logps, loss_mask = batch_token_logprobs(model, batch)
+        sums.append((token_logps * loss_mask).sum(-1).float().cpu())
     return torch.cat(sums)
 
 

@@ -1,13 +1,22 @@
-"""Per-token log-probabilities of target sequences under a causal LM."""
+"""Per-token log-probabilities of target sequences under a causal LM.
+
+Only the positions that predict a scored (response) token need the LM head: prompts take their share
+of every sequence, and the head (hidden x vocabulary) is a large part of a small model's step; on a
+GPU its full-vocabulary float32 logits are most of the step's casts and memory. So the model is asked
+for the logits of the tail of each row that starts at the first position any row scores (Hugging Face's
+`logits_to_keep`); earlier positions' log-probs come back as zeros, which every caller masks out.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from learner.batching import PairBatch, TokenizedExample, collate, collate_pairs, width_multiple
+from learner.batching import Batch, PairBatch, TokenizedExample, collate, collate_pairs, width_multiple
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -21,25 +30,80 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     return logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def sequence_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Token log-probs of `input_ids` under `model`, aligned with `input_ids[:, 1:]`."""
+def sequence_token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    first: int = 0,
+    *,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Token log-probs of `input_ids` under `model` (of its logits / `temperature`), aligned with
+    `input_ids[:, 1:]`: shape (B, T-1).
+
+    `first`: the first target position (an index into `input_ids[:, 1:]`) the caller scores in any row
+    (`first_scored`); the LM head skips the positions before it, whose log-probs are returned as 0.
+    """
+    width = input_ids.shape[1]
+    first = first if takes_logits_to_keep(model) else 0
     # No KV cache: nothing reads it, and under activation checkpointing a cache filled inside a block
     # would be filled again when the block is recomputed in the backward pass.
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    return token_logprobs(logits, input_ids)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **_kept(model, width - first)
+    ).logits
+    if temperature != 1.0:
+        logits = logits / temperature
+    token_logps = token_logprobs(logits, input_ids[:, first:])
+    return nn.functional.pad(token_logps, (first, 0)) if first else token_logps
 
 
-def pair_token_logprobs(model: nn.Module, batch: PairBatch) -> torch.Tensor:
+def batch_token_logprobs(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token log-probs, loss mask) of a batch collated on the host, both on the model's device."""
+    first = first_scored(batch.loss_mask)
+    batch = batch.to(next(model.parameters()).device)
+    return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask, first), batch.loss_mask
+
+
+def first_scored(loss_mask: torch.Tensor) -> int:
+    """The first column of a (B, L) loss mask that any row scores (0 when none does). Read on the host,
+    before the batch moves to its device, so it costs no device sync."""
+    columns = loss_mask.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else 0
+
+
+def pair_token_logprobs(model: nn.Module, batch: PairBatch, first: int = 0) -> torch.Tensor:
     """Token log-probs of the chosen and rejected responses of packed pairs (`batching.collate_pairs`),
     shape (2B, L) in the rows of `batch.target`: chosen first, then rejected.
 
-    The logsumexp is taken once per row position, then read at the positions that predict a response
-    token; no (2B, L, V) copy of the logits is made.
+    `first`: the lowest row position that predicts a scored token (`first_source`); the LM head runs from
+    there on. The logsumexp is taken once per row position, then read at the positions that predict a
+    response token; no (2B, L, V) copy of the logits is made.
     """
+    width = batch.input_ids.shape[1]
+    first = first if takes_logits_to_keep(model) else 0
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-    logits = model(**inputs, use_cache=False).logits.float()
+    logits = model(**inputs, use_cache=False, **_kept(model, width - first)).logits.float()
     rows = torch.arange(batch.input_ids.shape[0], device=logits.device).repeat(2).unsqueeze(-1)
-    return logits[rows, batch.source, batch.target] - torch.logsumexp(logits, dim=-1)[rows, batch.source]
+    # Padding entries (source 0) would fall before `first`: any kept position serves, their mask is 0.
+    source = (batch.source - first).clamp(min=0)
+    return logits[rows, source, batch.target] - torch.logsumexp(logits, dim=-1)[rows, source]
+
+
+def first_source(batch: PairBatch) -> int:
+    """The lowest row position whose logits predict a scored token of a packed batch (on the host)."""
+    scored = batch.source[batch.loss_mask > 0]
+    return int(scored.min()) if len(scored) else 0
+
+
+def takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the (possibly PEFT-wrapped) Hugging Face model's forward takes `logits_to_keep`."""
+    get_base_model = getattr(model, "get_base_model", None)
+    base = get_base_model() if callable(get_base_model) else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _kept(model: nn.Module, keep: int) -> dict[str, Any]:
+    return {"logits_to_keep": keep} if takes_logits_to_keep(model) else {}
 
 
 def supports_pair_packing(model: nn.Module) -> bool:
@@ -63,8 +127,8 @@ def pair_sequence_logprobs(
     multiple = width_multiple(device)
     packed = collate_pairs(pairs, pad_token_id, multiple=multiple) if supports_pair_packing(model) else None
     if packed is not None:
+        first = first_source(packed)
         packed = packed.to(device)
-        return pair_token_logprobs(model, packed), packed.loss_mask
+        return pair_token_logprobs(model, packed, first), packed.loss_mask
     sequences = [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]
-    batch = collate(sequences, pad_token_id, multiple=multiple).to(device)
-    return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask
+    return batch_token_logprobs(model, collate(sequences, pad_token_id, multiple=multiple))

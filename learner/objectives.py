@@ -18,7 +18,7 @@ from torch import nn
 
 from learner.batching import TokenizedExample, collate, width_multiple
 from learner.data import TrainExample
-from learner.logprobs import pair_sequence_logprobs, sequence_token_logprobs
+from learner.logprobs import batch_token_logprobs, pair_sequence_logprobs
 from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, rating_loss, reward_model_loss, sft_loss
 from trimtab.config.learner import LossConfig
 
@@ -60,8 +60,7 @@ def _token_logps(
     model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    batch = collate(sequences, pad_token_id, multiple=width_multiple(device)).to(device)
-    return sequence_token_logprobs(model, batch.input_ids, batch.attention_mask), batch.loss_mask
+    return batch_token_logprobs(model, collate(sequences, pad_token_id, multiple=width_multiple(device)))
 
 
 def example_weights(micro: MicroBatch, device: torch.device) -> torch.Tensor | None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from transformers import PreTrainedModel
 
 from learner.batching import TokenizedExample, collate, length_bucketed, width_multiple
-from learner.logprobs import sequence_token_logprobs
+from learner.logprobs import batch_token_logprobs
 from learner.losses import sft_loss
 from learner.optim import build_optimizer
 from learner.progress import TrainProgress
@@ -56,9 +56,9 @@ def train_sft(
     with TrainProgress("SFT", total_steps, metrics_path, settings.log_every, console) as progress:
         for _ in range(settings.epochs):
             for group in length_bucketed(examples, settings.batch_size, rng):
-                batch = collate(group, pad_token_id, multiple=width_multiple(device)).to(device)
-                token_logps = sequence_token_logprobs(model, batch.input_ids, batch.attention_mask)
-                loss, metrics = sft_loss(token_logps, batch.loss_mask)
+                batch = collate(group, pad_token_id, multiple=width_multiple(device))
+                token_logps, loss_mask = batch_token_logprobs(model, batch)
+                loss, metrics = sft_loss(token_logps, loss_mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)

@@ -38,6 +38,7 @@ def test_the_engines_log_probs_sit_where_the_trainer_reads_each_response_token()
     assert batch.mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
     assert batch.engine_logps[0].tolist() == pytest.approx([0, 0, -0.1, -0.2])
     assert batch.engine_logps[1].tolist() == pytest.approx([0, -0.1, -0.2, -0.3])
+    assert batch.first == 1  # the LM head runs from row 1's first response target on
 
 
 def test_each_steps_draw_is_a_function_of_the_step_and_covers_every_prompt_once_a_pass() -> None:
