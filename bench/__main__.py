@@ -15,6 +15,7 @@ from bench.gates import bench_gates
 from bench.generation import bench_generation
 from bench.guardrails import bench_guardrails
 from bench.learner import bench_learner
+from bench.lm_head import bench_lm_head
 from bench.loop import bench_loop
 from bench.openai import bench_openai
 from bench.report import Comparison, write_report
@@ -35,6 +36,10 @@ BENCHES: dict[str, tuple[str, Callable[[TrimtabConfig], Comparison | list[Compar
     "openai": ("the OpenAI endpoint vs vLLM's OpenAI server (same model and load)", bench_openai),
     "guardrails": ("guardrails on vs off (same server and load); latency added by each rail", bench_guardrails),
     "learner": ("offline DPO and KTO training throughput (trimtab learner vs TRL)", bench_learner),
+    "lm_head": (
+        "the learner's LM head from the first scored position vs every position (real model)",
+        bench_lm_head,
+    ),
     "rl": ("GRPO step (trimtab vs TRL GRPOTrainer), rollouts (vLLM vs HF generate), refit vs restart", bench_rl),
     "gates": ("the online gates per round: their worker kept for the run vs one started each round", bench_gates),
     "alignment": (

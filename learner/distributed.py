@@ -128,12 +128,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
-    """Clip the global gradient norm (over every rank's shards) and return it before clipping."""
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm (over every rank's shards) and return it before clipping, on the device
+    (read it with the step's metrics: reading it alone is a host sync)."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    if isinstance(norm, DTensor):
-        norm = norm.full_tensor()
-    return float(norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from learner.batching import BUCKET_WINDOW_BATCHES
 from learner.checkpoint import TrainingState
 from learner.data import TrainExample
 from learner.distributed import DistContext, all_reduce_sum, clip_grad_norm, reshard
+from learner.losses import read_metrics
 from learner.objectives import GlobalStats, MicroBatch, Objective, kto_kl_sum
 from trimtab.errors import TrimtabError
 
@@ -102,11 +103,13 @@ def train(
         chunks = [mine[s : s + settings.micro_batch_size] for s in range(0, len(mine), settings.micro_batch_size)]
         micros = [MicroBatch([examples[i] for i in chunk], reference[chunk]) for chunk in chunks]
         stats = global_stats(model, examples, batch, micros, objective, context, pad_token_id)
-        metrics = accumulate(model, micros, stats, objective, pad_token_id, context)
-        metrics["grad_norm"] = clip_grad_norm(model, settings.grad_clip)
+        totals = accumulate(model, micros, stats, objective, pad_token_id, context)
+        grad_norm = clip_grad_norm(model, settings.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        # The step's one host sync, once all of its work is queued on the device.
+        metrics = read_metrics(dict(zip(objective.metric_names, totals, strict=True)) | {"grad_norm": grad_norm})
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         on_step(step, len(batch), metrics)
         if on_checkpoint is not None and _checkpoint_due(step, settings):
@@ -145,9 +148,10 @@ def accumulate(
     objective: Objective,
     pad_token_id: int,
     context: DistContext,
-) -> dict[str, float]:
-    """Forward and backward every micro-batch; gradients are reduced across ranks on the last only."""
-    totals = torch.zeros(len(objective.metric_names), dtype=torch.float64)
+) -> torch.Tensor:
+    """Forward and backward every micro-batch (gradients are reduced across ranks on the last only); the
+    objective's metrics summed over micro-batches and ranks, on the device, in `metric_names` order."""
+    totals = torch.zeros(len(objective.metric_names), dtype=torch.float64, device=context.device)
     for k, micro in enumerate(micros):
         set_sync = getattr(model, "set_requires_gradient_sync", None)
         if set_sync is not None:
@@ -156,6 +160,5 @@ def accumulate(
         # FSDP averages gradients over ranks (DDP's convention: each rank's loss a local mean), while
         # ours sum to the global batch's loss over ranks: scale up so the average is that sum.
         (loss * context.world_size).backward()
-        totals += torch.tensor([metrics[name] for name in objective.metric_names], dtype=torch.float64)
-    totals = all_reduce_sum(totals.to(context.device)).cpu()
-    return dict(zip(objective.metric_names, totals.tolist(), strict=True))
+        totals += torch.stack([metrics[name] for name in objective.metric_names]).to(totals)
+    return all_reduce_sum(totals)

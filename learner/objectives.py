@@ -19,7 +19,7 @@ from torch import nn
 from learner.batching import TokenizedExample, collate, width_multiple
 from learner.data import TrainExample
 from learner.logprobs import batch_token_logprobs, pair_sequence_logprobs
-from learner.losses import PREFERENCE_LOSSES, PairLogps, kto_loss, rating_loss, reward_model_loss, sft_loss
+from learner.losses import PREFERENCE_LOSSES, Metrics, PairLogps, kto_loss, rating_loss, reward_model_loss, sft_loss
 from trimtab.config.learner import LossConfig
 
 
@@ -38,7 +38,7 @@ class GlobalStats:
     kto_kl: float = 0.0  # KTO's reference point z_0, before clamping: mean policy-minus-reference KL log-ratio
 
 
-Compute = Callable[[nn.Module, MicroBatch, GlobalStats, int], tuple[torch.Tensor, dict[str, float]]]
+Compute = Callable[[nn.Module, MicroBatch, GlobalStats, int], tuple[torch.Tensor, Metrics]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def example_weights(micro: MicroBatch, device: torch.device) -> torch.Tensor | N
     return torch.tensor([e.weight for e in micro.examples], device=device)
 
 
-def _weighted(metrics: dict[str, float], names: tuple[str, ...], weight: float) -> dict[str, float]:
+def _weighted(metrics: Metrics, names: tuple[str, ...], weight: float | torch.Tensor) -> Metrics:
     return {name: metrics[name] * weight for name in names}
 
 
@@ -84,7 +84,7 @@ RATING_METRICS = ("loss", "accuracy", "mean_reward")
 
 def sft_compute(
     model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     token_logps, mask = _token_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
     loss, metrics = sft_loss(token_logps, mask, example_weights(micro, token_logps.device))
     # sft_loss is this micro-batch's token mean; weigh it by its tokens' share of the global batch's.
@@ -101,7 +101,7 @@ def pair_compute(
     algorithm: str,
     hyper: dict[str, float],
     metric_names: tuple[str, ...],
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     # One forward over the pairs, each prompt computed once; rows [chosen_1..chosen_n, rejected_1..rejected_n],
     # the layout PairLogps expects.
     pairs_of_sequences = [(e.sequences[0], e.sequences[1]) for e in micro.examples]
@@ -117,7 +117,7 @@ def pair_compute(
 
 def kto_compute(
     model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int, *, hyper: dict[str, float]
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     policy = summed_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
     reference = micro.reference[:, 0].to(policy.device)
     desirable = torch.tensor([e.desirable for e in micro.examples], device=policy.device)
@@ -134,7 +134,7 @@ def kto_compute(
 
 def reward_model_compute(
     model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int, *, center_coefficient: float
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     """Scalar rewards r(x, y) read by the sequence-classification head at each sequence's last token."""
     sequences = [e.sequences[0] for e in micro.examples] + [e.sequences[1] for e in micro.examples]
     chosen, rejected = _rewards(model, sequences, pad_token_id).chunk(2)
@@ -145,7 +145,7 @@ def reward_model_compute(
 
 def rating_compute(
     model: nn.Module, micro: MicroBatch, stats: GlobalStats, pad_token_id: int
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     """The reward model on single rated answers (the online learner's ratings): `rating_loss`."""
     rewards = _rewards(model, [e.sequences[0] for e in micro.examples], pad_token_id)
     targets = torch.tensor([e.target for e in micro.examples], device=rewards.device)

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel
 
 from learner.batching import TokenizedExample, collate, length_bucketed, width_multiple
 from learner.logprobs import batch_token_logprobs
-from learner.losses import sft_loss
+from learner.losses import read_metrics, sft_loss
 from learner.optim import build_optimizer
 from learner.progress import TrainProgress
 from trimtab.config import OptimConfig
@@ -65,8 +65,9 @@ def train_sft(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                losses.append(metrics["loss"])
-                metrics |= {"grad_norm": float(grad_norm), "lr": float(scheduler.get_last_lr()[0])}
-                progress.step(step, batch.size, metrics)
+                values = read_metrics(metrics | {"grad_norm": grad_norm})  # the step's one host sync
+                losses.append(values["loss"])
+                values["lr"] = float(scheduler.get_last_lr()[0])
+                progress.step(step, batch.size, values)
         tail = losses[-max(1, len(losses) // 10) :]
         return SFTResult(step, sum(tail) / len(tail), progress.examples_per_s)

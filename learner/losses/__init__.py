@@ -3,7 +3,8 @@
 Conventions: `token_logps` are log pi_theta(y_t | x, y_<t) of the target tokens, shape (B, T);
 `loss_mask` (or `mask`) is 1.0 on the tokens a loss may count (response tokens, never the prompt or
 padding), shape (B, T); sequence log-probs are those summed over the response tokens, shape (B,).
-Each loss returns `(loss, metrics)` where metrics are detached Python floats for logging. Each
+Each loss returns `(loss, metrics)` where metrics are detached 0-dim tensors on the loss's device
+(`common.Metrics`): the training loops sum them there and read a step's together (`read_metrics`). Each
 docstring gives the paper's equation and says where and why we depart from it or from TRL, against
 whose implementation tests/learner/test_losses_trl_parity.py checks every loss; tests/learner/test_losses_rl.py
 checks the RL helpers against TRL's arithmetic where TRL 1.16 keeps it inside a trainer, and against former
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from learner.losses.advantages import grpo_advantages, rloo_advantages
-from learner.losses.common import Metrics, masked_mean
+from learner.losses.common import Metrics, masked_mean, read_metrics
 from learner.losses.grpo import LOSS_AGGREGATIONS, aggregate_token_losses, grpo_loss
 from learner.losses.kl_control import KLController, update_kl_controller
 from learner.losses.kto import kto_loss
@@ -84,6 +85,7 @@ __all__ = [
     "ppo_policy_loss",
     "ppo_value_loss",
     "rating_loss",
+    "read_metrics",
     "reward_model_loss",
     "rloo_advantages",
     "sft_loss",

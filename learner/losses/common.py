@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-Metrics = dict[str, float]
+# Detached 0-dim tensors on the loss's device. Reading one on the host waits for the device to finish the
+# forward pass (on a GPU, an idle device while the backward is not yet queued): callers sum them on the
+# device and read a step's metrics together, once (`read_metrics`).
+Metrics = dict[str, torch.Tensor]
+
+
+def read_metrics(metrics: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The metrics as Python floats, read from the device in one transfer."""
+    if not metrics:
+        return {}
+    values = torch.stack([value.detach().to(torch.float64) for value in metrics.values()]).tolist()
+    return dict(zip(metrics, values, strict=True))
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,9 @@ def grpo_loss(
     elif kl_coef != 0:
         raise ValueError("kl_coef != 0 needs reference_logps")
     loss = aggregate_token_losses(per_token_loss, mask, aggregation=aggregation, max_length=max_length)
-    metrics = {"loss": loss.item()} | surrogate_metrics(logps, old_logps, token_advantages, mask, clip_ratio=clip_ratio)
+    metrics = {"loss": loss.detach()} | surrogate_metrics(
+        logps, old_logps, token_advantages, mask, clip_ratio=clip_ratio
+    )
     if kl is not None:
-        metrics["kl"] = masked_mean(kl.detach(), mask).item()
+        metrics["kl"] = masked_mean(kl.detach(), mask)
     return loss, metrics

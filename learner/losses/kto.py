@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.losses.common import Metrics, example_mean
+from learner.losses.common import Metrics, example_mean, masked_mean
 
 
 def kto_loss(
@@ -48,11 +48,9 @@ def kto_loss(
     loss = example_mean(losses, weights)
     with torch.no_grad():
         rewards = beta * logratios
-        metrics = {"loss": loss.item(), "kl": kl.item()}
-        if desirable.any():
-            metrics["reward_chosen"] = rewards[desirable].mean().item()
-        if not desirable.all():
-            metrics["reward_rejected"] = rewards[~desirable].mean().item()
-        if "reward_chosen" in metrics and "reward_rejected" in metrics:
-            metrics["reward_margin"] = metrics["reward_chosen"] - metrics["reward_rejected"]
+        # Masked means, not `rewards[desirable]`: whether a side is present is only known on the device.
+        chosen = masked_mean(rewards, desirable.float())
+        rejected = masked_mean(rewards, (~desirable).float())
+        metrics = {"loss": loss.detach(), "kl": kl, "reward_chosen": chosen, "reward_rejected": rejected}
+        metrics["reward_margin"] = chosen - rejected
     return loss, metrics

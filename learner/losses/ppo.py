@@ -37,8 +37,8 @@ def surrogate_metrics(
     ratio = torch.exp(log_ratio)
     clipped = ((ratio < 1 - clip_ratio) & (advantages < 0)) | ((ratio > 1 + clip_ratio) & (advantages > 0))
     return {
-        "clip_fraction": masked_mean(clipped.float(), mask).item(),
-        "approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item(),
+        "clip_fraction": masked_mean(clipped.float(), mask),
+        "approx_kl": masked_mean(ratio - 1 - log_ratio, mask),
     }
 
 
@@ -59,7 +59,7 @@ def ppo_policy_loss(
     """
     loss = masked_mean(clipped_surrogate(logps, old_logps, advantages, clip_ratio=clip_ratio), mask)
     metrics = surrogate_metrics(logps, old_logps, advantages, mask, clip_ratio=clip_ratio)
-    return loss, {"loss": loss.item()} | metrics
+    return loss, {"loss": loss.detach()} | metrics
 
 
 def ppo_value_loss(
@@ -82,8 +82,8 @@ def ppo_value_loss(
     loss = 0.5 * masked_mean(torch.max(unclipped_error, clipped_error), mask)
     with torch.no_grad():
         metrics = {
-            "loss": loss.item(),
-            "clip_fraction": masked_mean((clipped_error > unclipped_error).float(), mask).item(),
+            "loss": loss.detach(),
+            "clip_fraction": masked_mean((clipped_error > unclipped_error).float(), mask),
         }
     return loss, metrics
 
@@ -147,8 +147,8 @@ def per_token_kl(
     kl = KL_ESTIMATORS[estimator](logps, reference_logps.detach()) * mask
     with torch.no_grad():
         metrics = {
-            "kl_per_token": masked_mean(kl, mask).item(),
-            "kl_per_sequence": kl.sum(-1).mean().item(),
+            "kl_per_token": masked_mean(kl, mask).detach(),
+            "kl_per_sequence": kl.sum(-1).mean().detach(),
         }
     return kl, metrics
 

@@ -133,11 +133,11 @@ def orpo_loss(pairs: PairLogps, *, lam: float) -> tuple[torch.Tensor, Metrics]:
     loss = nll + lam * odds_ratio_term
     with torch.no_grad():
         metrics = {
-            "loss": loss.item(),
-            "nll": nll.item(),
-            "odds_ratio_loss": odds_ratio_term.item(),
-            "log_odds_ratio": log_odds_ratio.mean().item(),
-            "reward_accuracy": (log_odds_ratio > 0).float().mean().item(),
+            "loss": loss.detach(),
+            "nll": nll.detach(),
+            "odds_ratio_loss": odds_ratio_term.detach(),
+            "log_odds_ratio": log_odds_ratio.detach().mean(),
+            "reward_accuracy": (log_odds_ratio > 0).float().mean(),
         }
     return loss, metrics
 
@@ -150,9 +150,9 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 def _reward_metrics(loss: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> Metrics:
     with torch.no_grad():
         return {
-            "loss": loss.item(),
-            "reward_chosen": chosen_rewards.mean().item(),
-            "reward_rejected": rejected_rewards.mean().item(),
-            "reward_margin": (chosen_rewards - rejected_rewards).mean().item(),
-            "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
+            "loss": loss.detach(),
+            "reward_chosen": chosen_rewards.detach().mean(),
+            "reward_rejected": rejected_rewards.detach().mean(),
+            "reward_margin": (chosen_rewards - rejected_rewards).detach().mean(),
+            "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean(),
         }

@@ -32,10 +32,10 @@ def reward_model_loss(
         loss = loss + center_coefficient * ((chosen_rewards + rejected_rewards) ** 2).mean()
     with torch.no_grad():
         metrics = {
-            "loss": loss.item(),
-            "accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
-            "margin": (chosen_rewards - rejected_rewards).mean().item(),
-            "mean_reward": torch.cat([chosen_rewards, rejected_rewards]).mean().item(),
+            "loss": loss.detach(),
+            "accuracy": (chosen_rewards > rejected_rewards).float().mean(),
+            "margin": (chosen_rewards - rejected_rewards).mean(),
+            "mean_reward": torch.cat([chosen_rewards, rejected_rewards]).mean(),
         }
     return loss, metrics
 
@@ -54,9 +54,9 @@ def rating_loss(rewards: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
     loss = -(targets * F.logsigmoid(rewards) + (1 - targets) * F.logsigmoid(-rewards)).mean()
     with torch.no_grad():
         metrics = {
-            "loss": loss.item(),
+            "loss": loss.detach(),
             # Whether r and the rating agree on which side of the reference the answer falls (p = 1/2: either).
-            "accuracy": ((rewards > 0) == (targets > 0.5)).float().mean().item(),
-            "mean_reward": rewards.mean().item(),
+            "accuracy": ((rewards > 0) == (targets > 0.5)).float().mean(),
+            "mean_reward": rewards.mean(),
         }
     return loss, metrics

@@ -23,4 +23,4 @@ def sft_loss(
     tokens = loss_mask.sum()
     weighted_mask = loss_mask if weights is None else loss_mask * weights[:, None]
     loss = -(token_logps * weighted_mask).sum() / tokens.clamp(min=1.0)
-    return loss, {"loss": loss.item(), "tokens": tokens.item()}
+    return loss, {"loss": loss.detach(), "tokens": tokens}

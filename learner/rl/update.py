@@ -16,7 +16,7 @@ import torch
 
 from learner.checkpoint import TrainingState
 from learner.distributed import DistContext, all_reduce_sum, clip_grad_norm
-from learner.losses import grpo_loss, ppo_policy_loss, ppo_value_loss
+from learner.losses import Metrics, grpo_loss, ppo_policy_loss, ppo_value_loss, read_metrics
 from learner.rl.batch import RolloutBatch, policy_logps
 from learner.rl.roles import token_values
 from learner.rl.targets import Measured, Targets
@@ -80,7 +80,7 @@ def _minibatch(
     tokens = float(data.batch.mask[list(rows)].sum())
     micros = [mine[s : s + settings.micro_batch_size] for s in range(0, len(mine), settings.micro_batch_size)]
     names = (*POLICY_METRICS, *(("value_loss", "value_clip_fraction") if critic else ()))
-    totals = torch.zeros(len(names), dtype=torch.float64)
+    totals = torch.zeros(len(names), dtype=torch.float64, device=context.device)
     models = [state.model for state in (actor, critic) if state is not None]
     for k, micro in enumerate(micros):
         for model in models:
@@ -89,15 +89,15 @@ def _minibatch(
                 set_sync(k == len(micros) - 1)
         loss, values = _micro_loss(actor, critic, data, micro, settings, answers=len(rows), tokens=tokens)
         (loss * context.world_size).backward()  # FSDP averages over ranks; ours sum to the minibatch's loss
-        totals += torch.tensor([values[name] for name in names], dtype=torch.float64)
-    metrics = dict(zip(names, all_reduce_sum(totals.to(context.device)).cpu().tolist(), strict=True))
+        totals += torch.stack([values[name] for name in names]).to(totals)
+    metrics = dict(zip(names, all_reduce_sum(totals), strict=True))
     for name, state in (("actor", actor), ("critic", critic)):
         if state is not None:
             metrics[f"{name}_grad_norm"] = clip_grad_norm(state.model, settings.grad_clip)
             state.optimizer.step()
             state.scheduler.step()
             state.optimizer.zero_grad(set_to_none=True)
-    return metrics
+    return read_metrics(metrics)  # the minibatch's one host sync
 
 
 def _micro_loss(
@@ -109,14 +109,15 @@ def _micro_loss(
     *,
     answers: int,
     tokens: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, Metrics]:
     """The micro-batch's loss, weighted by its share of the minibatch, and its weighted metrics."""
     device = next(actor.model.parameters()).device
-    batch = data.batch.rows(micro).to(device)
+    rows = data.batch.rows(micro)
+    token_share = float(rows.mask.sum()) / tokens  # on the host: no wait for the device
+    batch = rows.to(device)
     old = data.measured.old_logps[micro].to(device)
     advantages = data.targets.advantages[micro].to(device)
     logps = policy_logps(actor.model, batch, settings.temperature)
-    token_share = float(batch.mask.sum()) / tokens
     if settings.algorithm == "grpo":
         aggregation = settings.rl.grpo.aggregation
         reference = data.measured.reference_logps[micro].to(device) if settings.kl_coef else None

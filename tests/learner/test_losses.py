@@ -25,6 +25,7 @@ from learner.losses import (
     ppo_policy_loss,
     ppo_value_loss,
     rating_loss,
+    read_metrics,
     reward_model_loss,
     simpo_loss,
 )
@@ -297,9 +298,21 @@ def test_kto_gradient_reaches_only_the_policy_log_probs_of_the_batch() -> None:
     assert reference.grad is None and policy_kl.grad is None and reference_kl.grad is None
 
 
-def test_kto_metrics_omit_the_side_a_batch_lacks() -> None:
-    _, metrics = kto_loss(t(-1.0), t(-1.0), torch.tensor([True]), t(-1.0), t(-1.0), beta=0.1)
-    assert "reward_chosen" in metrics and "reward_rejected" not in metrics and "reward_margin" not in metrics
+def test_kto_metrics_give_0_for_the_side_a_batch_lacks() -> None:
+    # Whether a side is present is known only on the device: deciding which keys to return would wait for it.
+    _, metrics = kto_loss(t(-1.0), t(-2.0), torch.tensor([True]), t(-1.0), t(-1.0), beta=0.1)
+    assert metrics["reward_chosen"] == pytest.approx(0.1, abs=1e-6)
+    assert metrics["reward_rejected"] == 0.0
+
+
+def test_metrics_stay_on_the_device_and_are_read_together() -> None:
+    policy = t(-2.0, -3.0).requires_grad_()
+    _, metrics = kto_loss(policy, t(-2.5, -2.0), torch.tensor([True, False]), t(-1.0), t(-2.0), beta=0.1)
+    assert all(isinstance(value, torch.Tensor) and value.dim() == 0 for value in metrics.values())
+    assert not any(value.requires_grad for value in metrics.values())
+    read = read_metrics(metrics)
+    assert read.keys() == metrics.keys() and all(isinstance(value, float) for value in read.values())
+    assert read["reward_margin"] == pytest.approx(0.1 * 0.5 - 0.1 * -1.0, abs=1e-6)
 
 
 # PPO
