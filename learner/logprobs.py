@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -44,13 +43,7 @@ def sequence_token_logprobs(
     `first`: the first target position (an index into `input_ids[:, 1:]`) the caller scores in any row
     (`first_scored`); the LM head skips the positions before it, whose log-probs are returned as 0.
     """
-    width = input_ids.shape[1]
-    first = first if takes_logits_to_keep(model) else 0
-    # No KV cache: nothing reads it, and under activation checkpointing a cache filled inside a block
-    # would be filled again when the block is recomputed in the backward pass.
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **_kept(model, width - first)
-    ).logits
+    logits, first = _logits_from(model, first, input_ids=input_ids, attention_mask=attention_mask)
     if temperature != 1.0:
         logits = logits / temperature
     token_logps = token_logprobs(logits, input_ids[:, first:])
@@ -79,10 +72,9 @@ def pair_token_logprobs(model: nn.Module, batch: PairBatch, first: int = 0) -> t
     there on. The logsumexp is taken once per row position, then read at the positions that predict a
     response token; no (2B, L, V) copy of the logits is made.
     """
-    width = batch.input_ids.shape[1]
-    first = first if takes_logits_to_keep(model) else 0
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-    logits = model(**inputs, use_cache=False, **_kept(model, width - first)).logits.float()
+    logits, first = _logits_from(model, first, **inputs)
+    logits = logits.float()
     rows = torch.arange(batch.input_ids.shape[0], device=logits.device).repeat(2).unsqueeze(-1)
     # Padding entries (source 0) would fall before `first`: any kept position serves, their mask is 0.
     source = (batch.source - first).clamp(min=0)
@@ -102,8 +94,15 @@ def takes_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def _kept(model: nn.Module, keep: int) -> dict[str, Any]:
-    return {"logits_to_keep": keep} if takes_logits_to_keep(model) else {}
+def _logits_from(model: nn.Module, first: int, **inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(logits, the row position they start at): from `first` on where the model's forward takes
+    `logits_to_keep`, from 0 where it does not."""
+    # No KV cache: nothing reads it, and under activation checkpointing a cache filled inside a block
+    # would be filled again when the block is recomputed in the backward pass.
+    if not takes_logits_to_keep(model):
+        return model(**inputs, use_cache=False).logits, 0
+    width = inputs["input_ids"].shape[1]
+    return model(**inputs, use_cache=False, logits_to_keep=width - first).logits, first
 
 
 def supports_pair_packing(model: nn.Module) -> bool:
