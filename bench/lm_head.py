@@ -55,15 +55,15 @@ def bench_lm_head(config: TrimtabConfig, examples: int = 8, rounds: int = 3) -> 
 
     # Either way `first` is a row position: the logits at position t predict the token at t + 1.
     shapes = [
-        (f"DPO, {examples} packed pairs", packed.input_ids.shape[1], first_source(packed), pair_step),
-        (f"KTO / SFT, {examples} answers", plain.input_ids.shape[1], first_scored(plain.loss_mask), plain_step),
+        ("DPO packed pairs", packed.input_ids.shape[1], first_source(packed), pair_step),
+        ("KTO / SFT answers", plain.input_ids.shape[1], first_scored(plain.loss_mask), plain_step),
     ]
     rows = []
     for label, width, first, step in shapes:
         trimmed, full = _best_of(model, step(first), step(0), rounds)
         rows.append(
             Comparison(
-                name=f"learner LM head, {label} (width {width}), forward + backward",
+                name=f"learner LM head, {label}: {examples} at width {width}, forward + backward",
                 unit="s",
                 candidate=f"logits from position {first} on (the first that predicts a scored token)",
                 candidate_value=trimmed,
