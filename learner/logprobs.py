@@ -2,7 +2,7 @@
 
 Only the positions that predict a scored (response) token need the LM head: prompts take their share
 of every sequence, and the head (hidden x vocabulary) is a large part of a small model's step; on a
-GPU its full-vocabulary float32 logits are most of the step's casts and memory. So the model is asked
+GPU its full-vocabulary float32 logits are a large share of the step's casts and memory. So the model is asked
 for the logits of the tail of each row that starts at the first position any row scores (Hugging Face's
 `logits_to_keep`); earlier positions' log-probs come back as zeros, which every caller masks out.
 """
