@@ -45,11 +45,16 @@ def write_report(rows: list[Comparison], out_dir: Path, stem: str = "latest") ->
         "|---|---|---|---|---|",
     ]
     lines = [
-        f"| {r.name} | {r.candidate}: {r.candidate_value:,.1f} {r.unit} | {r.baseline}: {r.baseline_value:,.1f} "
-        f"{r.unit} | **{r.ratio:.2f}x** | {r.notes} |"
+        f"| {r.name} | {r.candidate}: {_number(r.candidate_value)} {r.unit} | {r.baseline}: "
+        f"{_number(r.baseline_value)} {r.unit} | **{r.ratio:.2f}x** | {r.notes} |"
         for r in rows
     ]
     table = out_dir / f"{stem}.md"
     table.write_text("\n".join(header + lines) + "\n")
     (out_dir / f"{stem}.json").write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2) + "\n")
     return table
+
+
+def _number(value: float) -> str:
+    """One decimal from 10 up (1,521.3 tokens/s); three significant digits below (0.394 CPU-s, 1.41 s)."""
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"

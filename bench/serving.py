@@ -48,6 +48,11 @@ class Load:
     seconds: float
     latencies: list[float]
     cpu_s: float  # user + system CPU of this process and its children over the rounds
+    process_cpu_s: float  # the part of cpu_s spent in this process: the engine's front end and, for the tier, the tier
+
+    @property
+    def process_cpu_s_per_1k_tokens(self) -> float:
+        return 1000 * self.process_cpu_s / self.tokens
 
     @property
     def tokens_per_s(self) -> float:
@@ -81,25 +86,29 @@ async def _measure_once(one: Callable[[int], Awaitable[int]], n: int) -> Load:
     await asyncio.gather(*(timed(i) for i in range(WARMUP)))
     latencies.clear()
     tokens, seconds = 0, 0.0
-    cpu_before = _cpu_s()
+    before = _cpu_s()
     for _ in range(ROUNDS):
         started = time.perf_counter()
         tokens += sum(await asyncio.gather(*(timed(i) for i in range(n))))
         seconds += time.perf_counter() - started
-    return Load(tokens, seconds, latencies, _cpu_s() - cpu_before)
+    after = _cpu_s()
+    return Load(tokens, seconds, latencies, after[0] - before[0], after[1] - before[1])
 
 
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process and every live child (vLLM's engine core runs in one)."""
+def _cpu_s() -> tuple[float, float]:
+    """User + system CPU seconds of this process and every live child (vLLM's engine core runs in one),
+    and of this process alone."""
     me = psutil.Process()
-    total = 0.0
+    total = own = 0.0
     for process in (me, *me.children(recursive=True)):
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
-    return total
+        if process is me:
+            own = times.user + times.system
+    return total, own
 
 
 async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[Any], cores_left: int) -> Load:
@@ -248,6 +257,20 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
             notes=(
                 f"this process and its children, user + system, over the measured rounds; the bare engine at"
                 f" {bare_cores} core(s) left; engine threads as the tier's: {same_threads.cpu_s_per_1k_tokens:.2f}"
+            ),
+        ),
+        Comparison(
+            f"serving process CPU per 1,000 tokens (engine core excluded), {CONCURRENCY} concurrent greedy requests",
+            "CPU-s",
+            "trimtab gRPC tier (and the bench's client)",
+            tier.process_cpu_s_per_1k_tokens,
+            "bare AsyncLLM",
+            same_threads.process_cpu_s_per_1k_tokens,
+            higher_is_better=False,
+            notes=(
+                "this process alone, engine threads as the tier's: the bare side is vLLM's front end (tokenising,"
+                " detokenising, output handling); the tier adds gRPC (server and the bench's client), validation,"
+                " the sampled tokens' logprobs and the response log"
             ),
         ),
         Comparison(
