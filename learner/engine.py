@@ -133,11 +133,13 @@ def global_stats(
 ) -> GlobalStats:
     # Every rank has the whole batch's tokens; only KTO's KL estimate needs the ranks' forwards.
     tokens = float(sum(sum(examples[i].sequences[0].loss_mask) for i in batch))
-    kl = 0.0
+    kl = None
     if objective.needs_kl_estimate:
-        local = torch.tensor([sum(kto_kl_sum(model, micro, pad_token_id) for micro in micros)], device=context.device)
+        local = torch.zeros(1, device=context.device)  # a rank may hold no example of a small batch
+        for micro in micros:
+            local += kto_kl_sum(model, micro, pad_token_id).to(context.device)
         reshard(model)
-        kl = float(all_reduce_sum(local)) / len(batch)
+        kl = all_reduce_sum(local) / len(batch)
     return GlobalStats(examples=len(batch), response_tokens=tokens, kto_kl=kl)
 
 

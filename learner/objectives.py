@@ -35,7 +35,9 @@ class GlobalStats:
 
     examples: int
     response_tokens: float  # SFT's loss is a token mean over the global batch
-    kto_kl: float = 0.0  # KTO's reference point z_0, before clamping: mean policy-minus-reference KL log-ratio
+    # KTO's reference point z_0 before clamping (mean policy-minus-reference KL log-ratio), shape (1,) on the
+    # device: kept there, so estimating it costs the step no host sync. None for the other objectives.
+    kto_kl: torch.Tensor | None = None
 
 
 Compute = Callable[[nn.Module, MicroBatch, GlobalStats, int], tuple[torch.Tensor, Metrics]]
@@ -123,7 +125,9 @@ def kto_compute(
     desirable = torch.tensor([e.desirable for e in micro.examples], device=policy.device)
     # z_0 was estimated over the whole global batch beforehand (see kto_reference_point), so it is the
     # same whatever the micro-batching; kto_loss takes the mean of (policy - reference), here one number.
-    kl_policy = torch.tensor([stats.kto_kl], device=policy.device)
+    if stats.kto_kl is None:
+        raise ValueError("KTO needs the global batch's KL estimate (Objective.needs_kl_estimate)")
+    kl_policy = stats.kto_kl.to(policy.device)
     weights = example_weights(micro, policy.device)
     loss, metrics = kto_loss(
         policy, reference, desirable, kl_policy, torch.zeros_like(kl_policy), **hyper, weights=weights
@@ -163,10 +167,12 @@ def _rewards(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_
 
 
 @torch.no_grad()
-def kto_kl_sum(model: nn.Module, micro: MicroBatch, pad_token_id: int) -> float:
-    """sum over the micro-batch of log pi_theta(y'|x) - log pi_ref(y'|x) for the mismatched completions."""
+@torch.no_grad()
+def kto_kl_sum(model: nn.Module, micro: MicroBatch, pad_token_id: int) -> torch.Tensor:
+    """sum over the micro-batch of log pi_theta(y'|x) - log pi_ref(y'|x) for the mismatched completions, 0-dim
+    on the model's device. Without a graph: z_0 enters the loss as a constant (KTO detaches it)."""
     policy = summed_logps(model, [e.sequences[1] for e in micro.examples], pad_token_id)
-    return float((policy - micro.reference[:, 1].to(policy.device)).sum())
+    return (policy - micro.reference[:, 1].to(policy.device)).sum()
 
 
 def _sft(loss: LossConfig) -> Objective:
