@@ -123,7 +123,7 @@ def kto_compute(
     policy = summed_logps(model, [e.sequences[0] for e in micro.examples], pad_token_id)
     reference = micro.reference[:, 0].to(policy.device)
     desirable = torch.tensor([e.desirable for e in micro.examples], device=policy.device)
-    # z_0 was estimated over the whole global batch beforehand (see kto_reference_point), so it is the
+    # z_0 was estimated over the whole global batch beforehand (learner.engine.global_stats), so it is the
     # same whatever the micro-batching; kto_loss takes the mean of (policy - reference), here one number.
     if stats.kto_kl is None:
         raise ValueError("KTO needs the global batch's KL estimate (Objective.needs_kl_estimate)")
@@ -166,7 +166,6 @@ def _rewards(model: nn.Module, sequences: Sequence[TokenizedExample], pad_token_
     return logits.squeeze(-1).float()
 
 
-@torch.no_grad()
 @torch.no_grad()
 def kto_kl_sum(model: nn.Module, micro: MicroBatch, pad_token_id: int) -> torch.Tensor:
     """sum over the micro-batch of log pi_theta(y'|x) - log pi_ref(y'|x) for the mismatched completions, 0-dim
