@@ -14,20 +14,18 @@ are kept: their loss is log 2 with zero gradient, as in the paper.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from learner.data import Record, TrainExample, tokenize_records
-from learner.distributed import full_state_dict
-from learner.generation import generate
-from learner.models import export
+from learner.distributed import from_main
 from learner.objectives import OBJECTIVES
 from learner.phase import PhaseResult, PhaseSetup, train_phase
+from learner.publish import Contents, exported
+from learner.rollout import RolloutEngine, Sampling
 from trimtab.config import TrimtabConfig
 
 
@@ -41,51 +39,52 @@ def run_spin(
     steps: int | None,
 ) -> PhaseResult:
     """`learner.spin.iterations` phases on `model` (trained in place); steps are per iteration."""
-    spin = config.learner.spin
+    spin, lora = config.learner.spin, config.learner.lora
     objective = OBJECTIVES["spin"](config.learner.loss)
     total, result = 0, PhaseResult(0, {})
-    for iteration in range(1, spin.iterations + 1):
-        own = self_generations(config, setup, model, tokenizer, records, model_dir, seed=iteration)
-        identical = sum(answer == record.responses[0] for answer, record in zip(own, records, strict=True))
-        if setup.context.is_main:
-            setup.console.print(f"SPIN iteration {iteration}: {identical}/{len(records)} generations equal the data")
-        examples = spin_examples(records, own, tokenizer, config.learner.train.max_length)
-        extra = {"iteration": float(iteration), "identical_share": identical / len(records)}
-        result = train_phase(setup, model, examples, objective, f"SPIN {iteration}/{spin.iterations}", steps, extra)
-        total += result.steps
+    # One engine for every iteration, refitted with each iterate (an engine start is most of an iteration's
+    # generation time on small models); on the base model when the iterates are adapters.
+    log = setup.out / "spin-engine.log"
+    with RolloutEngine.on_main(setup.context, model_dir, config.engine, adapter=lora.enabled, log=log) as engine:
+        for iteration in range(1, spin.iterations + 1):
+            sampling = Sampling(
+                n=1, temperature=spin.temperature, max_tokens=spin.max_tokens, seed=iteration * len(records)
+            )
+            own = self_generations(
+                setup, model, Contents(tokenizer, lora, reward_model=False), records, engine, sampling
+            )
+            identical = sum(answer == record.responses[0] for answer, record in zip(own, records, strict=True))
+            if setup.context.is_main:
+                setup.console.print(
+                    f"SPIN iteration {iteration}: {identical}/{len(records)} generations equal the data"
+                )
+            examples = spin_examples(records, own, tokenizer, config.learner.train.max_length)
+            extra = {"iteration": float(iteration), "identical_share": identical / len(records)}
+            result = train_phase(setup, model, examples, objective, f"SPIN {iteration}/{spin.iterations}", steps, extra)
+            total += result.steps
     return PhaseResult(total, result.metrics)
 
 
 def self_generations(
-    config: TrimtabConfig,
     setup: PhaseSetup,
     model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+    contents: Contents,
     records: Sequence[Record],
-    model_dir: Path,
-    seed: int,
+    engine: RolloutEngine | None,
+    sampling: Sampling,
 ) -> list[str]:
-    """The current model's answer to every record's prompt: rank 0 writes the iterate and asks vLLM,
-    then every rank receives the answers."""
-    state = full_state_dict(model)  # every rank takes part in the gather
-    answers: list[list[str]] = [[]]
-    if setup.context.is_main:
-        lora = config.learner.lora
-        with tempfile.TemporaryDirectory(prefix="trimtab-spin-") as scratch:
-            iterate = Path(scratch)
-            export(state, model.config, iterate, reward_model=False, lora=lora)
-            tokenizer.save_pretrained(iterate)
-            answers[0] = generate(
-                model_dir if lora.enabled else iterate,
-                [record.prompt for record in records],
-                config.engine,
-                max_tokens=config.learner.spin.max_tokens,
-                temperature=config.learner.spin.temperature,
-                seed=seed,
-                adapter_dir=iterate if lora.enabled else None,
-            )
-    dist.broadcast_object_list(answers, src=0)
-    return answers[0]
+    """The current model's answer to every record's prompt: every rank joins the gather of the iterate,
+    rank 0 exports it, refits its engine and asks it; every rank receives the answers."""
+    with exported(model, contents, setup.context) as directory:
+        return from_main(lambda: _answers(engine, directory, records, sampling), setup.context)
+
+
+def _answers(
+    engine: RolloutEngine | None, directory: Path | None, records: Sequence[Record], sampling: Sampling
+) -> list[str]:
+    assert engine is not None and directory is not None, "rank 0 holds the engine and writes the export"
+    engine.refit(directory)
+    return [rollout.text for rollout in engine.generate([record.prompt for record in records], sampling)]
 
 
 def spin_examples(
