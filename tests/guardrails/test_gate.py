@@ -12,13 +12,14 @@ import math
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from guardrails.gate import GateResult, red_team_prompts
 from guardrails.runtime import Guardrails
-from learner.evaluate import vllm_engine
+from learner.evaluate import load_weights
 from learner.offline import LearnRequest, run_learn
 from learner.online.gate_worker import guardrail_gate
 from learner.online.gates import GateCandidate, Gates, verdict
@@ -79,14 +80,16 @@ def candidates(tmp_path_factory: pytest.TempPathFactory, world: World) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def results(candidates: dict[str, Path], rails: Guardrails) -> dict[str, GateResult]:
-    """Each candidate's gate result against current, from one vLLM engine whose weights are swapped in turn."""
-    engine = load_config(environ={}).engine
-    with vllm_engine(DEFAULT_MODEL, engine) as llm:
+def results(candidates: dict[str, Path], rails: Guardrails, vllm_engine: Any) -> dict[str, GateResult]:
+    """Each candidate's gate result against current, from the session's vLLM engine, whose weights are
+    swapped in turn (and put back)."""
+    try:
         return {
-            name: guardrail_gate(llm, rails, RED_TEAM, GATE, candidates[name], candidates["current"])
+            name: guardrail_gate(vllm_engine, rails, RED_TEAM, GATE, candidates[name], candidates["current"])
             for name in ("unsafe", "safe")
         }
+    finally:
+        load_weights(vllm_engine, DEFAULT_MODEL)
 
 
 def test_the_gate_refuses_an_unsafe_candidate_and_passes_a_safe_one(

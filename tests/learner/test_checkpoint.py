@@ -37,6 +37,7 @@ from learner.engine import epoch_batches, global_batches
 from learner.optim import build_optimizer
 from learner.phase import METRICS_FILE
 from tests.learner.tiny import arithmetic_rows, make_tiny_model, write_jsonl
+from tests.process_tree import kill_tree
 from trimtab.app.cli import main
 from trimtab.config import LearnerConfig, OptimConfig
 from trimtab.errors import TrimtabError
@@ -225,21 +226,11 @@ def kill_after_checkpoint(command: list[str], env: dict[str, str], checkpoints: 
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.02)
-        for pid in [process.pid, *descendants(process.pid)]:
-            os.kill(pid, signal.SIGKILL)
+        kill_tree(process.pid)
     finally:
         process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL, log.read_text()[-3000:]  # killed, not finished
-
-
-def descendants(pid: int) -> list[int]:
-    """torchrun starts its ranks in sessions of their own: a process-group kill would miss them."""
-    try:
-        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-    return children + [grandchild for child in children for grandchild in descendants(child)]
 
 
 def published_curve(workdir: Path, stdout: str) -> list[dict[str, float]]:
