@@ -4,6 +4,7 @@ transformers and in vLLM, whose greedy outputs agree token for token."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.simulation.default_model import build_default_model, build_info, recipe_hash
+from trimtab.simulation.default_model.build import BUILD_FILE
 from trimtab.simulation.default_model.sampling import sample_with_hf
 from trimtab.simulation.world import Split, World
 
@@ -27,6 +29,38 @@ def test_build_is_cached_by_recipe_hash(config: TrimtabConfig) -> None:
     build_default_model(config, report=messages.append)
     assert messages == [f"default model up to date at {config.model.path} (recipe {recipe_hash(config)})"]
     assert (config.model.path / "model.safetensors").stat().st_mtime_ns == before
+
+
+def small_recipe(tmp_path: Path, target: str, cache: str) -> TrimtabConfig:
+    """A recipe that builds in seconds, into `target`, with its build cache at `cache` ("null": none)."""
+    recipe = {"sft_examples": "100", "vocab_size": "256", "hidden_size": "64", "num_heads": "2", "num_layers": "1"}
+    environ = {f"TRIMTAB_MODEL__RECIPE__{key.upper()}": value for key, value in recipe.items()}
+    environ |= {"TRIMTAB_MODEL__PATH": str(tmp_path / target), "TRIMTAB_MODEL__BUILD_CACHE": cache}
+    return load_config(environ=environ)
+
+
+def test_another_checkout_copies_a_build_of_the_same_recipe_from_the_build_cache(tmp_path: Path) -> None:
+    first = small_recipe(tmp_path, "first", str(tmp_path / "cache"))
+    build_default_model(first, report=lambda _: None)
+    cached = tmp_path / "cache" / f"default-{recipe_hash(first)}"
+    assert build_info(cached) == build_info(first.model.path)
+
+    second, messages = small_recipe(tmp_path, "second", str(tmp_path / "cache")), list[str]()
+    build_default_model(second, report=messages.append)
+    assert f"default model (recipe {recipe_hash(second)}) copied from the build cache at {cached}" in messages
+    for name in ("model.safetensors", "tokenizer.json", BUILD_FILE):
+        assert (second.model.path / name).read_bytes() == (first.model.path / name).read_bytes()
+
+    forced: list[str] = []
+    build_default_model(second, force=True, report=forced.append)  # --force trains again
+    assert not any("build cache" in line for line in forced) and any(line.startswith("SFT:") for line in forced)
+
+
+def test_without_a_build_cache_nothing_is_kept_outside_the_model_directory(tmp_path: Path) -> None:
+    config = small_recipe(tmp_path, "model", "null")
+    assert config.model.build_cache is None
+    build_default_model(config, report=lambda _: None)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 
 def test_recipe_hash_follows_the_recipe_and_the_world(config: TrimtabConfig) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,10 +78,31 @@ def build_default_model(config: TrimtabConfig, force: bool = False, report: Repo
         return target
     if target.exists() and info is None:
         raise ModelBuildError(f"{target} exists and was not built by trimtab; move it or set model.path")
+    cache = config.model.build_cache.expanduser() / f"default-{wanted}" if config.model.build_cache else None
     with replaced_atomically(target, "building") as staging:  # readers never see half a model
-        _build_into(staging, config, wanted, report)
+        if cache is not None and not force and _built(cache, wanted):
+            shutil.copytree(cache, staging, dirs_exist_ok=True)
+            report(f"default model (recipe {wanted}) copied from the build cache at {cache}")
+        else:
+            _build_into(staging, config, wanted, report)
+            if cache is not None:
+                _keep(staging, cache, report)
     report(f"default model written to {target}")
     return target
+
+
+def _built(directory: Path, wanted_hash: str) -> bool:
+    info = build_info(directory)
+    return info is not None and info.get("recipe_hash") == wanted_hash
+
+
+def _keep(build: Path, cache: Path, report: Report) -> None:
+    """A copy of `build` in the cache; a cache that cannot be written costs the next checkout a build, no more."""
+    try:
+        with replaced_atomically(cache, "caching") as staging:
+            shutil.copytree(build, staging, dirs_exist_ok=True)
+    except OSError as exc:
+        report(f"the build cache at {cache} could not be written ({exc}); the next checkout builds again")
 
 
 def _build_into(out: Path, config: TrimtabConfig, wanted_hash: str, report: Report) -> None:
