@@ -8,8 +8,8 @@ import psutil
 
 
 def kill_tree(pid: int) -> None:
-    """By tree, not by process group: torchrun starts each rank in a session of its own, and so does the
-    learner each of its worker processes (the rollout engine, the gates)."""
+    """By tree, not by process group: torchrun starts each rank in a session of its own, as the learner
+    starts each of its worker processes (the rollout engine, the gates)."""
     root = psutil.Process(pid)
     for member in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
