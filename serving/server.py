@@ -4,7 +4,8 @@ Lifecycle: resolve the version to serve (the registry's `current`, else model.pa
 first version) -> start the engine on it -> start the response recorder and the pointer follower ->
 bind gRPC and the OpenAI API's HTTP port, mark SERVING -> on SIGTERM or SIGINT mark NOT_SERVING (load
 balancers stop sending), let in-flight requests on both finish within serving.drain_grace_s, flush
-buffered records, stop the engine.
+buffered records, stop the engine. The whole stop has a deadline (serving.shutdown_timeout_s after the
+drain's grace; `serving/shutdown.py`): past it, or on a second signal, the process exits 1.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from serving.openai.feedback import FeedbackForwarder
 from serving.protocol import EngineStopped
 from serving.recorder import ResponseRecorder
 from serving.served_reward import ServedReward
+from serving.shutdown import StopDeadline
 from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
 from serving.vllm_engine import VllmEngine
 from serving.weights import tensor_specs, write_zero_adapter
@@ -68,22 +70,30 @@ class RunningServer:
     served_reward: ServedReward | None = None
     openai: OpenAIHttp | None = None
 
-    async def stop(self) -> None:
+    async def stop(self, step: Callable[[str], None] = lambda name: None) -> None:
+        """`step` hears the name of each step as it begins (the stop's deadline names the one it hangs in)."""
+        step("marking health NOT_SERVING")
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         # New requests refused on both faces; in-flight ones get the grace period.
+        step("draining in-flight requests (gRPC and the OpenAI API)")
         draining = [self.server.stop(self.drain_grace_s)]
         if self.openai is not None:
             draining.append(self.openai.stop())
         await asyncio.gather(*draining)
+        step("stopping the pointer follower")
         self.follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.follower
+        step("flushing the response log (Redis, Kafka)")
         await self.recorder.close(timeout_s=5.0)
         if self.served_reward is not None:
+            step("flushing the reward of served answers")
             await self.served_reward.close(timeout_s=5.0)
         if self.rails is not None:
+            step("closing the guardrails")
             await self.rails.close()
+        step("shutting the engine down")
         self.engine.shutdown()
 
 
@@ -214,13 +224,21 @@ async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) ->
     await asyncio.wait(stopping, return_when=asyncio.FIRST_COMPLETED)
     for task in stopping:
         task.cancel()
+    # From here the process ends in bounded time, whichever step of the stop hangs; a second signal
+    # ends it at once.
+    deadline = StopDeadline(config.serving.drain_grace_s + config.serving.shutdown_timeout_s)
+    deadline.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, deadline.expire)
     died = running.engine_stopped.is_set()
     if died:
         report("the inference engine stopped (its error is logged above): shutting down")
     report(f"draining (up to {config.serving.drain_grace_s:g}s for in-flight requests)")
-    await running.stop()
+    await running.stop(deadline.step)
+    deadline.step("shutting telemetry down")
     telemetry.shutdown()
-    report("stopped")
+    report(f"stopped in {deadline.slowest()}")
+    deadline.step("exiting (the event loop's and the interpreter's own clean-up)")
     if died:
         raise EngineStopped("the inference engine stopped")
 

@@ -109,9 +109,11 @@ def test_the_ports_probed_and_exposed_are_the_ones_each_process_binds(manifests:
     assert feedback["readinessProbe"]["grpc"]["port"] == config.feedback.grpc_port
     assert port_numbers(manifests.container("Deployment", "ops"))["http"] == config.ops.port
     # Draining: the pod is out of the endpoints (preStop) before SIGTERM starts trimtab's own drain, and
-    # the grace period covers both.
-    drains = {name: config.serving.drain_grace_s for name in (*REPLICAS, "router")} | {
-        "feedback": config.feedback.drain_grace_s
+    # the grace period covers both (and, for a replica, its stop's deadline: its stack dump comes before SIGKILL).
+    replica_stop = config.serving.drain_grace_s + config.serving.shutdown_timeout_s
+    drains = {name: replica_stop for name in REPLICAS} | {
+        "router": config.serving.drain_grace_s,
+        "feedback": config.feedback.drain_grace_s,
     }
     for name, drain in drains.items():
         spec = pod_spec(manifests.get("Deployment", name))

@@ -294,7 +294,7 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_cleanly(
     )
     assert strict.process.wait(timeout=60) == 0
     log = strict.log.read_text()
-    assert "draining" in log
+    assert "draining" in log and "stopped in" in log and "stuck at" not in log  # within its deadline
     # Console spans, flushed at shutdown: the RPC, inside it the GenAI span of the request (OpenTelemetry's
     # conventions), inside that each candidate's generation and the record, with the version.
     spans = console_spans(log)

@@ -78,6 +78,14 @@ class ServingConfig(Section):
     drain_grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM: how long in-flight requests may finish before the server stops."
     )
+    shutdown_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "On SIGTERM, beyond drain_grace_s: how long the rest of the stop (flushing the response log, stopping"
+            " the engine) may take before the process writes its threads' stacks to stderr and exits 1."
+        ),
+    )
     pause_mode: Literal["keep", "wait"] = Field(
         default="keep",
         description=(
