@@ -42,6 +42,7 @@ from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exa
 from tests.conftest import config_with, free_port, stack_of_its_own
 from tests.feedback.processes import Ledger
 from tests.learner.online_support import lineage_ids
+from tests.process_tree import kill_tree, tree
 from trimtab.app.demo.processes import DemoProcess, child_env, learner_command, stop_all, trimtab_command
 from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig, handoff
@@ -87,14 +88,11 @@ class Loop:
         gate and rollout workers), as a lost pod would lose them."""
         process = self.processes[name]
         assert process.pid is not None
-        # By tree, not only by process group: torchrun starts each rank in a session of its own, and a rank
-        # left running would go on learning beside the restarted learner.
-        tree = _tree(process.pid)
+        # By tree, not only by process group: a rank left running would go on learning beside the restarted
+        # learner. The group too, for any member already orphaned.
+        kill_tree(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        for member in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
         process.wait(10)
 
     def pids(self) -> dict[str, list[int]]:
@@ -103,13 +101,8 @@ class Loop:
         for name, process in self.processes.items():
             process.check()  # one that died on its own fails the test, naming its log
             assert process.pid is not None
-            found[name] = [member.pid for member in _tree(process.pid)]
+            found[name] = [member.pid for member in tree(process.pid)]
         return found
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
 
 
 @pytest.fixture
