@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from learner.evaluate import Evaluation, Reference, evaluate_on, full_weights_dir, judge_answers, vllm_engine, win_rate
-from learner.online.gates import judge_dir
+from learner.online.suite_check import judge_dir
 from learner.worker_process import listen, setup
 from trimtab.config import TrimtabConfig
 from trimtab.jsonl import Messages

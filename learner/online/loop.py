@@ -37,13 +37,14 @@ from learner.offline import pad_token_id
 from learner.online.canary import CanaryJudge
 from learner.online.candidate import Anchors, publish_candidate, train_policy
 from learner.online.exclusive import exclusive
-from learner.online.gates import Gates, check_suite
+from learner.online.gates import Gates
 from learner.online.heads import Heads, load_heads, publish_reward_model
 from learner.online.memory import LearnerMemory
 from learner.online.rl import OnlineRL
 from learner.online.rounds import Replay, plan_round
 from learner.online.run import OnlineRun, StopFlag
 from learner.online.source import FeedbackSource
+from learner.online.suite_check import check_suite
 from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import by_head
 from learner.online.version_events import VersionEvents

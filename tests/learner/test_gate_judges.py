@@ -7,7 +7,7 @@ import pytest
 
 from learner.evaluate import Evaluation, KLEstimate
 from learner.online.gate_worker import judged_scores
-from learner.online.gates import check_suite
+from learner.online.suite_check import check_suite
 from learner.rewards import RewardError, RewardModel
 from tests.learner.tiny import make_tiny_model, make_tiny_reward_model
 from trimtab.config import RegistryConfig, TrimtabConfig, load_config

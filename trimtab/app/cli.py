@@ -133,6 +133,10 @@ def _learn_rl(config: TrimtabConfig, args: argparse.Namespace) -> int:
 def _learn_online(config: TrimtabConfig, args: argparse.Namespace) -> int:
     if args.algo or args.data:
         raise TrimtabError("--online trains on the feedback topic with learner.online.mix: drop --algo and --data")
+    from learner.online.suite_check import check_suite
+    from trimtab.suite import load_suite
+
+    check_suite(config, load_suite(config))  # a suite the gates cannot use: refused before torch loads
     from learner.online.loop import OnlineRequest, run_online
 
     memory = run_online(config, OnlineRequest(args.model or config.model.path), console)
