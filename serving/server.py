@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from aiohttp import web
@@ -39,7 +40,6 @@ from serving.recorder import ResponseRecorder
 from serving.served_reward import ServedReward
 from serving.shutdown import StopDeadline
 from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
-from serving.vllm_engine import VllmEngine
 from serving.weights import tensor_specs, write_zero_adapter
 from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
@@ -49,6 +49,9 @@ from trimtab.registry import PointerStore, Registry
 from trimtab.suite import load_suite
 from trimtab.telemetry import setup_telemetry
 from trimtab.tls import add_grpc_port, server_ssl_context
+
+if TYPE_CHECKING:
+    from serving.vllm_engine import VllmEngine
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,8 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     if config.guardrails.enabled:
         protected = load_suite(config).protected  # the suite's secrets and blocklist join the output rails'
         rails = await LiveGuardrails.start(config.guardrails, protected, GuardrailMetrics.create())
+    from serving.vllm_engine import VllmEngine  # vLLM's import alone is ~9 s: after the rails' config is checked
+
     registry = Registry(config.registry.root)
     pointers = PointerStore(redis_client(config.redis), config.redis.key_prefix, config.registry.channel)
     first = await initial_version(registry, pointers, config.model.path)
