@@ -32,7 +32,6 @@ class StopDeadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._step = "starting"
         self._steps: list[tuple[str, float]] = []  # (name, when it began)
         self._expired = threading.Event()
         self._started = 0.0
@@ -43,7 +42,6 @@ class StopDeadline:
         self._thread.start()
 
     def step(self, name: str) -> None:
-        self._step = name
         self._steps.append((name, time.monotonic()))
         log.debug("stopping: %s", name)
 
@@ -66,7 +64,7 @@ class StopDeadline:
         log.error(
             "%s, stuck at: %s; every thread's stack follows; killing the child processes and exiting %d",
             why,
-            self._step,
+            self._steps[-1][0] if self._steps else "starting",
             EXIT_CODE,
         )
         for handler in logging.getLogger().handlers:

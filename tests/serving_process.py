@@ -88,7 +88,8 @@ def start_serving(env: dict[str, str], log: Path, metadata: tuple[tuple[str, str
             return ServingProcess(address, config, process, log)
         process.kill()
         process.wait()
-        if "address already in use" not in log.read_text() or attempt == 2:
+        # aiohttp says "address already in use", gRPC's core "Address already in use"
+        if "address already in use" not in log.read_text().lower() or attempt == 2:
             break
         env = env | {name: str(free_port()) for name in LATE_BOUND_PORTS}
     pytest.fail(f"trimtab serve not SERVING (exit code {process.poll()}):\n{log.read_text()[-3000:]}")

@@ -360,6 +360,7 @@ def test_a_replica_whose_engine_dies_answers_unavailable_and_exits_non_zero(
         assert running.process.wait(timeout=90) == 1  # within the stop's deadline even if a step hangs
     finally:
         if running.process.poll() is None:
-            stop_serving(running)
-        warn_if_stuck(running)
+            stop_serving(running)  # warns itself if the stop hit its deadline
+        else:
+            warn_if_stuck(running)
     assert "the inference engine stopped" in running.log.read_text()
