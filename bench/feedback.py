@@ -30,7 +30,6 @@ from typing import Any
 
 import grpc
 
-from bench.ports import free_port
 from bench.report import Comparison
 from feedback import event as feedback_event
 from trimtab.app.stack import down, up
@@ -38,6 +37,7 @@ from trimtab.config import TrimtabConfig
 from trimtab.events import encode, event_producer
 from trimtab.health import wait_serving
 from trimtab.ids import new_id
+from trimtab.ports import free_port
 from trimtab.records import ResponseStore, purge_prefix, redis_client
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 

@@ -45,8 +45,8 @@ from bench.learner import (
     best,
     example_work,
 )
-from bench.ports import free_port
 from trimtab.config import TrimtabConfig
+from trimtab.ports import free_port
 
 TINY_ENV = "TRIMTAB_BENCH_GPU_TINY"
 # The real model `make real-model` imports: its tokenizer gives the vocabulary (the default model's has

@@ -29,11 +29,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.ports import free_port
 from bench.report import Comparison
 from bench.serving import private_stack
 from trimtab.auth import hash_key
 from trimtab.config import TrimtabConfig
+from trimtab.ports import free_port
 from trimtab.records import purge_prefix
 from trimtab.simulation.world import Split, World
 

@@ -24,10 +24,10 @@ from typing import Any
 import grpc
 import psutil
 
-from bench.ports import free_port
 from bench.report import Comparison
 from trimtab.config import TrimtabConfig
 from trimtab.engine import engine_kwargs
+from trimtab.ports import free_port
 from trimtab.records import purge_prefix, redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.simulation.world import Split, World

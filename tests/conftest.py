@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from trimtab.app.stack import down, up
 from trimtab.app.stack.process import ServiceProcess
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.environment import apply_runtime_env
+from trimtab.ports import free_port
 from trimtab.records import purge_prefix
 from trimtab.simulation.default_model import build_default_model
 
@@ -25,12 +25,6 @@ apply_runtime_env()
 REPO = Path(__file__).resolve().parents[1]
 # The real serving process (session-scoped), for tests/serving and tests/loop.
 pytest_plugins = ["tests.serving_process"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_with(run_dir: Path, **env: str) -> TrimtabConfig:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from trimtab.app.stack import up
 from trimtab.config import SuiteConfig, TrimtabConfig, handoff
 from trimtab.errors import TrimtabError
 from trimtab.health import wait_serving
+from trimtab.ports import free_port
 from trimtab.records import purge_prefix
 from trimtab.registry import Registry
 from trimtab.simulation.world import World
@@ -175,18 +175,18 @@ def with_free_ports(config: TrimtabConfig) -> TrimtabConfig:
     """Port 0 ("any free port") replaced by a free port now: the harness must know where to connect."""
     feedback = config.feedback.model_copy(
         update={
-            "grpc_port": config.feedback.grpc_port or _free_port(),
-            "http_port": config.feedback.http_port or _free_port(),
+            "grpc_port": config.feedback.grpc_port or free_port(),
+            "http_port": config.feedback.http_port or free_port(),
         }
     )
     # The OpenAI API's feedback goes to this run's own feedback service.
     openai = config.serving.openai.model_copy(
         update={
-            "port": config.serving.openai.port or _free_port(),
+            "port": config.serving.openai.port or free_port(),
             "feedback_address": f"{_loopback(feedback.grpc_host)}:{feedback.grpc_port}",
         }
     )
-    serving = config.serving.model_copy(update={"port": config.serving.port or _free_port(), "openai": openai})
+    serving = config.serving.model_copy(update={"port": config.serving.port or free_port(), "openai": openai})
     return config.model_copy(update={"serving": serving, "feedback": feedback})
 
 
@@ -450,9 +450,3 @@ def _purged_after(config: TrimtabConfig) -> Iterator[None]:
 
 def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

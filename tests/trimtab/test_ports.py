@@ -1,0 +1,41 @@
+"""Free ports come from outside the kernel's ephemeral range, so no outgoing connection takes one first."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from trimtab import ports
+from trimtab.ports import ephemeral_start, free_port
+
+
+def test_a_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
+    port = free_port()
+    assert 10_000 <= port < ephemeral_start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_handed_out_once_per_process() -> None:
+    handed = [free_port() for _ in range(200)]
+    assert len(set(handed)) == len(handed)
+
+
+def test_a_port_something_listens_on_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        offers = iter([taken] * 10)  # the first ten candidates are the taken port
+        real = ports._random.randint
+        monkeypatch.setattr(ports._random, "randint", lambda low, high: next(offers, None) or real(low, high))
+        assert free_port() != taken
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel(tmp_path: Path) -> None:
+    range_file = tmp_path / "ip_local_port_range"
+    range_file.write_text("40000\t60999\n")
+    assert ephemeral_start(range_file) == 40_000
+    assert ephemeral_start(tmp_path / "missing") == 32_768
