@@ -28,6 +28,7 @@ from feedback.producer import FeedbackProducer
 from feedback.service import FeedbackService
 from trimtab.config import TrimtabConfig
 from trimtab.errors import TrimtabError
+from trimtab.redis_wire import pack_in_c
 from trimtab.telemetry import setup_telemetry
 from trimtab.tls import add_grpc_port, server_ssl_context
 
@@ -55,6 +56,7 @@ class FeedbackServer:
         pool = aioredis.BlockingConnectionPool.from_url(
             config.redis.url, max_connections=settings.redis_connections, timeout=settings.redis_wait_s
         )
+        pack_in_c(pool)
         self._redis = aioredis.Redis(connection_pool=pool)
         self._producer = FeedbackProducer(config.kafka, config.kafka.topics.feedback.name, settings.produce_timeout_s)
         self.service = FeedbackService(config, self._redis, self._producer, metrics, tracer, evaluations)

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from trimtab.config import RedisConfig
+from trimtab.redis_wire import pack_in_c
 from trimtab.v1 import events_pb2
 
 
 def redis_client(config: RedisConfig) -> aioredis.Redis:
     """An asyncio Redis client for the configured URL (bytes in, bytes out)."""
-    return aioredis.Redis.from_url(config.url, decode_responses=False)
+    client = aioredis.Redis.from_url(config.url, decode_responses=False)
+    pack_in_c(client.connection_pool)
+    return client
 
 
 class ResponseStore:
