@@ -9,7 +9,9 @@ limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance):
 Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
 with the same keys to the same broker, with as many records in flight as the candidate has
 submissions in flight.
-All run on a stack of their own (a broker on a free port, Redis under a fresh key prefix).
+All run on a stack of their own (a broker on a free port, Redis under a fresh key prefix). The rows'
+notes carry the service process's own CPU per accepted event (all its threads): steadier than events/s
+on a shared machine, where the service, its client, Redis and the broker share two cores.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from bench.report import Comparison
 from feedback import event as feedback_event
@@ -56,10 +59,12 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
         try:
             requests, payloads = asyncio.run(_stored_requests(bench_config, submissions * (1 + len(BATCH_SHAPES))))
             shares = [slice(i * submissions, (i + 1) * submissions) for i in range(1 + len(BATCH_SHAPES))]
-            with _service(bench_config) as address:
-                service_rate, service_latency = _measure(address, requests[shares[0]], concurrency, batch_items=1)
+            with _service(bench_config) as (address, service):
+                service_rate, service_latency, service_cpu = _measure(
+                    address, service, requests[shares[0]], concurrency, batch_items=1
+                )
                 batched = [
-                    _measure(address, requests[share], calls, items)
+                    _measure(address, service, requests[share], calls, items)
                     for share, (calls, items) in zip(shares[1:], BATCH_SHAPES, strict=True)
                 ]
             producer_rate, producer_latency = _measure_producer(bench_config, payloads[shares[0]], concurrency)
@@ -79,9 +84,9 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             candidate_value=rate,
             baseline=f"bare kafka-python producer, {calls * items} in flight",
             baseline_value=window_rate,
-            notes=f"p50 call {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms",
+            notes=f"p50 call {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms; service CPU {cpu:.0f} µs/event",
         )
-        for (calls, items), (rate, latency), window_rate in zip(BATCH_SHAPES, batched, windows, strict=True)
+        for (calls, items), (rate, latency, cpu), window_rate in zip(BATCH_SHAPES, batched, windows, strict=True)
     ]
     return [
         Comparison(
@@ -91,7 +96,8 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             candidate_value=service_rate,
             baseline="bare kafka-python producer",
             baseline_value=producer_rate,
-            notes=f"p50 accept {_p(service_latency, 50):.1f} ms vs {_p(producer_latency, 50):.1f} ms",
+            notes=f"p50 accept {_p(service_latency, 50):.1f} ms vs {_p(producer_latency, 50):.1f} ms;"
+            f" service CPU {service_cpu:.0f} µs/event",
         ),
         *rows,
         Comparison(
@@ -158,28 +164,40 @@ def _record(user_id: str) -> events_pb2.ResponseLogged:
 
 
 @contextmanager
-def _service(config: TrimtabConfig) -> Iterator[str]:
-    """`python -m feedback` serving on the config's ports; its gRPC address."""
+def _service(config: TrimtabConfig) -> Iterator[tuple[str, psutil.Process]]:
+    """`python -m feedback` serving on the config's ports; its gRPC address and its process."""
     address = f"127.0.0.1:{config.feedback.grpc_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | _env(config)
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
         try:
             _wait_serving(address, server)
-            yield address
+            yield address, psutil.Process(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
 def _measure(
-    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int, batch_items: int
-) -> tuple[float, list[float]]:
-    """(accepted per second, per-call latencies in ms) after a warm-up on the first tenth of `requests`
-    (connections, the producer, scripts: not part of the sustained rate)."""
+    address: str,
+    service: psutil.Process,
+    requests: list[feedback_pb2.SubmitRequest],
+    concurrency: int,
+    batch_items: int,
+) -> tuple[float, list[float], float]:
+    """(accepted per second, per-call latencies in ms, the service's CPU in µs per accepted event) after a
+    warm-up on the first tenth of `requests` (connections, the producer, scripts: not part of the sustained
+    rate). The CPU is every thread of the service's process (the producer's sender thread included)."""
     warm = len(requests) // 10
     asyncio.run(_drive(address, requests[:warm], concurrency, batch_items))
-    return asyncio.run(_drive(address, requests[warm:], concurrency, batch_items))
+    before = _cpu_s(service)
+    rate, latencies = asyncio.run(_drive(address, requests[warm:], concurrency, batch_items))
+    return rate, latencies, (_cpu_s(service) - before) / (len(requests) - warm) * 1e6
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _env(config: TrimtabConfig) -> dict[str, str]:
