@@ -16,7 +16,8 @@ COMMANDS = [
     ("SET", "trimtab:key", b"\x00\xffbytes", "EX", 60),
     ("CONFIG GET", "maxmemory"),  # a two-word command name is sent as two words
     (b"CLIENT LIST",),
-    ("EVALSHA", "a" * 40, 2, "k1", "k2", "ünïcode", -7, 2**70, 1.25, bytearray(b"ba"), memoryview(b"mv")),
+    ("EVALSHA", "a" * 40, 2, "k1", "k2", "ünïcode", -7, 2**70, 1.25, 0.1, memoryview(b"mv")),
+    ("SET", "k", bytearray(b"a bytearray")),
     ("SET", "k", b"x" * 100_000),  # above redis-py's buffer cutoff: it writes the value as a chunk of its own
 ]
 
@@ -36,6 +37,8 @@ def test_an_argument_redis_py_refuses_is_refused_with_its_error(bad: object) -> 
         aioredis.Connection().pack_command("SET", "k", bad)
     with pytest.raises(DataError):
         packed.pack_command("SET", "k", bad)
+    with pytest.raises(DataError):  # beside an argument only redis-py takes as is
+        packed.pack_command("SET", bytearray(b"k"), bad)
 
 
 def test_tls_and_unix_socket_pools_keep_their_connection_class() -> None:
