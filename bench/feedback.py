@@ -6,6 +6,8 @@ rate limit, ledger lookup, record fetch and validation, atomic admission with us
 limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance):
   - Submit, one submission per call, `concurrency` calls in flight;
   - SubmitBatch, `batch_items` submissions per call, `batches_in_flight` calls in flight.
+  - both again with `feedback.workers` 2 (two processes on the same ports), the calls spread over 8
+    client connections (the kernel hands each connection, not each call, to one worker).
 Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
 with the same keys to the same broker, with as many records in flight as the candidate has
 submissions in flight.
@@ -50,6 +52,9 @@ REPO = Path(__file__).resolve().parents[1]
 # SubmitBatch shapes measured: (calls in flight, items per call). The first has as many submissions in
 # flight as the Submit row; the second is a client that batches more.
 BATCH_SHAPES = ((2, 16), (2, 64))
+# The workers rows: processes, client connections, and the SubmitBatch shape (calls in flight, items per
+# call: one call on each connection).
+WORKERS, CONNECTIONS, WORKERS_BATCH = 2, 8, (8, 16)
 
 
 def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: int = 32) -> list[Comparison]:
@@ -57,21 +62,26 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
         bench_config = _bench_config(config, Path(run_dir))
         up(bench_config)
         try:
-            requests, payloads = asyncio.run(_stored_requests(bench_config, submissions * (1 + len(BATCH_SHAPES))))
-            shares = [slice(i * submissions, (i + 1) * submissions) for i in range(1 + len(BATCH_SHAPES))]
+            loads = 3 + len(BATCH_SHAPES)
+            requests, payloads = asyncio.run(_stored_requests(bench_config, submissions * loads))
+            shares = [slice(i * submissions, (i + 1) * submissions) for i in range(loads)]
             with _service(bench_config) as (address, service):
                 service_rate, service_latency, service_cpu = _measure(
                     address, service, requests[shares[0]], concurrency, batch_items=1
                 )
                 batched = [
                     _measure(address, service, requests[share], calls, items)
-                    for share, (calls, items) in zip(shares[1:], BATCH_SHAPES, strict=True)
+                    for share, (calls, items) in zip(shares[1:-2], BATCH_SHAPES, strict=True)
                 ]
+            with _service(bench_config, WORKERS) as (address, service):
+                workers_single = _measure(address, service, requests[shares[-2]], concurrency, 1, CONNECTIONS)
+                workers_batched = _measure(address, service, requests[shares[-1]], *WORKERS_BATCH, CONNECTIONS)
             producer_rate, producer_latency = _measure_producer(bench_config, payloads[shares[0]], concurrency)
             windows = [
                 _measure_producer(bench_config, payloads[share], calls * items)[0]
-                for share, (calls, items) in zip(shares[1:], BATCH_SHAPES, strict=True)
+                for share, (calls, items) in zip(shares[1:-2], BATCH_SHAPES, strict=True)
             ]
+            workers_window = _measure_producer(bench_config, payloads[shares[-1]], WORKERS_BATCH[0] * WORKERS_BATCH[1])
         finally:
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
@@ -100,6 +110,25 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             f" service CPU {service_cpu:.0f} µs/event",
         ),
         *rows,
+        Comparison(
+            name=f"feedback accepted events/s, Submit, {WORKERS} workers ({setup}, {CONNECTIONS} connections)",
+            unit="events/s",
+            candidate=f"FeedbackService Submit (gRPC), {WORKERS} processes",
+            candidate_value=workers_single[0],
+            baseline="bare kafka-python producer",
+            baseline_value=producer_rate,
+            notes=f"p50 accept {_p(workers_single[1], 50):.1f} ms; service CPU {workers_single[2]:.0f} µs/event",
+        ),
+        Comparison(
+            name=f"feedback accepted events/s, SubmitBatch, {WORKERS} workers ({submissions} thumbs,"
+            f" {WORKERS_BATCH[0]} calls of {WORKERS_BATCH[1]} in flight, {CONNECTIONS} connections)",
+            unit="events/s",
+            candidate=f"FeedbackService SubmitBatch (gRPC), {WORKERS} processes",
+            candidate_value=workers_batched[0],
+            baseline=f"bare kafka-python producer, {WORKERS_BATCH[0] * WORKERS_BATCH[1]} in flight",
+            baseline_value=workers_window[0],
+            notes=f"p50 call {_p(workers_batched[1], 50):.1f} ms; service CPU {workers_batched[2]:.0f} µs/event",
+        ),
         Comparison(
             name=f"feedback p99 accept latency, Submit ({setup})",
             unit="ms",
@@ -164,10 +193,12 @@ def _record(user_id: str) -> events_pb2.ResponseLogged:
 
 
 @contextmanager
-def _service(config: TrimtabConfig) -> Iterator[tuple[str, psutil.Process]]:
-    """`python -m feedback` serving on the config's ports; its gRPC address and its process."""
+def _service(config: TrimtabConfig, workers: int = 1) -> Iterator[tuple[str, psutil.Process]]:
+    """`python -m feedback` serving on the config's ports with `workers` processes; its gRPC address and its
+    (parent) process."""
     address = f"127.0.0.1:{config.feedback.grpc_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | _env(config)
+    env["TRIMTAB_FEEDBACK__WORKERS"] = str(workers)
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
         try:
@@ -184,20 +215,22 @@ def _measure(
     requests: list[feedback_pb2.SubmitRequest],
     concurrency: int,
     batch_items: int,
+    connections: int = 1,
 ) -> tuple[float, list[float], float]:
     """(accepted per second, per-call latencies in ms, the service's CPU in µs per accepted event) after a
     warm-up on the first tenth of `requests` (connections, the producer, scripts: not part of the sustained
-    rate). The CPU is every thread of the service's process (the producer's sender thread included)."""
+    rate). The CPU is every thread of the service's processes (the producer's sender thread included)."""
     warm = len(requests) // 10
-    asyncio.run(_drive(address, requests[:warm], concurrency, batch_items))
+    asyncio.run(_drive(address, requests[:warm], concurrency, batch_items, connections))
     before = _cpu_s(service)
-    rate, latencies = asyncio.run(_drive(address, requests[warm:], concurrency, batch_items))
+    rate, latencies = asyncio.run(_drive(address, requests[warm:], concurrency, batch_items, connections))
     return rate, latencies, (_cpu_s(service) - before) / (len(requests) - warm) * 1e6
 
 
 def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """CPU seconds of the process and its workers (which live as long as it does)."""
+    times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
+    return float(sum(t.user + t.system for t in times))
 
 
 def _env(config: TrimtabConfig) -> dict[str, str]:
@@ -223,16 +256,19 @@ def _wait_serving(address: str, server: subprocess.Popen[bytes], timeout_s: floa
 
 
 async def _drive(
-    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int, batch_items: int
+    address: str, requests: list[feedback_pb2.SubmitRequest], concurrency: int, batch_items: int, connections: int = 1
 ) -> tuple[float, list[float]]:
     """(accepted per second, per-call latencies in ms) with `concurrency` calls in flight, each a Submit
-    (`batch_items` 1) or a SubmitBatch of `batch_items`."""
+    (`batch_items` 1) or a SubmitBatch of `batch_items`, spread over `connections` TCP connections."""
     latencies: list[float] = []
     queue = deque(requests)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+    # A channel of its own subchannel pool opens a connection of its own (gRPC shares them otherwise).
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(connections)]
+    try:
+        stubs = [feedback_pb2_grpc.FeedbackServiceStub(channel) for channel in channels]
 
-        async def worker() -> None:
+        async def worker(stub: feedback_pb2_grpc.FeedbackServiceStub) -> None:
             while queue:
                 items = [queue.popleft() for _ in range(min(batch_items, len(queue)))]
                 started = time.perf_counter()
@@ -247,8 +283,11 @@ async def _drive(
                 assert not any(replayed)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(stubs[index % connections]) for index in range(concurrency)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     return len(requests) / elapsed, latencies
 
 

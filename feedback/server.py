@@ -2,7 +2,8 @@
 
 gRPC (grpc.aio) carries FeedbackService, standard health checking and server reflection; HTTP
 (aiohttp) carries the JSON API. On SIGTERM or SIGINT: health goes NOT_SERVING, calls in flight get
-`drain_grace_s` to finish, then the producer is flushed and closed.
+`drain_grace_s` to finish, then the producer is flushed and closed. With `feedback.workers` above one,
+`run` starts that many such processes on shared ports (`feedback/workers.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import grpc
 import redis.asyncio as aioredis
@@ -48,8 +50,11 @@ class FeedbackServer:
         metrics: FeedbackMetrics | None = None,
         tracer: trace.Tracer | None = None,
         evaluations: EvaluationEvents | None = None,
+        shared_ports: bool = False,
     ) -> None:
+        """`shared_ports`: bind with SO_REUSEPORT, as one of `feedback.workers` processes on the same ports."""
         self._config = config
+        self._shared_ports = shared_ports
         settings = config.feedback
         # A blocking pool: under a burst, calls queue for a connection (up to redis_wait_s) instead of
         # failing at once as the default pool does when it runs out.
@@ -67,8 +72,9 @@ class FeedbackServer:
                 # Messages larger than any valid submission are refused by gRPC before parsing.
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 # Linux gRPC sets SO_REUSEPORT by default: a second server on a busy port would
-                # silently share it instead of failing. Fail loudly instead.
-                ("grpc.so_reuseport", 0),
+                # silently share it instead of failing. Fail loudly instead, unless this process is one of
+                # the workers meant to share it (their parent checked that no one else holds it).
+                ("grpc.so_reuseport", int(shared_ports)),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -90,7 +96,14 @@ class FeedbackServer:
         await self._runner.setup()
         try:
             ssl_context = server_ssl_context(self._config.tls)
-            await web.TCPSite(self._runner, settings.http_host, settings.http_port, ssl_context=ssl_context).start()
+            site = web.TCPSite(
+                self._runner,
+                settings.http_host,
+                settings.http_port,
+                ssl_context=ssl_context,
+                reuse_port=self._shared_ports,
+            )
+            await site.start()
         except OSError as exc:
             raise BindError(f"cannot bind HTTP to {settings.http_host}:{settings.http_port}: {exc.strerror}") from exc
         self.http_port = int(self._runner.addresses[0][1])
@@ -111,9 +124,9 @@ class FeedbackServer:
         await self._redis.aclose()
 
 
-async def serve(config: TrimtabConfig) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    server = FeedbackServer(config)
+async def serve(config: TrimtabConfig, shared_ports: bool = False, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; `on_ready` is called once both transports serve."""
+    server = FeedbackServer(config, shared_ports=shared_ports)
     try:
         await server.start()
     except BindError:
@@ -128,6 +141,8 @@ async def serve(config: TrimtabConfig) -> None:
         server.http_port,
         config.kafka.topics.feedback.name,
     )
+    if on_ready is not None:
+        on_ready()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -138,13 +153,28 @@ async def serve(config: TrimtabConfig) -> None:
 
 
 def run(config: TrimtabConfig) -> int:
-    """The `trimtab feedback` entry point: serve until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot bind."""
+    """The `trimtab feedback` entry point: serve until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot bind
+    (or, with several workers, if one of them stopped on its own)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    telemetry = setup_telemetry(config.telemetry, "feedback", config.tls)
+    if config.feedback.workers > 1:
+        from feedback.workers import run_workers
+
+        return run_workers(config)
+    return serve_process(config)
+
+
+def serve_process(
+    config: TrimtabConfig,
+    shared_ports: bool = False,
+    instance: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """One process's service: the only one, or one of the workers (`feedback.workers`)."""
+    telemetry = setup_telemetry(config.telemetry, "feedback", config.tls, instance)
     loop_factory = uvloop.new_event_loop if config.feedback.event_loop == "uvloop" else None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(config))
+            runner.run(serve(config, shared_ports, on_ready))
     except BindError as exc:
         print(f"feedback: {exc}", file=sys.stderr)
         return 1

@@ -53,10 +53,17 @@ class Telemetry:
                 provider.shutdown()
 
 
-def build_telemetry(config: TelemetryConfig, component: str, tls: TlsConfig | None = None) -> Telemetry:
+def build_telemetry(
+    config: TelemetryConfig, component: str, tls: TlsConfig | None = None, instance: str | None = None
+) -> Telemetry:
     """Providers for `config`, not yet installed as the process globals (tests build several). `tls`: how
-    the Prometheus endpoint serves (TLS, and mTLS for scrapers, as trimtab's other servers)."""
-    resource = Resource.create({"service.name": f"{config.service_name}-{component}"})
+    the Prometheus endpoint serves (TLS, and mTLS for scrapers, as trimtab's other servers). `instance`: the
+    process's `service.instance.id`, where one component runs as several processes (their pushed metrics
+    would otherwise be one series written by many)."""
+    attributes = {"service.name": f"{config.service_name}-{component}"}
+    if instance is not None:
+        attributes["service.instance.id"] = instance
+    resource = Resource.create(attributes)
     tracer_provider = None
     if config.traces != "off":
         tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
@@ -71,9 +78,11 @@ def build_telemetry(config: TelemetryConfig, component: str, tls: TlsConfig | No
     return Telemetry(tracer_provider, meter_provider, logger_provider)
 
 
-def setup_telemetry(config: TelemetryConfig, component: str, tls: TlsConfig | None = None) -> Telemetry:
+def setup_telemetry(
+    config: TelemetryConfig, component: str, tls: TlsConfig | None = None, instance: str | None = None
+) -> Telemetry:
     """Build the providers and install them as this process's global tracer and meter providers."""
-    telemetry = build_telemetry(config, component, tls)
+    telemetry = build_telemetry(config, component, tls, instance)
     if telemetry.tracer_provider is not None:
         trace.set_tracer_provider(telemetry.tracer_provider)
     if telemetry.meter_provider is not None:

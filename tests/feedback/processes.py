@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import REPO
@@ -44,7 +45,9 @@ class FeedbackProcess:
             "TRIMTAB_FEEDBACK__IN_PROGRESS_WAIT_S": str(settings.in_progress_wait_s),
             "TRIMTAB_FEEDBACK__USER_RATE": _flow(settings.user_rate.max_requests, settings.user_rate.window_s),
             "TRIMTAB_FEEDBACK__KEY_RATE": _flow(settings.key_rate.max_requests, settings.key_rate.window_s),
+            "TRIMTAB_FEEDBACK__WORKERS": str(settings.workers),
         }
+        self._workers = settings.workers
         self._env = env
         self._log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,11 +62,25 @@ class FeedbackProcess:
             while time.monotonic() < deadline:
                 assert self.process.poll() is None, f"feedback exited early: {self._log.read_text()[-2000:]}"
                 try:
-                    if probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    if probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1 and self._all_serving():
                         return
                 except grpc.RpcError:
-                    time.sleep(0.1)
+                    pass
+                time.sleep(0.1)
         raise AssertionError(f"feedback did not become SERVING: {self._log.read_text()[-2000:]}")
+
+    def _all_serving(self) -> bool:
+        return self._workers == 1 or f"{self._workers} workers serving" in self._log.read_text()
+
+    def workers(self) -> list[psutil.Process]:
+        """The worker processes listening on the gRPC port (none with one worker: the process serves)."""
+        assert self.process is not None
+        port = int(self.grpc_address.rsplit(":", 1)[1])
+        return [
+            child
+            for child in psutil.Process(self.process.pid).children()
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp"))
+        ]
 
     def kill(self) -> None:
         assert self.process is not None
@@ -90,7 +107,7 @@ def retrying_client(
 ) -> None:
     """Submit each request until it is accepted, retrying on any transport failure, like a real client;
     `pause_s` between submissions."""
-    channel = grpc.insecure_channel(address)
+    channel = own_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     for request in requests:
         while time.monotonic() < stop:
@@ -116,7 +133,7 @@ def retrying_batch_client(
 ) -> None:
     """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried;
     `pause_s` between calls that got an answer."""
-    channel = grpc.insecure_channel(address)
+    channel = own_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     pending = list(requests)
     while pending and time.monotonic() < stop:
@@ -137,6 +154,12 @@ def retrying_batch_client(
             pending.remove(request)
         time.sleep(pause_s)
     channel.close()
+
+
+def own_channel(address: str) -> grpc.Channel:
+    """A channel on a connection of its own, as a separate client's (gRPC shares one between channels of the
+    same target and options otherwise)."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
 def _failed(error: grpc.RpcError, seen: Ledger) -> None:

@@ -89,6 +89,12 @@ class FeedbackConfig(Section):
     grpc_port: int = Field(default=50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP/JSON API.")
     http_port: int = Field(default=8052, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Processes serving both transports on the same ports (SO_REUSEPORT): one process uses about one"
+        " core, and the kernel spreads client connections (not calls) among them. Needs fixed ports.",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
         description="The process's event loop: uvloop (libuv, less CPU per call) or the standard library's.",
@@ -151,4 +157,11 @@ class FeedbackConfig(Section):
         least = 2 * self.produce_timeout_s + 2
         if self.lease_s < least:
             raise ValueError(f"lease_s ({self.lease_s}) must be at least 2 x produce_timeout_s + 2 ({least})")
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_fixed_ports(self) -> FeedbackConfig:
+        # Port 0 would give each worker a port of its own: clients could reach only one of them.
+        if self.workers > 1 and 0 in (self.grpc_port, self.http_port):
+            raise ValueError(f"workers ({self.workers}) share the gRPC and HTTP ports: set both (grpc_port, http_port)")
         return self
