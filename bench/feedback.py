@@ -202,7 +202,7 @@ def _service(config: TrimtabConfig, workers: int = 1) -> Iterator[tuple[str, psu
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
         try:
-            _wait_serving(address, server)
+            _wait_serving(address, server, workers, config.feedback.grpc_port)
             yield address, psutil.Process(server.pid)
         finally:
             server.terminate()
@@ -250,9 +250,26 @@ def _env(config: TrimtabConfig) -> dict[str, str]:
     }
 
 
-def _wait_serving(address: str, server: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def _wait_serving(
+    address: str, server: subprocess.Popen[bytes], workers: int, port: int, timeout_s: float = 30.0
+) -> None:
+    """Until the service answers SERVING and, with workers, every one of them listens (the health check
+    reaches only the first; connections made before the others listen would all stay with it)."""
+    deadline = time.monotonic() + timeout_s
     if not wait_serving(address, server, timeout_s):
         raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
+    while workers > 1 and _listening(psutil.Process(server.pid), port) < workers:
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise RuntimeError(f"the feedback service's {workers} workers did not all start")
+        time.sleep(0.1)
+
+
+def _listening(parent: psutil.Process, port: int) -> int:
+    """How many of `parent`'s children listen on `port`."""
+    return sum(
+        any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp"))
+        for child in parent.children()
+    )
 
 
 async def _drive(
