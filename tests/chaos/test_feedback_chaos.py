@@ -30,9 +30,16 @@ import psutil
 import pytest
 
 from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exactly_once, crash, slope
-from tests.conftest import free_port, kill_local, stack_of_its_own
-from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
-from tests.feedback.support import fresh_topic, response_ids, service_config, thumb
+from tests.conftest import kill_local, stack_of_its_own
+from tests.feedback.processes import (
+    FeedbackProcess,
+    Ledger,
+    process_config,
+    put_records,
+    retrying_batch_client,
+    retrying_client,
+)
+from tests.feedback.support import response_ids, thumb
 from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
 from trimtab.v1 import feedback_pb2
@@ -45,16 +52,7 @@ def chaos_stack(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[Feedback
     """A feedback process on a broker and a Redis of its own (which the test kills and restarts)."""
     own = stack_of_its_own(stack, tmp_path / "stack")
     up(own)
-    config = service_config(
-        own,
-        fresh_topic("test.chaos"),
-        grpc_port=free_port(),
-        http_port=free_port(),
-        produce_timeout_s=1.0,
-        lease_s=4.0,
-        in_progress_wait_s=0.2,
-        user_rate={"max_requests": 100_000, "window_s": 60},
-    )
+    config = process_config(own, "test.chaos", user_rate={"max_requests": 100_000, "window_s": 60})
     process = FeedbackProcess(config, tmp_path / "feedback.log")
     process.start()
     yield process, config

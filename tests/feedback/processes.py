@@ -12,16 +12,25 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REPO
-from tests.feedback.support import response_record
+from tests.conftest import REPO, free_port
+from tests.feedback.support import fresh_topic, response_record, service_config
 from trimtab.config import TrimtabConfig
 from trimtab.records import ResponseStore, redis_client
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
+
+
+def process_config(stack: TrimtabConfig, topic_prefix: str, **feedback: Any) -> TrimtabConfig:
+    """A config for `python -m feedback` as a real process: free ports, a topic of its own, and exactly-once
+    timings short enough that a killed owner's submissions are recovered within a test (`feedback`: more)."""
+    fields: dict[str, Any] = {"grpc_port": free_port(), "http_port": free_port(), "produce_timeout_s": 1.0}
+    fields |= {"lease_s": 4.0, "in_progress_wait_s": 0.2}
+    return service_config(stack, fresh_topic(topic_prefix), **(fields | feedback))
 
 
 class FeedbackProcess:

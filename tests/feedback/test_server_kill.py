@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-from tests.feedback.processes import FeedbackProcess, Ledger, put_records, retrying_batch_client, retrying_client
-from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
+from tests.feedback.processes import (
+    FeedbackProcess,
+    Ledger,
+    process_config,
+    put_records,
+    retrying_batch_client,
+    retrying_client,
+)
+from tests.feedback.support import response_ids, thumb, topic_records
 from trimtab.config import TrimtabConfig
 from trimtab.v1 import events_pb2
 
@@ -31,15 +37,7 @@ LOAD_LIMIT_S = 90
 
 @pytest.fixture
 def feedback_process(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
-    config = service_config(
-        stack,
-        fresh_topic("test.kill"),
-        grpc_port=free_port(),
-        http_port=free_port(),
-        produce_timeout_s=1.0,
-        lease_s=4.0,
-        in_progress_wait_s=0.2,
-    )
+    config = process_config(stack, "test.kill")
     process = FeedbackProcess(config, tmp_path / "feedback.log")
     process.start()
     yield process, config

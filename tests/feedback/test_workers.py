@@ -20,9 +20,15 @@ import psutil
 import pytest
 
 from feedback.workers import worker_config
-from tests.conftest import free_port
-from tests.feedback.processes import FeedbackProcess, Ledger, own_channel, put_records, retrying_client
-from tests.feedback.support import fresh_topic, response_ids, service_config, thumb, topic_records
+from tests.feedback.processes import (
+    FeedbackProcess,
+    Ledger,
+    own_channel,
+    process_config,
+    put_records,
+    retrying_client,
+)
+from tests.feedback.support import response_ids, thumb, topic_records
 from trimtab.config import ConfigError, TrimtabConfig, load_config
 from trimtab.v1 import events_pb2, feedback_pb2_grpc
 
@@ -45,16 +51,7 @@ def test_each_worker_serves_metrics_on_a_port_of_its_own() -> None:
 
 @pytest.fixture
 def workers(stack: TrimtabConfig, tmp_path: Path) -> Iterator[tuple[FeedbackProcess, TrimtabConfig]]:
-    config = service_config(
-        stack,
-        fresh_topic("test.workers"),
-        grpc_port=free_port(),
-        http_port=free_port(),
-        workers=2,
-        produce_timeout_s=1.0,
-        lease_s=4.0,
-        in_progress_wait_s=0.2,
-    )
+    config = process_config(stack, "test.workers", workers=2)
     process = FeedbackProcess(config, tmp_path / "feedback.log")
     process.start()
     yield process, config
@@ -132,7 +129,7 @@ def test_a_killed_worker_is_started_again_and_each_acceptance_is_on_the_topic_on
 
 @pytest.mark.integration
 def test_a_port_another_server_holds_fails_the_start(stack: TrimtabConfig, tmp_path: Path) -> None:
-    config = service_config(stack, fresh_topic("test.workers"), grpc_port=free_port(), http_port=free_port(), workers=2)
+    config = process_config(stack, "test.workers", workers=2)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", config.feedback.http_port))
         holder.listen()
