@@ -266,10 +266,13 @@ def _wait_serving(
 
 def _listening(parent: psutil.Process, port: int) -> int:
     """How many of `parent`'s children listen on `port`."""
-    return sum(
-        any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp"))
-        for child in parent.children()
-    )
+    listening = 0
+    for child in parent.children():
+        try:
+            listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections())
+        except psutil.NoSuchProcess:  # a child that has just exited
+            continue
+    return listening
 
 
 async def _drive(

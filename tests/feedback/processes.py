@@ -85,11 +85,7 @@ class FeedbackProcess:
         """The worker processes listening on the gRPC port (none with one worker: the process serves)."""
         assert self.process is not None
         port = int(self.grpc_address.rsplit(":", 1)[1])
-        return [
-            child
-            for child in psutil.Process(self.process.pid).children()
-            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp"))
-        ]
+        return [child for child in psutil.Process(self.process.pid).children() if _listens(child, port)]
 
     def kill(self) -> None:
         assert self.process is not None
@@ -112,11 +108,17 @@ class Ledger:
 
 
 def retrying_client(
-    address: str, requests: list[feedback_pb2.SubmitRequest], seen: Ledger, stop: float, pause_s: float = 0.0
+    address: str,
+    requests: list[feedback_pb2.SubmitRequest],
+    seen: Ledger,
+    stop: float,
+    pause_s: float = 0.0,
+    own_connection: bool = False,
 ) -> None:
     """Submit each request until it is accepted, retrying on any transport failure, like a real client;
-    `pause_s` between submissions."""
-    channel = own_channel(address)
+    `pause_s` between submissions; `own_connection`: not gRPC's connection shared by every channel to
+    `address` in this process (workers spread connections, not calls)."""
+    channel = own_channel(address) if own_connection else grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     for request in requests:
         while time.monotonic() < stop:
@@ -142,7 +144,7 @@ def retrying_batch_client(
 ) -> None:
     """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried;
     `pause_s` between calls that got an answer."""
-    channel = own_channel(address)
+    channel = grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     pending = list(requests)
     while pending and time.monotonic() < stop:
@@ -163,6 +165,13 @@ def retrying_batch_client(
             pending.remove(request)
         time.sleep(pause_s)
     channel.close()
+
+
+def _listens(process: psutil.Process, port: int) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections("tcp"))
+    except psutil.NoSuchProcess:  # a worker that has just exited
+        return False
 
 
 def own_channel(address: str) -> grpc.Channel:

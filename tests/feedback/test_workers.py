@@ -104,7 +104,7 @@ def test_a_killed_worker_is_started_again_and_each_acceptance_is_on_the_topic_on
     seen = Ledger()
     stop = time.monotonic() + LOAD_LIMIT_S
     shares = [requests[i::CLIENTS] for i in range(CLIENTS)]
-    args = [(process.grpc_address, share, seen, stop, 0.02) for share in shares]
+    args = [(process.grpc_address, share, seen, stop, 0.02, True) for share in shares]
     threads = [threading.Thread(target=retrying_client, args=arguments) for arguments in args]
     for thread in threads:
         thread.start()
