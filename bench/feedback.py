@@ -42,7 +42,7 @@ from trimtab.config import TrimtabConfig
 from trimtab.events import encode, event_producer
 from trimtab.health import wait_serving
 from trimtab.ids import new_id
-from trimtab.ports import free_port
+from trimtab.ports import free_port, listening_children
 from trimtab.records import ResponseStore, purge_prefix, redis_client
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 
@@ -258,21 +258,10 @@ def _wait_serving(
     deadline = time.monotonic() + timeout_s
     if not wait_serving(address, server, timeout_s):
         raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
-    while workers > 1 and _listening(psutil.Process(server.pid), port) < workers:
+    while workers > 1 and len(listening_children(server.pid, port)) < workers:
         if time.monotonic() > deadline or server.poll() is not None:
             raise RuntimeError(f"the feedback service's {workers} workers did not all start")
         time.sleep(0.1)
-
-
-def _listening(parent: psutil.Process, port: int) -> int:
-    """How many of `parent`'s children listen on `port`."""
-    listening = 0
-    for child in parent.children():
-        try:
-            listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections())
-        except psutil.NoSuchProcess:  # a child that has just exited
-            continue
-    return listening
 
 
 async def _drive(

@@ -35,6 +35,13 @@ def replaced_atomically(target: Path, label: str = "writing") -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def keep_copy(directory: Path, cache: Path) -> None:
+    """A copy of `directory` at `cache` (a build or an import kept for other checkouts), replaced atomically;
+    raises OSError when it cannot be written."""
+    with replaced_atomically(cache, "caching") as staging:
+        shutil.copytree(directory, staging, dirs_exist_ok=True)
+
+
 def _replace(staging: Path, target: Path) -> None:
     files = [path for path in staging.rglob("*") if path.is_file()]
     for path in files:

@@ -1,4 +1,5 @@
-"""Free local ports for services a process starts for itself (the demo's, the tests' and the benches').
+"""Free local ports for services a process starts for itself (the demo's, the tests' and the benches'), and
+which of a process's children listen on a port.
 
 A port the kernel hands out for `bind(("127.0.0.1", 0))` comes from the ephemeral range, the same range
 it draws from for every outgoing connection: between handing such a port out and the service binding it,
@@ -13,6 +14,8 @@ import random
 import socket
 import threading
 from pathlib import Path
+
+import psutil
 
 _LOWEST = 10_000  # below: well-known and registered services (Redis 6379, PostgreSQL 5432, ...)
 _DEFAULT_EPHEMERAL_START = 32_768  # Linux's default when /proc does not say
@@ -56,3 +59,16 @@ def _kernel_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listening_children(pid: int, port: int) -> list[psutil.Process]:
+    """The children of process `pid` listening on TCP `port` (a server's workers sharing it)."""
+    listening = []
+    for child in psutil.Process(pid).children():
+        try:
+            connections = child.net_connections("tcp")
+        except psutil.NoSuchProcess:  # a child that has just exited
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            listening.append(child)
+    return listening

@@ -9,6 +9,7 @@ which `make test` runs first: these tests read that cached directory and never d
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,37 @@ def test_force_imports_an_unchanged_source_again(tiny_source: Path, tmp_path: Pa
     assert _snapshot(target) != before
 
 
+def test_another_checkouts_import_of_the_same_source_is_copied_from_the_cache(
+    tiny_source: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first = import_model(tiny_source, tmp_path / "one" / "tiny", cache=cache, report=lambda line: None)
+    [kept] = cache.iterdir()
+    assert kept.name == f"import-{source_key(tiny_source).source_sha256[:16]}-v{IMPORTER_VERSION}"
+
+    lines: list[str] = []
+    second = import_model(tiny_source, tmp_path / "two" / "tiny", cache=cache, report=lines.append)
+    assert any(f"copied from the import cache at {kept}" in line for line in lines), lines
+    model_files = sorted(p.name for p in first.iterdir() if p.name != IMPORT_FILE)
+    assert sorted(p.name for p in second.iterdir() if p.name != IMPORT_FILE) == model_files
+    assert all((second / name).read_bytes() == (first / name).read_bytes() for name in model_files)
+    info = import_info(second)
+    assert info is not None and info["source"] == str(tiny_source.resolve())
+    assert _recorded_sha256(second) == source_key(tiny_source).source_sha256
+
+
+def test_a_cached_import_of_another_source_is_not_used(tiny_source: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    source = _copy(tiny_source, tmp_path)
+    import_model(source, tmp_path / "one", cache=cache, report=lambda line: None)
+    make_tiny_model(source, seed=1)  # new weights: another key, converted again and kept beside the first
+    lines: list[str] = []
+    target = import_model(source, tmp_path / "two", cache=cache, report=lines.append)
+    assert not any("copied from the import cache" in line for line in lines)
+    assert (target / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    assert len(list(cache.iterdir())) == 2
+
+
 def test_head_dim_vllm_cpu_cannot_run_is_imported_with_a_warning(tiny_source: Path, tmp_path: Path) -> None:
     source = tmp_path / "head-dim-16"
     tokenizer = AutoTokenizer.from_pretrained(tiny_source)
@@ -233,7 +265,8 @@ def test_refusal_is_a_one_line_error_naming_the_path(case: str, tmp_path: Path, 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "trimtab.app.cli", "model", "import", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    env = os.environ | {"TRIMTAB_MODEL__BUILD_CACHE": str(cwd / "import-cache")}  # not the user's cache
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.parametrize("case", ["missing source", "not a gguf file", "target owned by something else"])
@@ -253,3 +286,4 @@ def test_cli_prints_only_the_output_directory_on_stdout(tiny_source: Path, tmp_p
     assert result.stdout == ".trimtab/models/tiny-llama\n"
     assert json.loads((tmp_path / ".trimtab/models/tiny-llama" / IMPORT_FILE).read_text())["kind"] == "hf-directory"
     assert "imported tiny-llama" in result.stderr
+    assert [p.name.startswith("import-") for p in (tmp_path / "import-cache").iterdir()] == [True]  # kept

@@ -82,11 +82,12 @@ def load(
     """Eight retrying clients, half submitting one at a time, half in batches of 8, together offering about
     `rate_per_s` submissions a second (None: as fast as they are answered); started, not joined."""
     shares = [requests[i::8] for i in range(8)]
-    pause_s = 0.0 if rate_per_s is None else 8 / rate_per_s  # each client's share of the rate
+    interval_s = 0.0 if rate_per_s is None else 8 / rate_per_s  # each client's share of the rate
     threads = [
         threading.Thread(
             target=retrying_client if i % 2 else retrying_batch_client,
-            args=(process.grpc_address, share, seen, stop, pause_s if i % 2 else 8 * pause_s),
+            args=(process.grpc_address, share, seen, stop),
+            kwargs={"interval_s": interval_s if i % 2 else 8 * interval_s},
             daemon=True,
         )
         for i, share in enumerate(shares)

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.conftest import REPO, free_port
 from tests.feedback.support import fresh_topic, response_record, service_config
 from trimtab.config import TrimtabConfig
+from trimtab.ports import listening_children
 from trimtab.records import ResponseStore, redis_client
 from trimtab.v1 import events_pb2, feedback_pb2, feedback_pb2_grpc
 
@@ -85,7 +86,7 @@ class FeedbackProcess:
         """The worker processes listening on the gRPC port (none with one worker: the process serves)."""
         assert self.process is not None
         port = int(self.grpc_address.rsplit(":", 1)[1])
-        return [child for child in psutil.Process(self.process.pid).children() if _listens(child, port)]
+        return listening_children(self.process.pid, port)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -112,15 +113,17 @@ def retrying_client(
     requests: list[feedback_pb2.SubmitRequest],
     seen: Ledger,
     stop: float,
-    pause_s: float = 0.0,
+    interval_s: float = 0.0,
     own_connection: bool = False,
 ) -> None:
     """Submit each request until it is accepted, retrying on any transport failure, like a real client;
-    `pause_s` between submissions; `own_connection`: not gRPC's connection shared by every channel to
-    `address` in this process (workers spread connections, not calls)."""
+    one submission due every `interval_s` (see `Schedule`); `own_connection`: not gRPC's connection shared
+    by every channel to `address` in this process (workers spread connections, not calls)."""
     channel = own_channel(address) if own_connection else grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+    schedule = Schedule(interval_s)
     for request in requests:
+        schedule.wait()
         while time.monotonic() < stop:
             try:
                 response = stub.Submit(request, timeout=2)
@@ -130,7 +133,6 @@ def retrying_client(
             with seen.lock:
                 seen.accepted.setdefault(request.feedback_id, []).append(response)
             break
-        time.sleep(pause_s)
     channel.close()
 
 
@@ -139,21 +141,27 @@ def retrying_batch_client(
     requests: list[feedback_pb2.SubmitRequest],
     seen: Ledger,
     stop: float,
-    pause_s: float = 0.0,
+    interval_s: float = 0.0,
     size: int = 8,
 ) -> None:
     """SubmitBatch of up to `size` items until each is accepted; a failed call or a refused item is retried;
-    `pause_s` between calls that got an answer."""
+    one call that gets an answer due every `interval_s` (see `Schedule`)."""
     channel = grpc.insecure_channel(address)
     stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
     pending = list(requests)
+    schedule = Schedule(interval_s)
+    answered = True
     while pending and time.monotonic() < stop:
+        if answered:
+            schedule.wait()
+        answered = False
         items = pending[:size]
         try:
             response = stub.SubmitBatch(feedback_pb2.SubmitBatchRequest(items=items), timeout=2)
         except grpc.RpcError as error:
             _failed(error, seen)
             continue
+        answered = True
         for request, result in zip(items, response.results, strict=True):
             if result.HasField("refused"):
                 assert result.refused.status == "UNAVAILABLE", result.refused.message
@@ -163,15 +171,22 @@ def retrying_batch_client(
             with seen.lock:
                 seen.accepted.setdefault(request.feedback_id, []).append(result.accepted)
             pending.remove(request)
-        time.sleep(pause_s)
     channel.close()
 
 
-def _listens(process: psutil.Process, port: int) -> bool:
-    try:
-        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections("tcp"))
-    except psutil.NoSuchProcess:  # a worker that has just exited
-        return False
+class Schedule:
+    """Calls due every `interval_s` from the first, as users arrive on a clock: a client that fell behind (slow
+    calls, an outage) catches up without pausing. A pause after each call instead would drift later with
+    every slow call, and a slow machine would leave a soak's load unsent at its deadline."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._due = time.monotonic()
+
+    def wait(self) -> None:
+        """Until the next call is due (at once if it is overdue)."""
+        time.sleep(max(0.0, self._due - time.monotonic()))
+        self._due += self._interval_s
 
 
 def own_channel(address: str) -> grpc.Channel:

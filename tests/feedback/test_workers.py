@@ -104,8 +104,11 @@ def test_a_killed_worker_is_started_again_and_each_acceptance_is_on_the_topic_on
     seen = Ledger()
     stop = time.monotonic() + LOAD_LIMIT_S
     shares = [requests[i::CLIENTS] for i in range(CLIENTS)]
-    args = [(process.grpc_address, share, seen, stop, 0.02, True) for share in shares]
-    threads = [threading.Thread(target=retrying_client, args=arguments) for arguments in args]
+    pacing = {"interval_s": 0.02, "own_connection": True}
+    threads = [
+        threading.Thread(target=retrying_client, args=(process.grpc_address, share, seen, stop), kwargs=pacing)
+        for share in shares
+    ]
     for thread in threads:
         thread.start()
     while len(seen.accepted) < len(requests) / 3 and time.monotonic() < stop:

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,14 @@ def test_serving_answers_through_the_models_own_chat_template(real: RealStack) -
 
 def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(real: RealStack) -> None:
     feedback_ids = []
-    answers = []
-    for i in range(THUMBS):
-        user = f"real-user-{i % 6}"  # six users: none above the round's per-user share
-        reply = generate(real.serving.address, user, QUESTIONS[i % len(QUESTIONS)], temperature=1.0)
-        answer = reply.candidates[0]
+    users = [f"real-user-{i % 6}" for i in range(THUMBS)]  # six users: none above the round's per-user share
+    with ThreadPoolExecutor(THUMBS) as pool:  # users ask at once: one batch in the engine, not twelve in turn
+        replies = pool.map(
+            lambda i: generate(real.serving.address, users[i], QUESTIONS[i % len(QUESTIONS)], temperature=1.0),
+            range(THUMBS),
+        )
+        answers = [reply.candidates[0] for reply in replies]
+    for user, answer in zip(users, answers, strict=True):
         thumb = feedback_pb2.THUMB_UP if len(answer.text.split()) <= 12 else feedback_pb2.THUMB_DOWN
         feedback_id = f"real-{uuid.uuid4().hex[:8]}"
         label = feedback_pb2.FeedbackLabel(thumb=thumb)
@@ -137,7 +141,6 @@ def test_thumbs_on_its_answers_train_a_gated_version_that_serving_then_swaps_in(
             ),
         )
         feedback_ids.append(feedback_id)
-        answers.append(answer)
 
     learned = run_cli("learn", "--online", "--model", str(SMOLLM2), env=real.env | learner_settings(real.workdir))
     assert learned.returncode == 0, learned.stderr[-4000:]

@@ -68,7 +68,8 @@ def cmd_model_import(config: TrimtabConfig, args: argparse.Namespace) -> int:
     from trimtab.app.model_import import default_target, import_model
 
     output = args.output or default_target(args.source)
-    target = import_model(args.source, output, force=args.force, report=console.print)
+    cache = config.model.build_cache.expanduser() if config.model.build_cache else None
+    target = import_model(args.source, output, cache=cache, force=args.force, report=console.print)
     print(target)  # the one line on stdout, for a script to capture; progress goes to stderr
     return 0
 

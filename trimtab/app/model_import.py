@@ -4,7 +4,9 @@ The source is a GGUF file (dequantised to float32 by transformers with the `gguf
 Face model directory (validated, then copied so the cache holds every byte it needs). Like the default
 model's build, an import is keyed: `trimtab_import.json` records the source's sha256 and the importer's
 version, a second import of the same source is a no-op, and a new one replaces the old directory
-atomically (written beside it, fsynced, renamed).
+atomically (written beside it, fsynced, renamed). With a cache (model.build_cache, outside the checkout, as
+the default model's builds are), another checkout's import of the same source copies the kept one instead
+of converting again.
 
 torch and transformers are imported only where a model is converted or validated, so a mistyped path
 fails, and an up-to-date import returns, in about a second.
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trimtab.config.model import VLLM_CPU_HEAD_SIZES
-from trimtab.durable import replaced_atomically
+from trimtab.durable import keep_copy, replaced_atomically
 from trimtab.errors import TrimtabError
 
 IMPORT_FILE = "trimtab_import.json"
@@ -77,8 +79,11 @@ def source_key(source: Path) -> ImportKey:
     return ImportKey(digest.hexdigest())
 
 
-def import_model(source: Path, target: Path, *, force: bool = False, report: Report = print) -> Path:
-    """Import `source` (a .gguf file or a Hugging Face directory) into `target` unless it is already there."""
+def import_model(
+    source: Path, target: Path, *, cache: Path | None = None, force: bool = False, report: Report = print
+) -> Path:
+    """Import `source` (a .gguf file or a Hugging Face directory) into `target` unless it is already there;
+    from (and into) `cache` when one is given and `force` is not."""
     kind = _source_kind(source)
     key = source_key(source)
     info = import_info(target)
@@ -89,16 +94,33 @@ def import_model(source: Path, target: Path, *, force: bool = False, report: Rep
         raise ModelImportError(
             f"{target} exists and was not written by `trimtab model import`; move it or choose another --output"
         )
+    kept = cache / f"import-{key.source_sha256[:16]}-v{key.importer_version}" if cache is not None else None
     started = time.monotonic()
     with replaced_atomically(target, "importing") as staging:
-        write = _import_gguf if kind == "gguf" else _copy_hf_directory
-        details = write(source, staging, report)
-        _warn_if_vllm_cpu_cannot_run(details["head_dim"], source, report)
-        seconds = time.monotonic() - started
-        record = {"source": str(source.resolve()), "kind": kind, **asdict(key), **details, "seconds": round(seconds)}
-        (staging / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if kept is not None and not force and _matches(import_info(kept) or {}, key):
+            shutil.copytree(kept, staging, dirs_exist_ok=True)
+            record = import_info(staging) or {}
+            (staging / IMPORT_FILE).write_text(json.dumps(record | {"source": str(source.resolve())}, indent=2) + "\n")
+            report(f"{source.name} copied from the import cache at {kept}")
+        else:
+            write = _import_gguf if kind == "gguf" else _copy_hf_directory
+            details = write(source, staging, report)
+            _warn_if_vllm_cpu_cannot_run(details["head_dim"], source, report)
+            seconds = round(time.monotonic() - started)
+            record = {"source": str(source.resolve()), "kind": kind, **asdict(key), **details, "seconds": seconds}
+            (staging / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            if kept is not None:
+                _keep(staging, kept, report)
     report(f"imported {source.name} into {target}: {_megabytes(target)}, {time.monotonic() - started:.0f}s")
     return target
+
+
+def _keep(imported: Path, kept: Path, report: Report) -> None:
+    """A copy for other checkouts; a cache that cannot be written costs the next one a conversion, no more."""
+    try:
+        keep_copy(imported, kept)
+    except OSError as exc:
+        report(f"the import cache at {kept} could not be written ({exc}); the next checkout converts again")
 
 
 def _source_kind(source: Path) -> SourceKind:

@@ -49,9 +49,10 @@ class ModelConfig(Section):
         default_factory=DefaultModelRecipe, description="How the default model at `path` is built."
     )
     # Outside the checkout, as pip's wheel cache is: a new clone or worktree copies a build of the same recipe
-    # (its hash covers the recipe, the world and the source that shapes the weights) instead of training again.
+    # (its hash covers the recipe, the world and the source that shapes the weights) instead of training again,
+    # and an import of the same source file instead of converting it again.
     build_cache: Path | None = Field(
         default=Path("~/.cache/trimtab/models"),
-        description="Where `trimtab model build` keeps each default-model build under its recipe hash"
-        " (null: no cache; `--force` trains again).",
+        description="Where `trimtab model build` keeps each default-model build under its recipe hash, and"
+        " `trimtab model import` each import under its source's sha256 (null: no cache; `--force` redoes it).",
     )

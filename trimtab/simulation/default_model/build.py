@@ -21,7 +21,7 @@ from learner.batching import tokenize_chat
 from learner.runtime import device_and_dtype, seed_everything
 from learner.sft import SFTSettings, train_sft
 from trimtab.config import TrimtabConfig
-from trimtab.durable import replaced_atomically
+from trimtab.durable import keep_copy, replaced_atomically
 from trimtab.errors import TrimtabError
 from trimtab.simulation.default_model.architecture import generation_config, new_model
 from trimtab.simulation.default_model.sampling import StyleStats, sample_with_hf, style_stats
@@ -99,8 +99,7 @@ def _built(directory: Path, wanted_hash: str) -> bool:
 def _keep(build: Path, cache: Path, report: Report) -> None:
     """A copy of `build` in the cache; a cache that cannot be written costs the next checkout a build, no more."""
     try:
-        with replaced_atomically(cache, "caching") as staging:
-            shutil.copytree(build, staging, dirs_exist_ok=True)
+        keep_copy(build, cache)
     except OSError as exc:
         report(f"the build cache at {cache} could not be written ({exc}); the next checkout builds again")
 
