@@ -17,7 +17,7 @@ import yaml
 from tests.conftest import REPO
 from tests.deploy.prometheus import DASHBOARD, dashboard_queries
 from tests.test_metrics_documented import documented
-from trimtab.app.ops.panels import grafana_dashboard
+from trimtab.app.ops.panels import grafana_dashboard, panels
 from trimtab.config import TelemetryConfig
 
 OBSERVABILITY = REPO / "deploy/observability"
@@ -41,6 +41,35 @@ def test_the_alert_rules_are_valid_and_fire_as_their_unit_tests_say() -> None:
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     tested = set(re.findall(r"alertname: (\w+)", (OBSERVABILITY / "alerts.test.yml").read_text()))
     assert alerts == tested  # every alert has a unit test
+
+
+FRESHNESS_BUCKETS = ("30", "60", "+Inf")
+
+
+def freshness_series(*counts: str) -> list[dict[str, str]]:
+    """promtool input series of the freshness histogram: one `values` string per bucket, in FRESHNESS_BUCKETS' order."""
+    name = "trimtab_learner_feedback_age_seconds_bucket"
+    return [
+        {"series": f'{name}{{le="{le}"}}', "values": values}
+        for le, values in zip(FRESHNESS_BUCKETS, counts, strict=True)
+    ]
+
+
+def test_the_freshness_panel_shows_the_first_published_version_and_then_the_last_window(tmp_path: Path) -> None:
+    """Freshness is observed once per published version. With one publish (ages 20, 40 and 50 s, already in
+    the first scrape) the window holds no increase and the panel falls back to the quantile since the
+    learner started; after a second publish (two more at 50 s) it shows the window's own."""
+    (p50, _), *_ = [panel.queries for panel in panels() if panel.title.startswith("Freshness")]
+    rules = tmp_path / "none.yml"
+    rules.write_text("groups: []\n")
+    one = {"interval": "1m", "input_series": freshness_series("1x20", "3x20", "3x20")}
+    one["promql_expr_test"] = [{"expr": p50.expr, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 37.5}]}]
+    two = {"interval": "1m", "input_series": freshness_series("1x20", "1x4 3x15", "1x4 3x15")}
+    two["promql_expr_test"] = [{"expr": p50.expr, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 45}]}]
+    tests = tmp_path / "freshness.test.yml"
+    tests.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [one, two]}))
+    promtool("test", "rules", str(tests))
+    assert "since start" in p50.legend
 
 
 def exported() -> set[str]:

@@ -35,17 +35,27 @@ class Panel:
     queries: tuple[Query, ...]
 
 
-def quantiles(histogram: str, *qs: float, by: str = "", window: str = RATE) -> tuple[Query, ...]:
-    """p50/p99-style queries of an OpenTelemetry histogram (`..._seconds`), optionally per label."""
+def quantiles(
+    histogram: str, *qs: float, by: str = "", window: str = RATE, since_start: bool = False
+) -> tuple[Query, ...]:
+    """p50/p99-style queries of an OpenTelemetry histogram (`..._seconds`), optionally per label.
+
+    `since_start` is for a histogram observed rarely (once per published version): where the window holds
+    no increase, the quantile over all the process observed. `rate` sees no increase in a series' first
+    sample, and a quantile of no increase is NaN (dropped by `>= 0`), so without it the panel of a learner
+    that has published one version, or none lately, shows no data."""
     group = f"le, {by}" if by else "le"
     legend = f"{{{{{by}}}}} " if by else ""
-    return tuple(
-        Query(
-            f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[{window}])))",
-            f"{legend}p{round(q * 100)}",
-        )
-        for q in qs
-    )
+    queries = []
+    for q in qs:
+        windowed = f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[{window}])))"
+        if not since_start:
+            queries.append(Query(windowed, f"{legend}p{round(q * 100)}"))
+            continue
+        cumulative = f"histogram_quantile({q}, sum by ({group}) ({histogram}_bucket))"
+        since = f"{legend}p{round(q * 100)} ({window}, else since start)"
+        queries.append(Query(f"({windowed} >= 0) or {cumulative}", since))
+    return tuple(queries)
 
 
 def rate(counter: str, by: str = "", selector: str = "", window: str = RATE) -> Query:
@@ -181,7 +191,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Panel(
                 "Freshness: feedback accepted to a version trained on it",
                 "s",
-                quantiles("trimtab_learner_feedback_age_seconds", 0.5, 0.9, window="15m"),
+                quantiles("trimtab_learner_feedback_age_seconds", 0.5, 0.9, window="15m", since_start=True),
             ),
             Panel(
                 "Version decisions since the learner started",
