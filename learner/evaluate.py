@@ -149,17 +149,18 @@ def sample_responses(
 
 
 @contextlib.contextmanager
-def vllm_engine(model_dir: Path, config: EngineConfig) -> Iterator[LLM]:
-    """An offline vLLM engine on `model_dir` (full weights, LoRA off), shut down on exit.
+def vllm_engine(model_dir: Path, config: EngineConfig, *, in_process: bool = False) -> Iterator[LLM]:
+    """An offline vLLM engine on `model_dir` (full weights, LoRA off), shut down on exit; `in_process` as in
+    `trimtab.engine.offline_llm`.
 
     Evaluation swaps full weights only (`load_weights`), so the engine's LoRA support is turned off:
     it costs memory and speed and, on vLLM 0.32's CPU kernels, is buggy for plain requests.
     """
-    llm = offline_llm(model_dir, config.model_copy(update={"lora": False}))
+    llm = offline_llm(model_dir, config.model_copy(update={"lora": False}), in_process=in_process)
     try:
         yield llm
     finally:
-        # The engine core is a child process; dropping the last reference shuts it down.
+        # Dropping the last reference shuts the engine down (and its engine-core process, if it has one).
         del llm
         gc.collect()
 

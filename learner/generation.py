@@ -109,7 +109,7 @@ def _serve_request(request: GenerationRequest) -> list[str]:
     from trimtab.engine import offline_llm
 
     engine = EngineConfig.model_validate({**request.engine, "lora": request.adapter_dir is not None})
-    llm = offline_llm(Path(request.model_dir), engine)
+    llm = offline_llm(Path(request.model_dir), engine, in_process=True)  # this process exists for it
     lora = LoRARequest("learner", 1, request.adapter_dir) if request.adapter_dir else None
     params = SamplingParams(temperature=request.temperature, max_tokens=request.max_tokens, seed=request.seed)
     conversations: list[Any] = request.conversations  # vLLM takes OpenAI-style message dicts

@@ -4,7 +4,9 @@ for a whole run this way, instead of starting one per use (a vLLM start is 15-40
 
 It runs apart from torchrun's process group, as `learner.generation` explains, in its own session (a
 Ctrl-C meant for the trainer does not kill it mid-command), and its whole process group is killed on
-exit: vLLM's engine core is a grandchild.
+exit, with whatever vLLM started in it. Both workers step their engine in their own process
+(`trimtab.engine.offline_llm`'s `in_process`): a separate engine-core process would import vLLM a second
+time, 7-16 s of each start on our CPUs.
 
     with WorkerProcess.started("learner.rollout.worker", setup, name="the rollout engine", log=log) as worker:
         worker.call("generate", payload)
@@ -128,7 +130,7 @@ class WorkerProcess:
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # vLLM's engine core is a grandchild
+            os.killpg(self.process.pid, signal.SIGKILL)  # and whatever vLLM started in its group
 
 
 def setup(argv: Sequence[str]) -> tuple[str, Any]:

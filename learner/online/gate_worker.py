@@ -191,7 +191,9 @@ def main(argv: Sequence[str]) -> None:
     reference_dir = Path(settings["reference"])
     suite = load_suite(config)
     prompts = list(suite.heldout[: config.learner.online.gates.heldout_prompts])
-    with vllm_engine(reference_dir, config.engine) as llm:
+    threads = torch.get_num_threads()
+    with vllm_engine(reference_dir, config.engine, in_process=True) as llm:
+        torch.set_num_threads(threads)  # vLLM's engine set one for itself; the KL pass runs here too
         reference = Reference.measured(llm, reference_dir, prompts)
         rails = load_rails(config, suite) if config.guardrails.enabled else None
         evaluator = Evaluator(config, suite, prompts, llm, reference, rails)

@@ -97,7 +97,7 @@ def _expect(directory: str, kind: str) -> None:
 def main(argv: Sequence[str]) -> None:
     socket, settings = setup(argv)
     engine = EngineConfig.model_validate(settings["engine"])
-    worker = Worker(offline_llm(Path(settings["model_dir"]), engine))
+    worker = Worker(offline_llm(Path(settings["model_dir"]), engine, in_process=True))  # this process is the engine
     handlers = {
         "generate": lambda payload: worker.generate(*payload),
         "load_weights": worker.load_weights,
