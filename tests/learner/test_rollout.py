@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from peft import PeftModel
@@ -49,6 +50,13 @@ def test_samples_come_n_per_prompt_with_the_engines_log_probs_and_repeat_under_t
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT)
     rendered = tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=False)
     assert list(rollouts[0].prompt_ids) == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_the_engine_steps_in_the_workers_own_process(full: RolloutEngine) -> None:
+    """No engine-core child: a second process would import vLLM again at every start (7-16 s here)."""
+    assert len(full.generate(PROMPTS, GREEDY)) == 2  # the engine is up
+    worker = psutil.Process(full.worker.process.pid)
+    assert worker.children(recursive=True) == [], [child.cmdline() for child in worker.children(recursive=True)]
 
 
 def test_after_a_full_weight_refit_it_answers_as_the_new_weights_alone(full: RolloutEngine, tmp_path: Path) -> None:
