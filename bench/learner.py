@@ -43,6 +43,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def bench_learner(config: TrimtabConfig, warmup: int = 3, timed: int = 20, round
     return _gpu_rows(config, rounds) + rows
 
 
-def _gpu_rows(config: TrimtabConfig, rounds: int) -> list[Comparison]:
+def _gpu_rows(config: TrimtabConfig, rounds: int, algorithms: Sequence[str] = ALGORITHMS) -> list[Comparison]:
     """The GPU geometry's rows (bench.learner_gpu) on a machine with CUDA; none elsewhere."""
     from bench import learner_gpu
 
@@ -123,7 +124,7 @@ def _gpu_rows(config: TrimtabConfig, rounds: int) -> list[Comparison]:
         return []
     shape = learner_gpu.shape()
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-learner-gpu-") as tmp:
-        measured = learner_gpu.measure_gpu(config, rounds, Path(tmp))
+        measured = learner_gpu.measure_gpu(config, rounds, Path(tmp), algorithms)
     dtype = getattr(torch, shape.dtype)
     size = 8192 if shape.device == "cuda" else 256
     peak = Peak(

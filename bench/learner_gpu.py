@@ -26,6 +26,7 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,17 @@ def shape() -> Shape:
     return TINY if os.environ.get(TINY_ENV) == "1" else FULL
 
 
-def measure_gpu(config: TrimtabConfig, rounds: int, tmp: Path) -> list[Measured]:
-    """Both sides, both algorithms, at `shape()`; every run in a process of its own."""
+def measure_gpu(
+    config: TrimtabConfig, rounds: int, tmp: Path, algorithms: Sequence[str] = ALGORITHMS
+) -> list[Measured]:
+    """Both sides of each algorithm, at `shape()`; every run in a process of its own."""
     geometry_shape = shape()
     if not TOKENIZER.is_dir():
         raise FileNotFoundError(f"{TOKENIZER} is missing: run `make real-model` (its tokenizer sizes the LM head)")
     model_dir = build_model(geometry_shape, tmp / "gpu-model")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     measured = []
-    for algorithm in ALGORITHMS:
+    for algorithm in algorithms:
         geometry = gpu_geometry(config, geometry_shape, model_dir, algorithm)
         train = geometry.config.learner.train
         rows = long_rows(

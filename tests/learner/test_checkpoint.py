@@ -259,16 +259,19 @@ def kill_resume_and_compare(workdir: Path, tmp_path: Path, ranks: int) -> Path:
     return checkpoints
 
 
-def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_loss_curve(
-    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    checkpoints = kill_resume_and_compare(workdir, tmp_path, ranks=1)
-    # The same directory, another run (other data): refused, naming the difference.
-    other = learn_command(workdir, data="other.jsonl")[3:]  # the CLI's arguments, in process
-    assert main([*other, "--checkpoint-dir", str(checkpoints)]) == 1
-    assert re.search(r"different run; data sha256: \"\w+\" there, \"\w+\" here\.", capsys.readouterr().err)
+# One rank takes the two ranks' path with one process: `make test-long`.
+@pytest.mark.long
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_loss_curve(workdir: Path, tmp_path: Path) -> None:
+    kill_resume_and_compare(workdir, tmp_path, ranks=1)
 
 
 @pytest.mark.integration
-def test_two_ranks_killed_with_sigkill_resume_to_the_uninterrupted_loss_curve(workdir: Path, tmp_path: Path) -> None:
-    kill_resume_and_compare(workdir, tmp_path, ranks=2)
+def test_two_ranks_killed_with_sigkill_resume_to_the_uninterrupted_loss_curve(
+    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoints = kill_resume_and_compare(workdir, tmp_path, ranks=2)
+    # The same directory, another run (other data, one rank): refused, naming each difference.
+    other = learn_command(workdir, data="other.jsonl")[3:]  # the CLI's arguments, in process
+    assert main([*other, "--checkpoint-dir", str(checkpoints)]) == 1
+    differences = r"data sha256: \"\w+\" there, \"\w+\" here; world_size: 2 there, 1 here\."
+    assert re.search(f"different run; {differences}", capsys.readouterr().err)

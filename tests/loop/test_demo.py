@@ -1,6 +1,8 @@
 """A short `trimtab demo` through the real services: the session's serving process (no second vLLM
 engine), a `trimtab feedback` the harness starts itself, simulated users for half a minute, the live
-display and the report. The online learner is off here (`demo.learner: false`)."""
+display and the report. The online learner is off here (`demo.learner: false`) and a tenth of the users
+are adversarial. In `make test-long`: tests/loop/test_demo_learner.py checks the same interactions, report
+and display in `make test`, on its run with the learner on."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from trimtab.app.demo import run_demo
 from trimtab.app.demo.records import Interaction, read_jsonl
 from trimtab.app.demo.report import PLOTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 USERS_S = 30
 

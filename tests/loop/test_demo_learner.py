@@ -1,7 +1,9 @@
 """The short demo with the online learner on: the session's serving process, a `trimtab feedback` and
 the learner's two torchrun ranks started by the harness, simulated users for 90 seconds. The
 learner must consume the users' feedback, train rounds, gate each candidate through vLLM and publish
-it with its numbers and its feedback ids, and stop cleanly on the harness's SIGTERM.
+it with its numbers and its feedback ids, and stop cleanly on the harness's SIGTERM; the harness shows
+the run live and writes its report. (The same run with the learner off: tests/loop/test_demo.py, in
+`make test-long`.)
 
 A real Prometheus scrapes the three processes meanwhile (the shipped scrape config, its alert rules
 loaded), and every query of the shipped Grafana dashboard must return data from it.
@@ -40,6 +42,7 @@ from tests.loop.demo_config import short_demo_config
 from tests.serving_process import GUARDED_TENANT, ServingProcess
 from trimtab.app.demo import DemoResult, run_demo
 from trimtab.app.demo.records import Interaction, read_jsonl
+from trimtab.app.demo.report import PLOTS
 from trimtab.app.ops.panels import panels
 from trimtab.config import TrimtabConfig
 from trimtab.registry import FEEDBACK_IDS, Registry
@@ -63,6 +66,7 @@ class LearnerDemo:
     ended: float
     promoted: str  # the run's last policy version, made current after the run (a real hot swap)
     initial: str  # the serving process's version before and after
+    console: str  # what the harness showed
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,8 @@ def demo(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> I
         ask_as_the_guarded_tenant(serving.address)
         refusal = threading.Thread(target=refuse_one_feedback, args=(f"127.0.0.1:{feedback_port}",), daemon=True)
         refusal.start()
-        result = run_demo(config, Console(file=io.StringIO(), width=240, force_terminal=False))
+        console = io.StringIO()
+        result = run_demo(config, Console(file=console, width=240, force_terminal=False))
         refusal.join(timeout=30)
         registry = Registry(config.registry.root)
         published = [m.id for m in registry.versions() if m.algorithm == "online" and m.data_source == topic]
@@ -125,7 +130,8 @@ def demo(serving: ServingProcess, tmp_path_factory: pytest.TempPathFactory) -> I
                 admin.Promote(admin_pb2.PromoteRequest(version_id=initial), timeout=120)
         ask_as_the_guarded_tenant(serving.address)
         time.sleep(3)
-        yield LearnerDemo(config, result, topic, prometheus, started, time.time(), published[-1], initial)
+        ended = time.time()
+        yield LearnerDemo(config, result, topic, prometheus, started, ended, published[-1], initial, console.getvalue())
 
 
 def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
@@ -160,6 +166,25 @@ def test_the_online_learner_trains_gates_and_publishes_from_the_users_feedback(
     assert judged and all(rm_numbers <= set(m.metrics) for m in judged)
     scorer = AutoModelForSequenceClassification.from_pretrained(registry.path(reward_models[-1].id))
     assert scorer.config.num_labels == 1
+
+
+def test_every_user_interaction_is_served_and_accepted_and_the_report_shows_the_run(demo: LearnerDemo) -> None:
+    result = demo.result
+    rows = [Interaction.from_json(row) for row in read_jsonl(result.run_dir / "interactions.jsonl")]
+    assert len(rows) >= USERS_S  # 2/s asked for; at least 1/s served on a loaded 2-core machine
+    assert result.failed_requests == 0, [row.error for row in rows if row.failed][:5]
+    assert result.accepted == len(rows) and all(row.accepted for row in rows)
+    assert {row.kind for row in rows} == {"pairwise", "thumb", "rating", "attributes", "correction"}
+    assert all(len(row.answers) == (2 if row.kind == "pairwise" else 1) for row in rows)
+    assert all(answer.version.startswith("ver_") for row in rows for answer in row.answers)
+    assert result.exit_codes == {"feedback": 0, "learner": 0}  # the harness started both and stopped them
+    assert (result.run_dir / "feedback.log").is_file()
+    page = result.report.read_text()
+    for name in PLOTS:
+        png = result.run_dir / "plots" / f"{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG"), name
+        assert f"plots/{name}.png" in page
+    assert "feedback accepted" in demo.console and str(result.report) in demo.console.replace("\n", "")
 
 
 def test_every_dashboard_query_has_data_from_a_real_prometheus_scraping_the_three_processes(
