@@ -30,13 +30,13 @@ world's gold reward (`trimtab.simulation.suite:gold_reward`):
 Timing: each side runs WARMUP steps, then TIMED steps; the wall time from the end of the last warm-up
 step to the end of the last step counts. Both start from the base model each round, trimtab and TRL
 alternating ROUNDS times (the machine is shared), each side's best round counting. One-off start-up
-costs are outside the step time and reported in the notes: trimtab's rollout-engine start (~16 s),
-TRL's trainer construction (policy and reference loads). The rollout probe (vLLM and HF generate
+costs are outside the step time and reported in the notes: trimtab's rollout-engine start (to its first
+answer), TRL's trainer construction (policy and reference loads). The rollout probe (vLLM and HF generate
 taking turns, in the first trimtab run before its steps, the engine idle in between) and the engine
 restarts (after that run, its process group gone) run once. Step counts, chosen to keep the bench near 4
 minutes on 2 shared cores (under the ~6 minutes allowed, with room for a slow spell): a step of either
-side is 1.1-1.7 s here (completions end after ~15-20 tokens), a trimtab round adds ~16 s of engine
-start, a restart ~9 s; WARMUP 2 (the first vLLM request after start-up is slow) and TIMED 12 steps a
+side is 1.1-1.7 s here (completions end after ~15-20 tokens), a trimtab round adds ~15 s of engine
+start, a restart ~10-12 s; WARMUP 2 (the first vLLM request after start-up is slow) and TIMED 12 steps a
 round (14 x 8 distinct prompts, 32 answers a step), ROUNDS 3, RESTARTS 3, ROLLOUT_REPEATS 8 (one step's
 batch generates in ~0.4 s: too short to time once).
 
@@ -223,8 +223,10 @@ def trimtab_round(setup: Setup, *, probe: bool) -> TrimtabRound:
         with tempfile.TemporaryDirectory(prefix="trimtab-bench-rl-run-") as out:
             started = time.perf_counter()
             with rollout_engine(run, Path(out)) as engine:
-                engine_start_s = time.perf_counter() - started
                 assert engine is not None, "one rank: this process owns the rollout engine"
+                # The worker starts in the background and answers once its engine is up: time to that answer.
+                engine.generate(setup.step_prompts[0][:1], Sampling(n=1, temperature=0.0, max_tokens=1, seed=0))
+                engine_start_s = time.perf_counter() - started
                 rollout = rollout_probe(engine, config, setup) if probe else None
                 log = trimtab_steps(run.steps, engine, setup.steps)
         exports = [export_policy(run.steps, setup.scratch / f"policy-{k}") for k in range(RESTARTS)] if probe else []
