@@ -1,77 +1,189 @@
-"""Redis commands issued by concurrent calls in one turn of the event loop go out together: one round trip.
+"""Redis commands of concurrent calls, coalesced per event-loop turn and pipelined on one connection.
 
 Each submission takes a few Redis steps in sequence (key limit, ledger lookup, the judged records,
 admission, acceptance). Under load many calls reach a step in the same turn of the event loop: one
-pipeline's replies wake them all at once, and a SubmitBatch's items start together. Sent as one
-pipeline they share a round trip, one pass through redis-py's connection pool and one socket write
-instead of one each, which is most of the service's CPU per submission. A command waits at most for
-the rest of the turn it was issued in: alone, it goes out as it would have on its own.
+batch of replies wakes them all at once, and a SubmitBatch's items start together. Their commands go
+out in one write. A command waits at most for the rest of the turn it was issued in: alone, it goes
+out as it would have on its own.
 
-Every command keeps its own atomicity (a Lua script still runs atomically); the pipeline is not a
-MULTI transaction, and no step needs atomicity across calls. Scripts go out as EVALSHA; one that
-Redis does not hold (after a restart or SCRIPT FLUSH) is loaded and run again on its own.
+The writes share one connection and do not wait for each other's replies: Redis answers a connection's
+commands in order, so one reader hands each reply to its caller in the order the commands were
+written. redis-py's own pipeline would take a connection from the pool for each batch and wait for
+its replies, with its retry, observability and bookkeeping layers around every batch: about a fifth
+of the feedback service's CPU per submission, measured (docs/measurements.md#feedback-ingest).
+
+Every command keeps its own atomicity (a Lua script still runs atomically); nothing is a MULTI
+transaction, and no step needs atomicity across calls. Scripts go out as EVALSHA; one that Redis does
+not hold (after a restart or SCRIPT FLUSH) is loaded and run again on its own. A reply is parsed as
+the client parses it (its response callbacks). When the connection breaks, the commands still waiting
+for a reply go out once more on a new connection, as redis-py retries a command whose connection broke
+(so a command may run twice, as there: every step here is safe to repeat); a second break fails them
+with the connection's error, and so does a failed connect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-_Queued = tuple[tuple[Any, ...], asyncio.Future[Any]]
+
+@dataclass
+class _Command:
+    words: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    attempts: int = 0
+
+
+@dataclass
+class _Line:
+    """One connection and the commands written on it whose replies are not read yet, in order."""
+
+    connection: AbstractConnection
+    unanswered: deque[_Command] = field(default_factory=deque)
+    reading: bool = False
+    broken: bool = False
 
 
 class RoundTrips:
-    """Coalesces the commands of concurrent callers into pipelines on one client."""
+    """Coalesces the commands of concurrent callers into pipelined writes on one connection of `client`."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self._queued: list[_Queued] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self.writes = 0  # writes that went out: one per turn with commands in it (the tests count them)
+        self._queued: list[_Command] = []
+        self._outbox: deque[_Command] = deque()  # queued in earlier turns, not written yet
+        self._line: _Line | None = None
+        self._writing = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def execute(self, *command: Any) -> Any:
-        """Run one command (e.g. "HGETALL", key) with the next pipeline; its reply, parsed as the client would."""
+        """Run one command (e.g. "HGETALL", key) with the next write; its reply, parsed as the client would."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._queued:
             # call_soon runs after every callback already due in this turn: the calls woken with this
-            # one reach their own commands first and join the same pipeline.
+            # one reach their own commands first and join the same write.
             asyncio.get_running_loop().call_soon(self._flush)
-        self._queued.append((command, future))
+        self._queued.append(_Command(command, future))
         return await future
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run a registered Lua script with the next pipeline."""
+        """Run a registered Lua script with the next write."""
         try:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await script(keys=keys, args=args)  # redis-py loads it and runs it
 
     def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._outbox.extend(self._queued)
+        self._queued = []
+        if not self._writing:
+            self._writing = True
+            self._spawn(self._write())
 
-    async def _send(self, batch: list[_Queued]) -> None:
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self) -> None:
+        """Write whatever is in the outbox, a write at a time, until it is empty."""
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # no connection, or it broke: every command of the batch failed with it
-            replies = [exc] * len(batch)
-        except BaseException:  # cancelled (the loop is closing): no caller may wait forever
-            for _, future in batch:
-                future.cancel()
-            raise
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            while self._outbox:
+                try:
+                    line = await self._connected()
+                except RedisError as error:  # no connection: everything waiting to be written fails with it
+                    _fail(self._outbox, error)
+                    self._outbox.clear()
+                    return
+                batch = [command for command in self._outbox if not command.future.done()]  # done: cancelled
+                self._outbox.clear()
+                packed: list[bytes] = []
+                for command in batch:
+                    try:
+                        packed += line.connection.pack_command(*command.words)
+                    except RedisError as error:  # an argument Redis cannot take fails only its command
+                        command.future.set_exception(error)
+                        continue
+                    command.attempts += 1
+                    line.unanswered.append(command)
+                if not packed:
+                    continue
+                if not line.reading:
+                    line.reading = True
+                    self._spawn(self._read(line))
+                self.writes += 1
+                try:
+                    await line.connection.send_packed_command(packed, check_health=False)
+                except RedisError as error:
+                    await self._break(line, error)
+        finally:
+            self._writing = False
+
+    async def _connected(self) -> _Line:
+        if self._line is None:
+            self._line = _Line(await self.client.connection_pool.get_connection())
+        return self._line
+
+    async def _read(self, line: _Line) -> None:
+        """Hand each reply of `line` to its command's caller, while commands wait for one."""
+        try:
+            while line.unanswered and not line.broken:
+                try:
+                    reply = await line.connection.read_response()
+                except ResponseError as error:  # the command's own error (NOSCRIPT, WRONGTYPE, ...)
+                    reply = error
+                except (RedisError, OSError) as error:
+                    await self._break(line, error)
+                    return
+                command = line.unanswered.popleft()
+                if command.future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, Exception):
+                    command.future.set_exception(reply)
+                else:
+                    try:
+                        command.future.set_result(self._parsed(command.words[0], reply))
+                    except Exception as error:  # a reply the callback cannot parse fails its own caller
+                        command.future.set_exception(error)
+        finally:
+            line.reading = False
+
+    def _parsed(self, name: Any, reply: Any) -> Any:
+        """As redis-py's `Redis.parse_response` does for a command sent without options."""
+        callback = self.client.response_callbacks.get(name)
+        return callback(reply) if callback is not None else reply
+
+    async def _break(self, line: _Line, error: Exception) -> None:
+        """The line's connection failed: its unanswered commands go out once more on a new one, or fail."""
+        if line.broken:
+            return
+        line.broken = True
+        if self._line is line:
+            self._line = None
+        again = [command for command in line.unanswered if not command.future.done()]
+        line.unanswered.clear()
+        _fail([command for command in again if command.attempts > 1], error)
+        retry = [command for command in again if command.attempts <= 1]
+        if retry:
+            self._outbox.extendleft(reversed(retry))  # before later turns' commands: the order is kept
+            if not self._writing:
+                self._writing = True
+                self._spawn(self._write())
+        await line.connection.disconnect(nowait=True)
+        await self.client.connection_pool.release(line.connection)
+
+
+def _fail(commands: Sequence[_Command] | deque[_Command], error: Exception) -> None:
+    failure = error if isinstance(error, RedisError) else RedisConnectionError(str(error))
+    for command in commands:
+        if not command.future.done():
+            command.future.set_exception(failure)

@@ -1,4 +1,4 @@
-"""RoundTrips: commands issued together share one pipeline, and each caller gets its own reply or error."""
+"""RoundTrips: commands issued together share one write, and each caller gets its own reply or error."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
@@ -20,40 +20,34 @@ _ECHO = "return {KEYS[1], ARGV[1]}"
 
 
 def run(stack: TrimtabConfig, scenario: Any) -> Any:
+    """The scenario's result and how many writes its commands took."""
+
     async def wrapped() -> Any:
         client = redis_client(stack.redis)
-        pipelines = 0
-        make_pipeline = client.pipeline
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal pipelines
-            pipelines += 1
-            return make_pipeline(*args, **kwargs)
-
-        client.pipeline = counted  # type: ignore[method-assign]
+        redis = RoundTrips(client)
         try:
-            result = await scenario(RoundTrips(client), f"{stack.redis.key_prefix}rt-{uuid.uuid4().hex[:6]}:")
-            return result, pipelines
+            result = await scenario(redis, f"{stack.redis.key_prefix}rt-{uuid.uuid4().hex[:6]}:")
+            return result, redis.writes
         finally:
             await client.aclose()
 
     return asyncio.run(wrapped())
 
 
-def test_commands_issued_in_one_turn_go_out_as_one_pipeline_in_order(stack: TrimtabConfig) -> None:
+def test_commands_issued_in_one_turn_go_out_as_one_write_in_order(stack: TrimtabConfig) -> None:
     async def scenario(redis: RoundTrips, prefix: str) -> list[Any]:
         return list(await asyncio.gather(*(redis.execute("INCR", f"{prefix}n") for _ in range(50))))
 
-    replies, pipelines = run(stack, scenario)
-    assert replies == list(range(1, 51)) and pipelines == 1
+    replies, writes = run(stack, scenario)
+    assert replies == list(range(1, 51)) and writes == 1
 
 
 def test_a_command_alone_goes_out_at_once(stack: TrimtabConfig) -> None:
     async def scenario(redis: RoundTrips, prefix: str) -> list[Any]:
         return [await redis.execute("INCR", f"{prefix}n") for _ in range(3)]
 
-    replies, pipelines = run(stack, scenario)
-    assert replies == [1, 2, 3] and pipelines == 3
+    replies, writes = run(stack, scenario)
+    assert replies == [1, 2, 3] and writes == 3
 
 
 def test_a_failing_command_fails_only_its_caller(stack: TrimtabConfig) -> None:
@@ -88,7 +82,7 @@ def test_a_script_redis_no_longer_holds_is_loaded_again(stack: TrimtabConfig) ->
     assert first[1] == b"one" and second[1] == b"two"
 
 
-def test_no_connection_fails_every_command_of_the_pipeline(stack: TrimtabConfig) -> None:
+def test_no_connection_fails_every_command_of_the_write(stack: TrimtabConfig) -> None:
     async def scenario(redis: RoundTrips, prefix: str) -> list[Any]:
         redis.client.connection_pool.connection_kwargs["port"] = 1  # nothing listens there
         await redis.client.connection_pool.disconnect()
@@ -97,3 +91,53 @@ def test_no_connection_fails_every_command_of_the_pipeline(stack: TrimtabConfig)
 
     failures, _ = run(stack, scenario)
     assert len(failures) == 3 and all(isinstance(failure, RedisConnectionError) for failure in failures)
+
+
+def test_an_argument_redis_cannot_take_fails_only_its_command(stack: TrimtabConfig) -> None:
+    async def scenario(redis: RoundTrips, prefix: str) -> list[Any]:
+        calls = [redis.execute("SET", f"{prefix}k", None), redis.execute("INCR", f"{prefix}n")]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    (refused, counted), writes = run(stack, scenario)
+    assert isinstance(refused, DataError) and counted == 1 and writes == 1
+
+
+async def _blocked_while_killed(redis: RoundTrips, other: Any, key: str, kills: int) -> tuple[Any, list[int]]:
+    """A BLPOP waiting on Redis while its connection is killed `kills` times, then a value to pop: its
+    result (or error) and the ids of the connections it waited on, in order."""
+    blocked = asyncio.ensure_future(redis.execute("BLPOP", key, 5))
+    waited_on: list[int] = []
+    for _ in range(kills):
+        waited_on.append(await _blocking_client(other))
+        await other.execute_command("CLIENT", "KILL", "ID", waited_on[-1])
+    if kills < 2:  # a command goes out once more after a break, not twice
+        waited_on.append(await _blocking_client(other))
+        await other.rpush(key, "value")
+    return (await asyncio.gather(blocked, return_exceptions=True))[0], waited_on
+
+
+async def _blocking_client(other: Any) -> int:
+    """The id of the connection blocked in BLPOP, once there is one."""
+    for _ in range(200):
+        blocked = [c for c in await other.client_list() if c["cmd"] == "blpop"]
+        if blocked:
+            return int(blocked[0]["id"])
+        await asyncio.sleep(0.01)
+    raise AssertionError("no connection waits in BLPOP")
+
+
+@pytest.mark.parametrize("kills", [1, 2])
+def test_a_connection_that_breaks_sends_its_waiting_commands_once_more(stack: TrimtabConfig, kills: int) -> None:
+    async def scenario(redis: RoundTrips, prefix: str) -> tuple[Any, list[int], bytes]:
+        other = redis_client(stack.redis)
+        try:
+            return *await _blocked_while_killed(redis, other, f"{prefix}list", kills), f"{prefix}list".encode()
+        finally:
+            await other.aclose()
+
+    (result, waited_on, key), writes = run(stack, scenario)
+    assert len(set(waited_on)) == 2 and writes == 2  # the command went out on a second connection
+    if kills == 1:  # left alone there, it answers
+        assert result == (key, b"value")
+    else:  # killed again: its caller gets the connection's error
+        assert isinstance(result, RedisConnectionError)
