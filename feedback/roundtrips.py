@@ -18,12 +18,14 @@ not hold (after a restart or SCRIPT FLUSH) is loaded and run again on its own. A
 the client parses it (its response callbacks). When the connection breaks, the commands still waiting
 for a reply go out once more on a new connection, as redis-py retries a command whose connection broke
 (so a command may run twice, as there: every step here is safe to repeat); a second break fails them
-with the connection's error, and so does a failed connect.
+with the connection's error, and so does a failed connect. A connection whose replies stop for its
+`socket_timeout` (redis-py's, 5 s unless the URL says otherwise) counts as broken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 @dataclass
@@ -51,6 +54,8 @@ class _Line:
     unanswered: deque[_Command] = field(default_factory=deque)
     reading: bool = False
     broken: bool = False
+    answered_at: float = 0.0  # the event loop's time of the last reply, or of the first command after none waited
+    watchdog: asyncio.TimerHandle | None = None
 
 
 class RoundTrips:
@@ -119,6 +124,7 @@ class RoundTrips:
                     continue
                 if not line.reading:
                     line.reading = True
+                    line.answered_at = asyncio.get_running_loop().time()
                     self._spawn(self._read(line))
                 self.writes += 1
                 try:
@@ -135,15 +141,20 @@ class RoundTrips:
 
     async def _read(self, line: _Line) -> None:
         """Hand each reply of `line` to its command's caller, while commands wait for one."""
+        loop = asyncio.get_running_loop()
+        self._watch(line)
         try:
             while line.unanswered and not line.broken:
                 try:
-                    reply = await line.connection.read_response()
+                    # No timeout of redis-py's own around each reply (math.inf: its set-up and tear-down
+                    # cost more than reading a small reply); `_watch` bounds the wait for the line instead.
+                    reply = await line.connection.read_response(timeout=math.inf)
                 except ResponseError as error:  # the command's own error (NOSCRIPT, WRONGTYPE, ...)
                     reply = error
                 except (RedisError, OSError) as error:
                     await self._break(line, error)
                     return
+                line.answered_at = loop.time()
                 command = line.unanswered.popleft()
                 if command.future.done():  # its caller was cancelled
                     continue
@@ -157,6 +168,26 @@ class RoundTrips:
         finally:
             line.reading = False
 
+    def _watch(self, line: _Line) -> None:
+        """Break `line` if its replies stop for the connection's socket timeout while commands wait for one
+        (one timer per line, not one per reply)."""
+        timeout_s = line.connection.socket_timeout
+        if not timeout_s or line.watchdog is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            line.watchdog = None
+            if line.broken or not line.unanswered:
+                return  # the next read starts a new watch
+            silent_s = loop.time() - line.answered_at
+            if silent_s < timeout_s:
+                line.watchdog = loop.call_later(timeout_s - silent_s, check)
+                return
+            self._spawn(self._break(line, RedisTimeoutError(f"no reply from Redis for {timeout_s:g} s")))
+
+        line.watchdog = loop.call_later(timeout_s, check)
+
     def _parsed(self, name: Any, reply: Any) -> Any:
         """As redis-py's `Redis.parse_response` does for a command sent without options."""
         callback = self.client.response_callbacks.get(name)
@@ -167,6 +198,8 @@ class RoundTrips:
         if line.broken:
             return
         line.broken = True
+        if line.watchdog is not None:
+            line.watchdog.cancel()
         if self._line is line:
             self._line = None
         again = [command for command in line.unanswered if not command.future.done()]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feedback.roundtrips import RoundTrips
 from trimtab.config import TrimtabConfig
@@ -141,3 +143,20 @@ def test_a_connection_that_breaks_sends_its_waiting_commands_once_more(stack: Tr
         assert result == (key, b"value")
     else:  # killed again: its caller gets the connection's error
         assert isinstance(result, RedisConnectionError)
+
+
+def test_a_connection_whose_replies_stop_for_its_socket_timeout_counts_as_broken(stack: TrimtabConfig) -> None:
+    quick = stack.model_copy(
+        update={"redis": stack.redis.model_copy(update={"url": f"{stack.redis.url}?socket_timeout=0.2"})}
+    )
+
+    async def scenario(redis: RoundTrips, prefix: str) -> tuple[Any, float]:
+        started = time.monotonic()
+        blocked = await asyncio.gather(redis.execute("BLPOP", f"{prefix}list", 3), return_exceptions=True)
+        return blocked[0], time.monotonic() - started
+
+    (result, waited_s), writes = run(quick, scenario)
+    # Redis holds BLPOP for 3 s: after 0.2 s without a reply the connection is dropped, the command goes
+    # out once more on a new one, and after 0.2 s more its caller gets the timeout.
+    assert isinstance(result, RedisTimeoutError) and writes == 2
+    assert 0.4 <= waited_s < 2.0
