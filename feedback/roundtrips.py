@@ -10,7 +10,7 @@ The writes share one connection and do not wait for each other's replies: Redis 
 commands in order, so one reader hands each reply to its caller in the order the commands were
 written. redis-py's own pipeline would take a connection from the pool for each batch and wait for
 its replies, with its retry, observability and bookkeeping layers around every batch: about a fifth
-of the feedback service's CPU per submission, measured (docs/measurements.md#feedback-ingest).
+of the feedback service's CPU per submission, measured (docs/measurements.md#feedback).
 
 Every command keeps its own atomicity (a Lua script still runs atomically); nothing is a MULTI
 transaction, and no step needs atomicity across calls. Scripts go out as EVALSHA; one that Redis does
@@ -39,14 +39,14 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
-@dataclass
+@dataclass(slots=True)
 class _Command:
     words: tuple[Any, ...]
     future: asyncio.Future[Any]
     attempts: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
     """One connection and the commands written on it whose replies are not read yet, in order."""
 
@@ -131,6 +131,9 @@ class RoundTrips:
                     await line.connection.send_packed_command(packed, check_health=False)
                 except RedisError as error:
                     await self._break(line, error)
+        except BaseException:  # cancelled (the loop is closing): no caller may wait forever
+            _cancel(self._outbox)
+            raise
         finally:
             self._writing = False
 
@@ -165,6 +168,9 @@ class RoundTrips:
                         command.future.set_result(self._parsed(command.words[0], reply))
                     except Exception as error:  # a reply the callback cannot parse fails its own caller
                         command.future.set_exception(error)
+        except BaseException:  # cancelled (the loop is closing): no caller may wait forever
+            _cancel(line.unanswered)
+            raise
         finally:
             line.reading = False
 
@@ -220,3 +226,9 @@ def _fail(commands: Sequence[_Command] | deque[_Command], error: Exception) -> N
     for command in commands:
         if not command.future.done():
             command.future.set_exception(failure)
+
+
+def _cancel(commands: deque[_Command]) -> None:
+    for command in commands:
+        command.future.cancel()
+    commands.clear()

@@ -120,7 +120,7 @@ def event_producer(kafka: KafkaConfig, component: str, **overrides: Any) -> Kafk
         "linger_ms": 5,
         # kafka-python's own metrics (sensors updated on every record and request, in Python) are read by
         # nothing here: trimtab reports its own. Off, a record costs the producer ~15% less CPU when
-        # records go out one at a time (docs/measurements.md#feedback-ingest).
+        # records go out one at a time (docs/measurements.md#feedback).
         "metrics_enabled": False,
     }
     return KafkaProducer(**(settings | overrides))
