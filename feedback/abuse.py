@@ -78,8 +78,19 @@ def is_trainable(request: feedback_pb2.SubmitRequest) -> bool:
 
 def agreement_tail(agreements: int, comparable: int) -> float:
     """P(X <= agreements) for X ~ Binomial(comparable, 1/2): how likely this few agreements are by chance."""
+    if agreements >= comparable:
+        return 1.0
     if comparable <= _NORMAL_FROM:
-        return math.fsum(math.comb(comparable, i) for i in range(agreements + 1)) / 2.0**comparable
+        # Exact: sum C(n, i) over the shorter side (at p = 1/2, P(X <= k) = 1 - P(X <= n - k - 1)), each
+        # term from the one before. A sum of math.comb calls over i <= k took 10-24 ms at n = 1,000 on the
+        # event loop, for every submission of a user with that many comparable votes; this takes 0.03-0.2 ms.
+        shorter = min(agreements, comparable - agreements - 1)
+        term = total = 1
+        for i in range(shorter):
+            term = term * (comparable - i) // (i + 1)
+            total += term
+        tail = total / 2**comparable  # int / int: correctly rounded however large
+        return tail if shorter == agreements else 1.0 - tail
     z = (agreements + 0.5 - comparable / 2) / math.sqrt(comparable / 4)  # continuity-corrected
     return 0.5 * math.erfc(-z / math.sqrt(2))
 

@@ -24,10 +24,18 @@ def test_binomial_tail_is_exact_for_small_counts() -> None:
     assert agreement_tail(5, 10) == pytest.approx(638 / 1024)
 
 
-def test_binomial_tail_switches_to_the_normal_approximation_above_1000_votes() -> None:
-    def exact(agreements: int, comparable: int) -> float:
-        return float(Fraction(sum(math.comb(comparable, i) for i in range(agreements + 1)), 2**comparable))
+def exact(agreements: int, comparable: int) -> float:
+    return float(Fraction(sum(math.comb(comparable, i) for i in range(agreements + 1)), 2**comparable))
 
+
+@pytest.mark.parametrize("comparable", [1, 2, 3, 10, 11, 40, 101, 999, 1000])
+def test_binomial_tail_is_the_exact_sum_up_to_1000_votes(comparable: int) -> None:
+    for agreements in sorted({0, 1, comparable // 2 - 1, comparable // 2, comparable // 2 + 1, comparable - 1}):
+        if agreements >= 0:
+            assert agreement_tail(agreements, comparable) == pytest.approx(exact(agreements, comparable), rel=1e-12)
+
+
+def test_binomial_tail_switches_to_the_normal_approximation_above_1000_votes() -> None:
     assert agreement_tail(450, 1000) == pytest.approx(exact(450, 1000), rel=1e-9)
     assert agreement_tail(930, 2000) == pytest.approx(exact(930, 2000), rel=0.02)
     assert agreement_tail(1000, 2000) == pytest.approx(exact(1000, 2000), rel=0.01)
