@@ -24,7 +24,7 @@ SMOLLM2_MODEL := .trimtab/models/smollm2-135m-instruct
 # The runtime environment (offline, vLLM's CPU settings) is set by each entry point itself:
 # trimtab/environment.py, applied by `trimtab`, `python -m bench` and the test suite.
 
-.PHONY: install proto model real-model tools demo test test-long chaos bench lint up down status clean
+.PHONY: install proto bytecode model real-model tools demo test test-long chaos bench lint up down status clean
 
 install: $(INSTALLED)
 
@@ -46,7 +46,13 @@ $(GENERATED): $(INSTALLED) $(PROTOS) trimtab/protogen.py
 	$(BIN)/python -m trimtab.protogen
 	@touch $@
 
-model: proto
+# The checkout's own modules compiled once, so the many processes a run starts (servers, learner ranks,
+# engine workers) read them instead of each compiling them again: PYTHONDONTWRITEBYTECODE=1, which some
+# machines set, stops Python from writing them itself. Unchanged files are skipped (about a second).
+bytecode: proto
+	@$(BIN)/python -m compileall -q -j 0 trimtab feedback serving learner guardrails bench > /dev/null
+
+model: proto bytecode
 	$(BIN)/trimtab model build
 
 real-model: $(SMOLLM2_GGUF) proto
