@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,6 +14,17 @@ def test_ids_are_unique_and_fixed_length() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert {len(i) for i in ids} == {26}
+
+
+def test_an_id_is_its_128_bits_in_crockford_base32_most_significant_digit_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    millis, random = 1_732_922_825_876, bytes(range(0xF6, 0x100))  # 10 bytes: every bit pattern differs
+    monkeypatch.setattr(time, "time_ns", lambda: millis * 1_000_000 + 999_999)
+    monkeypatch.setattr(os, "urandom", lambda n: random[:n])
+    value = millis << 80 | int.from_bytes(random)
+    digits = "".join("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[(value >> 5 * i) & 31] for i in reversed(range(26)))
+    assert new_id("resp_") == "resp_" + digits and id_time_ms(digits) == millis
 
 
 def test_ids_sort_by_creation_time_and_carry_it() -> None:
