@@ -14,7 +14,7 @@ of the feedback service's CPU per submission, measured (docs/measurements.md#fee
 
 Every command keeps its own atomicity (a Lua script still runs atomically); nothing is a MULTI
 transaction, and no step needs atomicity across calls. Scripts go out as EVALSHA; one that Redis does
-not hold (after a restart or SCRIPT FLUSH) is loaded and run again on its own. A reply is parsed as
+not hold (after a restart or SCRIPT FLUSH) is loaded and run again. A reply is parsed as
 the client parses it (its response callbacks). When the connection breaks, the commands still waiting
 for a reply go out once more on a new connection, as redis-py retries a command whose connection broke
 (so a command may run twice, as there: every step here is safe to repeat); a second break fails them
@@ -84,8 +84,9 @@ class RoundTrips:
         """Run a registered Lua script with the next write."""
         try:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await script(keys=keys, args=args)  # redis-py loads it and runs it
+        except NoScriptError:  # Redis restarted or flushed its scripts: load it, on this connection too
+            await self.execute("SCRIPT", "LOAD", script.script)
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _flush(self) -> None:
         self._outbox.extend(self._queued)

@@ -56,8 +56,9 @@ class FeedbackServer:
         self._config = config
         self._shared_ports = shared_ports
         settings = config.feedback
-        # A blocking pool: under a burst, calls queue for a connection (up to redis_wait_s) instead of
-        # failing at once as the default pool does when it runs out.
+        # Every Redis step of the service shares one connection of this pool (`feedback.roundtrips`), which
+        # takes another when it breaks. Blocking: whatever takes one beyond `redis_connections` waits (up to
+        # redis_wait_s) instead of failing at once as the default pool does when it runs out.
         pool = aioredis.BlockingConnectionPool.from_url(
             config.redis.url, max_connections=settings.redis_connections, timeout=settings.redis_wait_s
         )

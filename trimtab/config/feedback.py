@@ -140,7 +140,10 @@ class FeedbackConfig(Section):
     training_cap: TrainingCap = Field(default_factory=TrainingCap, description="Per-user cap on trainable feedback.")
     agreement: AgreementConfig = Field(default_factory=AgreementConfig, description="Agreement score and flagging.")
     redis_connections: int = Field(
-        default=64, ge=1, description="Redis connections the service keeps; calls beyond them wait for one."
+        default=64,
+        ge=1,
+        description="Redis connections the service may open. Its calls' steps share one (feedback.roundtrips);"
+        " more are taken only while a broken one is replaced, or by code that uses the client directly.",
     )
     redis_wait_s: float = Field(
         default=5.0, gt=0, description="How long a call waits for a free Redis connection before UNAVAILABLE."
