@@ -107,21 +107,23 @@ def test_an_argument_redis_cannot_take_fails_only_its_command(stack: TrimtabConf
 async def _blocked_while_killed(redis: RoundTrips, other: Any, key: str, kills: int) -> tuple[Any, list[int]]:
     """A BLPOP waiting on Redis while its connection is killed `kills` times, then a value to pop: its
     result (or error) and the ids of the connections it waited on, in order."""
+    name = f"rt-{uuid.uuid4().hex[:8]}"  # its connections' name: only they are killed, whatever else runs
+    redis.client.connection_pool.connection_kwargs["client_name"] = name
     blocked = asyncio.ensure_future(redis.execute("BLPOP", key, 5))
     waited_on: list[int] = []
     for _ in range(kills):
-        waited_on.append(await _blocking_client(other))
+        waited_on.append(await _blocking_client(other, name))
         await other.execute_command("CLIENT", "KILL", "ID", waited_on[-1])
     if kills < 2:  # a command goes out once more after a break, not twice
-        waited_on.append(await _blocking_client(other))
+        waited_on.append(await _blocking_client(other, name))
         await other.rpush(key, "value")
     return (await asyncio.gather(blocked, return_exceptions=True))[0], waited_on
 
 
-async def _blocking_client(other: Any) -> int:
-    """The id of the connection blocked in BLPOP, once there is one."""
+async def _blocking_client(other: Any, name: str) -> int:
+    """The id of the connection called `name` blocked in BLPOP, once there is one."""
     for _ in range(200):
-        blocked = [c for c in await other.client_list() if c["cmd"] == "blpop"]
+        blocked = [c for c in await other.client_list() if c["cmd"] == "blpop" and c["name"] == name]
         if blocked:
             return int(blocked[0]["id"])
         await asyncio.sleep(0.01)
