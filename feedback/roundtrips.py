@@ -91,6 +91,10 @@ class RoundTrips:
     def _flush(self) -> None:
         self._outbox.extend(self._queued)
         self._queued = []
+        self._start_writing()
+
+    def _start_writing(self) -> None:
+        """One writer at a time: a running one takes whatever reaches the outbox before it ends."""
         if not self._writing:
             self._writing = True
             self._spawn(self._write())
@@ -215,14 +219,12 @@ class RoundTrips:
         retry = [command for command in again if command.attempts <= 1]
         if retry:
             self._outbox.extendleft(reversed(retry))  # before later turns' commands: the order is kept
-            if not self._writing:
-                self._writing = True
-                self._spawn(self._write())
+            self._start_writing()
         await line.connection.disconnect(nowait=True)
         await self.client.connection_pool.release(line.connection)
 
 
-def _fail(commands: Sequence[_Command] | deque[_Command], error: Exception) -> None:
+def _fail(commands: Sequence[_Command], error: Exception) -> None:
     failure = error if isinstance(error, RedisError) else RedisConnectionError(str(error))
     for command in commands:
         if not command.future.done():
