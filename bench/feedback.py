@@ -7,7 +7,9 @@ limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance):
   - Submit, one submission per call, `concurrency` calls in flight;
   - SubmitBatch, `batch_items` submissions per call, `batches_in_flight` calls in flight.
   - both again with `feedback.workers` 2 (two processes on the same ports), the calls spread over 8
-    client connections (the kernel hands each connection, not each call, to one worker).
+    client connections (the kernel hands each connection, not each call, to one worker);
+  - the Submit load and the first SubmitBatch shape against `bench.grpc_floor`, a service that does no
+    work: how far the gRPC transport alone gets on the machine (the ceiling of those two rows).
 Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
 with the same keys to the same broker, with as many records in flight as the candidate has
 submissions in flight.
@@ -76,6 +78,9 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             with _service(bench_config, WORKERS) as (address, service):
                 workers_single = _measure(address, service, requests[shares[-2]], concurrency, 1, CONNECTIONS)
                 workers_batched = _measure(address, service, requests[shares[-1]], *WORKERS_BATCH, CONNECTIONS)
+            with _floor(bench_config) as (address, floor):  # stores nothing: the same requests again
+                floor_single = _measure(address, floor, requests[shares[0]], concurrency, batch_items=1)
+                floor_batched = _measure(address, floor, requests[shares[1]], *BATCH_SHAPES[0])
             producer_rate, producer_latency = _measure_producer(bench_config, payloads[shares[0]], concurrency)
             windows = [
                 _measure_producer(bench_config, payloads[share], calls * items)[0]
@@ -86,6 +91,7 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
     setup = f"{submissions} thumbs, {concurrency} in flight, acks=all"
+    calls, items = BATCH_SHAPES[0]
     rows = [
         Comparison(
             name=f"feedback accepted events/s, SubmitBatch ({submissions} thumbs, {calls} calls of {items} in flight)",
@@ -128,6 +134,24 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             baseline=f"bare kafka-python producer, {WORKERS_BATCH[0] * WORKERS_BATCH[1]} in flight",
             baseline_value=workers_window[0],
             notes=f"p50 call {_p(workers_batched[1], 50):.1f} ms; service CPU {workers_batched[2]:.0f} µs/event",
+        ),
+        Comparison(
+            name=f"feedback transport alone, Submit ({setup})",
+            unit="events/s",
+            candidate="a FeedbackService that does no work (bench.grpc_floor)",
+            candidate_value=floor_single[0],
+            baseline="bare kafka-python producer",
+            baseline_value=producer_rate,
+            notes=f"the Submit row's ceiling on this machine; server CPU {floor_single[2]:.0f} µs/call",
+        ),
+        Comparison(
+            name=f"feedback transport alone, SubmitBatch ({submissions} thumbs, {calls} calls of {items} in flight)",
+            unit="events/s",
+            candidate="a FeedbackService that does no work (bench.grpc_floor)",
+            candidate_value=floor_batched[0],
+            baseline=f"bare kafka-python producer, {calls * items} in flight",
+            baseline_value=windows[0],
+            notes=f"the SubmitBatch row's ceiling; server CPU {floor_batched[2]:.0f} µs/event",
         ),
         Comparison(
             name=f"feedback p99 accept latency, Submit ({setup})",
@@ -196,13 +220,30 @@ def _record(user_id: str) -> events_pb2.ResponseLogged:
 def _service(config: TrimtabConfig, workers: int = 1) -> Iterator[tuple[str, psutil.Process]]:
     """`python -m feedback` serving on the config's ports with `workers` processes; its gRPC address and its
     (parent) process."""
-    address = f"127.0.0.1:{config.feedback.grpc_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")} | _env(config)
     env["TRIMTAB_FEEDBACK__WORKERS"] = str(workers)
+    with _server([sys.executable, "-m", "feedback"], env, config.feedback.grpc_port, workers) as served:
+        yield served
+
+
+@contextmanager
+def _floor(config: TrimtabConfig) -> Iterator[tuple[str, psutil.Process]]:
+    """`bench.grpc_floor` (the gRPC transport alone) on a free port, on the service's event loop."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.grpc_floor", str(port), config.feedback.event_loop]
+    with _server(command, os.environ | {"PYTHONPATH": str(REPO)}, port) as served:
+        yield served
+
+
+@contextmanager
+def _server(
+    command: list[str], env: dict[str, str], port: int, workers: int = 1
+) -> Iterator[tuple[str, psutil.Process]]:
+    address = f"127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen([sys.executable, "-m", "feedback"], cwd=REPO, env=env, stdout=log, stderr=log)
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
         try:
-            _wait_serving(address, server, workers, config.feedback.grpc_port)
+            _wait_serving(address, server, workers, port)
             yield address, psutil.Process(server.pid)
         finally:
             server.terminate()
@@ -257,7 +298,7 @@ def _wait_serving(
     reaches only the first; connections made before the others listen would all stay with it)."""
     deadline = time.monotonic() + timeout_s
     if not wait_serving(address, server, timeout_s):
-        raise RuntimeError(f"the feedback service did not start (exit code {server.poll()})")
+        raise RuntimeError(f"{address}'s server did not start (exit code {server.poll()})")
     while workers > 1 and len(listening_children(server.pid, port)) < workers:
         if time.monotonic() > deadline or server.poll() is not None:
             raise RuntimeError(f"the feedback service's {workers} workers did not all start")

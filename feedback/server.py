@@ -30,6 +30,7 @@ from feedback.producer import FeedbackProducer
 from feedback.service import FeedbackService
 from trimtab.config import TrimtabConfig
 from trimtab.errors import TrimtabError
+from trimtab.heap import freeze_startup_heap
 from trimtab.redis_wire import pack_in_c
 from trimtab.telemetry import setup_telemetry
 from trimtab.tls import add_grpc_port, server_ssl_context
@@ -142,6 +143,7 @@ async def serve(config: TrimtabConfig, shared_ports: bool = False, on_ready: Cal
         server.http_port,
         config.kafka.topics.feedback.name,
     )
+    freeze_startup_heap()
     if on_ready is not None:
         on_ready()
     stopping = asyncio.Event()

@@ -22,6 +22,7 @@ from trimtab.auth import Authenticator, Unauthenticated, credential
 from trimtab.config import TrimtabConfig
 from trimtab.config.reward_service import RewardServiceConfig
 from trimtab.grpc_handlers import handlers_for
+from trimtab.heap import freeze_startup_heap
 from trimtab.jsonl import Messages
 from trimtab.registry import Registry
 from trimtab.telemetry import setup_telemetry
@@ -112,6 +113,7 @@ async def start_reward_service(config: TrimtabConfig, version: str) -> RunningRe
 async def serve(config: TrimtabConfig, version: str) -> None:
     telemetry = setup_telemetry(config.telemetry, "reward", config.tls)
     running = await start_reward_service(config, version)
+    freeze_startup_heap()
     log.info("serving reward model %s on %s:%d", version, config.reward_service.host, running.port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

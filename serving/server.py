@@ -44,6 +44,7 @@ from serving.weights import tensor_specs, write_zero_adapter
 from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
 from trimtab.grpc_handlers import handlers_for
+from trimtab.heap import freeze_startup_heap
 from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.suite import load_suite
@@ -216,6 +217,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
 async def serve(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:
     telemetry = setup_telemetry(config.telemetry, "serving", config.tls)
     running = await start_server(config)
+    freeze_startup_heap()
     current = running.manager.router.current.version
     report(f"serving {current} on {config.serving.host}:{running.port} (registry {config.registry.root})")
     if running.openai is not None:

@@ -26,6 +26,7 @@ from serving.router.http_proxy import HttpProxy
 from serving.router.split import Side, Split
 from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
+from trimtab.heap import freeze_startup_heap
 from trimtab.records import redis_client
 from trimtab.registry import PointerStore, Registry
 from trimtab.registry.pointers import follow
@@ -119,6 +120,7 @@ async def start_router(config: TrimtabConfig) -> RunningRouter:
 async def route(config: TrimtabConfig, report: Callable[[str], None] = print) -> None:
     settings = config.serving.router
     running = await start_router(config)
+    freeze_startup_heap()
     report(
         f"routing gRPC on {settings.host}:{running.port} and the OpenAI API on http://{settings.host}:"
         f"{running.http_port}: current replicas {settings.current} ({settings.current_http}), canary replicas"
