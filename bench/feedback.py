@@ -91,7 +91,7 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             purge_prefix(bench_config.redis.url, bench_config.redis.key_prefix)
             down(bench_config)
     setup = f"{submissions} thumbs, {concurrency} in flight, acks=all"
-    calls, items = BATCH_SHAPES[0]
+    floor_calls, floor_items = BATCH_SHAPES[0]
     rows = [
         Comparison(
             name=f"feedback accepted events/s, SubmitBatch ({submissions} thumbs, {calls} calls of {items} in flight)",
@@ -145,11 +145,12 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             notes=f"the Submit row's ceiling on this machine; server CPU {floor_single[2]:.0f} µs/call",
         ),
         Comparison(
-            name=f"feedback transport alone, SubmitBatch ({submissions} thumbs, {calls} calls of {items} in flight)",
+            name=f"feedback transport alone, SubmitBatch ({submissions} thumbs, {floor_calls} calls of {floor_items}"
+            " in flight)",
             unit="events/s",
             candidate="a FeedbackService that does no work (bench.grpc_floor)",
             candidate_value=floor_batched[0],
-            baseline=f"bare kafka-python producer, {calls * items} in flight",
+            baseline=f"bare kafka-python producer, {floor_calls * floor_items} in flight",
             baseline_value=windows[0],
             notes=f"the SubmitBatch row's ceiling; server CPU {floor_batched[2]:.0f} µs/event",
         ),
