@@ -13,13 +13,19 @@ and scores brings each decision, and so each new version's first answers, sooner
     d = up_rate(canary) - up_rate(current),  se = sqrt(p_c (1-p_c)/n_c + p_k (1-p_k)/n_k)
     roll back  if  d + z_conf * se < 0          (worse, at the configured one-sided confidence)
     promote    if  d >= -margin                  (not worse by more than the margin)
+    roll back  if  min(n_c, n_k) >= max_feedback (neither yet: inconclusive)
 
-and waits otherwise. Each verdict counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the
-feedback service flagged for disagreeing with everyone else, as in training), so a group voting against
-the population moves the decision by its weight, not its numbers: up_rate is the weighted share of ups
-and n Kish's effective count (sum w)^2 / sum w^2 (both the plain ones when every weight is 1). Where the
-suite has a judge, the weight is also multiplied by the user's agreement with it (`learner.online.raters`),
-which no group of users can outvote.
+and waits otherwise. The last rule bounds the wait: a canary a little worse than the margin is shown worse
+only after many verdicts (the band between the first two rules narrows as 1/sqrt(n)), and every newer
+candidate waits behind it meanwhile (one demo's canary held its place 67 s past its first 30 a side).
+Withdrawn, it costs little: the candidate waiting next descends from it and carries its updates.
+
+Each verdict counts at its event's abuse weight (`abuse.weight`: 0.1 for a user the feedback service flagged
+for disagreeing with everyone else, as in training), so a group voting against the population moves the
+decision by its weight, not its numbers: up_rate is the weighted share of ups and n Kish's effective count
+(sum w)^2 / sum w^2 (both the plain ones when every weight is 1). Where the suite has a judge, the weight is
+also multiplied by the user's agreement with it (`learner.online.raters`), which no group of users can
+outvote.
 
 Serving splits users afresh for each canary (`serving.routing.user_bucket`). Pairwise feedback compares
 two answers of one version (both candidates of a request come from the version the user is routed to),
@@ -161,12 +167,22 @@ class CanaryJudge:
             "canary/current_feedback": float(n_current),
         }
         z = NormalDist().inv_cdf(self.settings.confidence)
+        rates = f"up-rate {p_canary:.2f} vs current {p_current:.2f}"
+        confidence = f"{self.settings.confidence:.0%}"
         if difference + z * se < 0:
-            self.pointers = with_pointers(self.config, lambda p: p.rollback(canary)).after
-            reason = f"up-rate {p_canary:.2f} vs current {p_current:.2f}: worse at {self.settings.confidence:.0%}"
-            self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, canary, reason, numbers)
+            self._roll_back(canary, f"{rates}: worse at {confidence}", numbers)
         elif difference >= -self.settings.margin:
-            self._promote(canary, f"up-rate {p_canary:.2f} vs current {p_current:.2f}", numbers)
+            self._promote(canary, rates, numbers)
+        elif min(n_canary, n_current) >= self.settings.max_feedback - 1e-9:
+            margin = self.settings.margin
+            said = f"below it by more than the margin {margin:.2f}, not worse at {confidence}"
+            self._roll_back(
+                canary, f"inconclusive after {self.settings.max_feedback} verdicts a side: {rates}, {said}", numbers
+            )
+
+    def _roll_back(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
+        self.pointers = with_pointers(self.config, lambda p: p.rollback(version_id)).after
+        self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, version_id, reason, numbers)
 
     def _promote(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
         async def promote(pointers: PointerStore) -> Pointers:

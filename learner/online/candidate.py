@@ -141,7 +141,7 @@ def _gate(
         anchor_loss_after=trained.anchor_loss_after,
         reward_model_dir=_reward_judge(run, registry, memory),
     )
-    return gates.judge(inputs, should_stop=run.stop.is_set)
+    return gates.judge(inputs, should_stop=run.waiting)
 
 
 def _reward_judge(run: OnlineRun, registry: Registry, memory: LearnerMemory) -> Path | None:

@@ -42,7 +42,7 @@ from learner.online.heads import Heads, load_heads, publish_reward_model
 from learner.online.memory import LearnerMemory
 from learner.online.rl import OnlineRL
 from learner.online.rounds import Replay, plan_round
-from learner.online.run import OnlineRun, StopFlag
+from learner.online.run import Meanwhile, OnlineRun, StopFlag
 from learner.online.source import FeedbackSource
 from learner.online.suite_check import check_suite
 from learner.online.telemetry import LearnerTelemetry
@@ -88,6 +88,7 @@ def run_online(
             OnlineRL.started(run, heads.policy) as rl,
             _gates(run) as gates,
         ):
+            run.meanwhile.set(source.catch_up)
             run.stop.install()
             try:
                 learn(run, heads, memory, source, checkpointer, gates=gates, judge=judge, rl=rl)
@@ -175,6 +176,7 @@ def _start(
         dtype=dtype,
         stop=StopFlag(),
         events=VersionEvents(config, telemetry) if context.is_main else None,
+        meanwhile=Meanwhile(),
     )
 
 

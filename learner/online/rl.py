@@ -96,6 +96,7 @@ class OnlineRL:
         for _ in range(run.online.rl.steps):
             memory.rl_steps += 1
             metrics, _ = rl_step(steps, engine, memory.rl_steps, controller)
+            run.meanwhile()
         if run.context.is_main:
             run.console.print(
                 f"round {memory.rounds}: {run.online.rl.steps} {steps.algorithm} steps, score"

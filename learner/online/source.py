@@ -1,9 +1,10 @@
 """Where each round's new items come from: rank 0 reads the feedback topic, admitting every event to the
 memory's pending items (`LearnerMemory.admit`), until a round is due (`learner.online.round`); the items
 then reach every rank by broadcast, so all ranks train on the same data. The canary judge, on rank 0,
-watches the same events and decides between polls, and between a round's phases too (`catch_up`): a
-canary's thumbs keep arriving while a round trains, and its decision (and the next canary, which is how
-new weights first reach users) should not wait for the round to end.
+watches the same events and decides between polls, and while a round runs too (`catch_up`: between its
+phases, and about once a second inside the long ones through `OnlineRun.meanwhile`): a canary's thumbs
+keep arriving while a round trains, and its decision (and the next canary, which is how new weights first
+reach users) should not wait for the round, or a phase of it, to end.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ class FeedbackSource:
             yield new
 
     def catch_up(self) -> None:
-        """Rank 0, between a round's phases: read what has arrived and let the canary judge decide on it. The
-        events read wait in the memory's pending items for the next round (and travel in this round's
-        checkpoint), like anything read while waiting; other ranks do nothing."""
+        """Rank 0, while a round runs: read what has arrived and let the canary judge decide on it. The events
+        read wait in the memory's pending items for the next round (and travel in this round's checkpoint),
+        like anything read while waiting; other ranks do nothing."""
         if self._stream is not None and self._judge is not None:
             self._poll(self._stream, timeout_s=0.0)
             self._judge.decide()

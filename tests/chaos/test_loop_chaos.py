@@ -226,6 +226,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
     kinds = itertools.cycle(["serve", "learner", "feedback", "broker", "redis"])  # each within any five events
     chaos: list[tuple[float, str]] = []
     samples: dict[str, list[tuple[float, float]]] = {}
+    by_member: dict[str, list[tuple[float, float]]] = {}  # each process of a tree alone: which one grows
     while time.monotonic() - started < duration_s:
         elapsed = time.monotonic() - started
         if elapsed < duration_s / 2:
@@ -243,8 +244,10 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
             print(f"chaos loop: {chaos[-1]}, {len(seen.accepted)} accepted so far", flush=True)
         elif elapsed > max(duration_s / 2, chaos[-1][0] if chaos else 0) + SETTLE_S:
             for name, pids in loop.pids().items():
-                rss = sum(_rss_mib(pid) for pid in pids)
-                samples.setdefault(name, []).append((elapsed / 60, rss))
+                members = {pid: _rss_mib(pid) for pid in pids}
+                samples.setdefault(name, []).append((elapsed / 60, sum(members.values())))
+                for pid, rss in members.items():
+                    by_member.setdefault(f"{name} {pid} {_role(pid)}", []).append((elapsed / 60, rss))
             time.sleep(10)
         else:
             time.sleep(1)
@@ -278,10 +281,11 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
         "failed_calls": dict(seen.failures),
         "rss_slope_mib_per_min": slopes,
         "rss_mib": samples,
+        "rss_mib_by_member": by_member,
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "chaos-loop.json").write_text(json.dumps(report, indent=2))
-    print(f"chaos loop: {json.dumps({k: v for k, v in report.items() if k != 'rss_mib'})}")
+    print(f"chaos loop: {json.dumps({k: v for k, v in report.items() if not k.startswith('rss_mib')})}")
     assert all(len(points) >= 5 for points in samples.values()), samples
     assert all(value < MAX_RSS_SLOPE_MIB_PER_MIN for value in slopes.values()), slopes
 
@@ -291,3 +295,11 @@ def _rss_mib(pid: int) -> float:
         return psutil.Process(pid).memory_info().rss / 2**20
     except psutil.Error:  # exited between listing and reading
         return 0.0
+
+
+def _role(pid: int) -> str:
+    """A process's command line, shortened: which part of its tree it is (a rank, a worker, vLLM's core)."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())[-80:]
+    except psutil.Error:
+        return "(exited)"

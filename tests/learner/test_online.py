@@ -350,6 +350,38 @@ def test_the_canary_is_rolled_back_when_worse_and_promoted_when_not(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("max_feedback", [60, 1000])
+def test_a_canary_still_undecided_at_max_feedback_is_rolled_back_as_inconclusive(
+    stack: TrimtabConfig, tmp_path: Path, max_feedback: int
+) -> None:
+    """26/40 up against current's 30/40 is below it by more than the 0.05 margin but not worse at 90%: the
+    judge waits. At 39/60 vs 45/60 it still could not say; with max_feedback 60 the canary is withdrawn
+    then, without a cap it keeps its place."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path, TRIMTAB_LEARNER__ONLINE__CANARY__MAX_FEEDBACK=str(max_feedback))
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    reader = InMemoryMetricReader()
+    judge = CanaryJudge(config, LearnerTelemetry(MeterProvider(metric_readers=[reader]).get_meter("test")))
+    for event in thumbs("ver_current", 30, 10) + thumbs("ver_canary", 26, 14):
+        judge.observe(event)
+    judge.decide()
+    assert with_pointers(config, lambda p: p.read()).canary == "ver_canary"
+    for event in thumbs("ver_current", 15, 5) + thumbs("ver_canary", 13, 7):
+        judge.observe(event)
+    judge.decide()
+    after = with_pointers(config, lambda p: p.read())
+    if max_feedback == 60:
+        assert (after.current, after.canary) == ("ver_current", None)
+        assert metric_points(reader, "trimtab.learner.version_events") == {series(type="ROLLED_BACK"): 1}
+    else:
+        assert (after.current, after.canary) == ("ver_current", "ver_canary")
+        assert metric_points(reader, "trimtab.learner.version_events") == {}
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(("weight", "decision"), [(1.0, "rolled back"), (0.1, "promoted")])
 def test_flagged_users_thumbs_count_at_their_abuse_weight(
     stack: TrimtabConfig, tmp_path: Path, weight: float, decision: str
@@ -508,3 +540,72 @@ def test_between_a_rounds_phases_the_source_reads_the_new_thumbs_and_the_canary_
     after = with_pointers(config, lambda p: p.read())
     assert (after.current, after.canary) == ("ver_canary", None)  # 9/10 vs 8/10: promoted
     assert len(memory.pending.items) == 20 and sum(memory.positions.values()) == 20
+
+
+def test_meanwhile_runs_its_work_at_most_once_an_interval() -> None:
+    from learner.online.run import Meanwhile
+
+    now = [100.0]
+    meanwhile, calls = Meanwhile(every_s=1.0, clock=lambda: now[0]), []
+    now[0] = 101.0
+    meanwhile()  # no work set yet (ranks other than 0, a run before its source exists): nothing happens
+    meanwhile.set(lambda: calls.append(now[0]))
+    meanwhile()  # under a second since the last run (the one with no work)
+    now[0] = 102.0
+    meanwhile()
+    now[0] = 102.5
+    meanwhile()
+    now[0] = 103.1
+    meanwhile()
+    assert calls == [102.0, 103.1]
+
+
+@pytest.mark.integration
+def test_the_canary_is_decided_during_a_rounds_optimiser_steps(stack: TrimtabConfig, tmp_path: Path) -> None:
+    """The learner sets `OnlineRun.meanwhile` to the source's catch-up, which each optimiser step runs: thumbs
+    that arrive while the policy trains reach the canary judge, and the canary is decided before training
+    ends, with no catch-up between phases."""
+    import io
+    from contextlib import closing
+
+    from rich.console import Console
+
+    from learner.distributed import init_distributed, shutdown
+    from learner.online.canary import CanaryJudge
+    from learner.online.heads import load_heads
+    from learner.online.loop import OnlineRequest, _start
+    from learner.online.source import FeedbackSource
+    from trimtab.events import event_producer, send_event
+    from trimtab.registry.commands import with_pointers
+
+    config = load_config(
+        path=None,
+        environ=small_learner_env(stack, tmp_path, partitions=1)
+        | {"TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED": "true", "TRIMTAB_LEARNER__ONLINE__CANARY__MIN_FEEDBACK": "10"},
+    )
+    ensure_topics(config.kafka)
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    context = init_distributed(config.learner)  # one rank: the optimiser steps' collectives
+    run = _start(config, OnlineRequest(make_tiny_model(tmp_path / "model")), Console(file=io.StringIO()), context,
+                 LearnerTelemetry())  # fmt: skip
+    factory = ItemFactory(run.online.mix)
+    items = [factory.build(feedback(feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP))) for _ in range(8)]
+    assert all(isinstance(item, Item) for item in items)
+    policy = load_heads(run).policy
+    memory = LearnerMemory(replay=Replay(10, seed=0))
+    with closing(FeedbackSource(run, memory, CanaryJudge(config))) as source:
+        run.meanwhile.set(source.catch_up)
+        run.meanwhile.every_s = 0.0  # the tiny model's steps take milliseconds
+        producer = event_producer(config.kafka, "test")
+        for event in thumbs("ver_current", 8, 2) + thumbs("ver_canary", 9, 1):
+            send_event(producer, config.kafka.topics.feedback.name, event.feedback_id, event).get(timeout=10)
+        producer.close()
+        assert with_pointers(config, lambda p: p.read()).canary == "ver_canary"
+        try:
+            policy.train(run, {"kto": items}, items, round_number=1)  # type: ignore[dict-item]
+        finally:
+            shutdown(context)
+    after = with_pointers(config, lambda p: p.read())
+    assert (after.current, after.canary) == ("ver_canary", None)  # 9/10 vs 8/10: promoted
+    assert len(memory.pending.items) == 20

@@ -167,6 +167,14 @@ def test_a_rule_across_a_sections_fields_names_every_source_of_them(tmp_path: Pa
     assert f"{path} and environment TRIMTAB_MODEL__RECIPE__NUM_HEADS: model.recipe: " in str(raised.value)
 
 
+def test_the_canarys_evidence_cap_may_not_be_below_its_minimum() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"TRIMTAB_LEARNER__ONLINE__CANARY__MAX_FEEDBACK": "20"})
+    assert "MAX_FEEDBACK: learner.online.canary: Value error, max_feedback (20) is below min_feedback (30)" in str(
+        raised.value
+    )
+
+
 def test_a_missing_field_names_who_gave_its_section(tmp_path: Path) -> None:
     path = write(tmp_path / "t.yaml", {"auth": {"api_keys": [{"name": "ops", "tenant": "default"}]}})
     with pytest.raises(ConfigError) as raised:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trimtab.config.base import Section
 
@@ -112,6 +112,13 @@ class CanaryConfig(Section):
     min_feedback: int = Field(
         default=30, ge=1, description="Verdicts (thumbs, and ratings unless off) on each side before deciding."
     )
+    max_feedback: int = Field(
+        default=90,
+        ge=1,
+        description="Verdicts on each side after which a canary still neither within the margin nor shown worse"
+        " is rolled back as inconclusive: the candidates waiting behind it (descendants, carrying its updates)"
+        " do not wait on it for ever.",
+    )
     ratings: bool = Field(
         default=True,
         description="Count 1-5 ratings as verdicts beside thumbs: 4-5 up, 1-2 down, 3 neither. More evidence per"
@@ -128,6 +135,12 @@ class CanaryConfig(Section):
     margin: float = Field(
         default=0.05, ge=0, le=1, description="Promote unless the canary's up-rate is below current's by more."
     )
+
+    @model_validator(mode="after")
+    def _evidence_bounds(self) -> CanaryConfig:
+        if self.max_feedback < self.min_feedback:
+            raise ValueError(f"max_feedback ({self.max_feedback}) is below min_feedback ({self.min_feedback})")
+        return self
 
 
 class RaterConfig(Section):
