@@ -22,6 +22,7 @@ broadcast, so every rank trains on the same data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ def learn(
     anchors = Anchors.of(run)
     for new in source.rounds():
         memory.rounds += 1
+        started = time.monotonic()
         with run.telemetry.round(memory.rounds, len(new), len(memory.pending.items)):
             plan = plan_round(new, memory.replay, anchors.items, run.online.round, seed=memory.rounds)
             policy_items, reward_items = by_head(plan.by_algorithm)
@@ -142,6 +144,9 @@ def learn(
             with run.telemetry.phase("checkpoint"):
                 checkpointer.save(memory.rounds, heads.checkpointed, extra=memory.to_json())
             source.commit(memory.positions)
+        if run.context.is_main:  # where a round's time goes: what sets how soon feedback reaches a version
+            phases = ", ".join(f"{name} {seconds:.1f}" for name, seconds in run.telemetry.phases.items())
+            run.console.print(f"round {memory.rounds}: {time.monotonic() - started:.1f} s ({phases})")
         if run.finished(memory):
             return
 

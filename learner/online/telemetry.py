@@ -79,6 +79,7 @@ class LearnerTelemetry:
         )
         self._links: list[Link] = []
         self._skips_seen: dict[str, int] = {}  # the memory's running skip totals at the last poll
+        self.phases: dict[str, float] = {}  # the round in hand's phases so far: seconds each, in order
 
     def resumed(self, skipped: Mapping[str, int]) -> None:
         """Skips counted before a restart are in the checkpoint's totals: not counted again."""
@@ -112,6 +113,7 @@ class LearnerTelemetry:
     def round(self, number: int, new_items: int, backlog: int) -> Iterator[Span]:
         """The round's span, linked to the feedback read since the last one; `backlog`: what still waits."""
         self._backlog.set(backlog)
+        self.phases = {}
         links, self._links = self._links, []
         attributes = {"trimtab.round": number, "trimtab.new_items": new_items}
         with self.tracer.start_as_current_span("learner.round", links=links, attributes=attributes) as span:
@@ -122,7 +124,9 @@ class LearnerTelemetry:
         started = time.monotonic()
         with self.tracer.start_as_current_span(f"learner.{name}") as span:
             yield span
-        self._phase.record(time.monotonic() - started, {"phase": name})
+        took = time.monotonic() - started
+        self._phase.record(took, {"phase": name})
+        self.phases[name] = self.phases.get(name, 0.0) + took
 
     def trained(self, head: str, counts: Mapping[str, int], metrics: Mapping[str, float]) -> None:
         """A head's round: its new items per algorithm, and each algorithm's loss (`train_round`'s metrics)."""

@@ -4,6 +4,7 @@ and the memory slope of a soak."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 from tests.conftest import REPO, kill_local
 from tests.feedback.processes import Ledger
@@ -49,3 +50,16 @@ def slope(points: list[tuple[float, float]]) -> float:
     mean_y = sum(y for _, y in points) / n
     spread = sum((x - mean_x) ** 2 for x, _ in points)
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+
+
+def floor(members: Mapping[str, list[tuple[float, float]]], minutes: float = 1.0) -> list[tuple[float, float]]:
+    """A process tree's memory floor: in each window of `minutes` from the first sample, the sum of each
+    member's lowest sample in it, at the window's middle. A trainer's RSS rises for each step's activations
+    and falls back; a leak raises the floor."""
+    start = min(t for points in members.values() for t, _ in points)
+    windows: dict[int, dict[str, float]] = {}
+    for member, points in members.items():
+        for t, rss in points:
+            lowest = windows.setdefault(int((t - start) // minutes), {})
+            lowest[member] = min(rss, lowest.get(member, rss))
+    return [(start + (k + 0.5) * minutes, sum(lowest.values())) for k, lowest in sorted(windows.items())]

@@ -7,8 +7,11 @@ second half is calm: after a minute's settling, every process's memory is sample
 
 Counted by feedback_id at the end: every accepted feedback is on the topic exactly once, as the event its
 acceptances named, and nothing else is; the published lineage trained each at most once and only accepted
-ones; answers came from more than one version (serving swapped). Each process's RSS slope over the calm half
-is reported (.trimtab/test-artifacts/chaos-loop.json) and must stay under 2 MiB a minute.
+ones; answers came from more than one version (serving swapped). Each process tree's memory floor over the
+calm half (per minute, the sum of each of its processes' lowest RSS) must rise under 2 MiB a minute. Not
+the slope of the samples themselves: a rank's RSS rises by 15-25 MiB for a step's activations and falls
+back, and where those peaks fall among nine minutes of samples moved that slope by more than a leak
+would. Every sample, each process's too, goes to .trimtab/test-artifacts/chaos-loop.json.
 
 `make chaos` only (`TRIMTAB_CHAOS_S`, default 1200 s): at the least a few minutes of vLLM and learner
 restarts, more than `make test`'s budget holds. The feedback path's own chaos (tests/chaos/
@@ -38,7 +41,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exactly_once, crash, slope
+from tests.chaos.support import ARTIFACTS, MAX_RSS_SLOPE_MIB_PER_MIN, assert_exactly_once, crash, floor, slope
 from tests.conftest import config_with, free_port, stack_of_its_own
 from tests.feedback.processes import Ledger
 from tests.learner.online_support import lineage_ids
@@ -226,7 +229,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
     kinds = itertools.cycle(["serve", "learner", "feedback", "broker", "redis"])  # each within any five events
     chaos: list[tuple[float, str]] = []
     samples: dict[str, list[tuple[float, float]]] = {}
-    by_member: dict[str, list[tuple[float, float]]] = {}  # each process of a tree alone: which one grows
+    by_member: dict[str, dict[str, list[tuple[float, float]]]] = {}  # each process of a tree alone
     while time.monotonic() - started < duration_s:
         elapsed = time.monotonic() - started
         if elapsed < duration_s / 2:
@@ -247,7 +250,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
                 members = {pid: _rss_mib(pid) for pid in pids}
                 samples.setdefault(name, []).append((elapsed / 60, sum(members.values())))
                 for pid, rss in members.items():
-                    by_member.setdefault(f"{name} {pid} {_role(pid)}", []).append((elapsed / 60, rss))
+                    by_member.setdefault(name, {}).setdefault(f"{pid} {_role(pid)}", []).append((elapsed / 60, rss))
             time.sleep(10)
         else:
             time.sleep(1)
@@ -268,7 +271,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
     assert len(trained) >= len(seen.accepted) / 2, (len(trained), len(seen.accepted))
     assert len(seen.versions) >= 2, f"serving never swapped: {seen.versions}"
     assert {event for _, event in chaos} == {"serve", "learner", "feedback", "broker", "redis"}, chaos
-    slopes = {name: slope(points) for name, points in samples.items()}
+    slopes = {name: slope(floor(members)) for name, members in by_member.items()}
     report = {
         "seconds": duration_s,
         "interactions": len(seen.accepted) + seen.lost_records,
@@ -280,6 +283,7 @@ def test_the_whole_loop_survives_kills_of_every_process_with_each_feedback_once_
         "chaos": chaos,
         "failed_calls": dict(seen.failures),
         "rss_slope_mib_per_min": slopes,
+        "rss_slope_of_samples_mib_per_min": {name: slope(points) for name, points in samples.items()},
         "rss_mib": samples,
         "rss_mib_by_member": by_member,
     }

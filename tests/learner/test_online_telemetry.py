@@ -5,7 +5,9 @@ per phase, and metrics say what was read, skipped, trained and published, and ho
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import signal
 import time
 from pathlib import Path
@@ -71,8 +73,9 @@ def test_a_round_is_traced_to_the_feedback_it_read_and_counted(stack: TrimtabCon
     telemetry = LearnerTelemetry(meter, tracer_provider.get_tracer("learner"))
     model = make_tiny_model(tmp_path / "model")
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    said = io.StringIO()
     try:
-        memory = run_online(config, OnlineRequest(model), Console(quiet=True), telemetry)
+        memory = run_online(config, OnlineRequest(model), Console(file=said, width=400), telemetry)
     finally:  # the learner stops on SIGTERM/SIGINT; give pytest its handlers back
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
@@ -106,6 +109,12 @@ def test_a_round_is_traced_to_the_feedback_it_read_and_counted(stack: TrimtabCon
     age_sum = metric_points(reader, "trimtab.learner.feedback_age", histogram="sum")[()]
     assert AGE_S * 9 <= age_sum < (AGE_S + 300) * 9
     assert metric_points(reader, "trimtab.learner.phase_duration")[series(phase="train_policy")] == 1
+    # The console says where the round's time went, phase by phase in order, each within the whole.
+    line = re.search(r"round 1: (\d+\.\d) s \((.*)\)", said.getvalue())
+    assert line is not None, said.getvalue()
+    phases = {name: float(seconds) for name, seconds in (part.split(" ") for part in line.group(2).split(", "))}
+    assert list(phases) == ["train_policy", "gather_weights", "export", "gate", "publish", "checkpoint"]
+    assert sum(phases.values()) <= float(line.group(1)) + 0.3  # each printed rounded to 0.1 s
 
 
 def test_a_gated_rounds_numbers_and_the_kl_bound_are_exported_for_alerts() -> None:
