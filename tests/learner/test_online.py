@@ -20,10 +20,12 @@ import torch
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from learner.distributed import DistContext
 from learner.online.heads import REWARD_MODEL_ALGORITHM
 from learner.online.items import Item, ItemFactory, Skipped
 from learner.online.memory import LearnerMemory
 from learner.online.rounds import Pending, Replay
+from learner.online.run import OnlineRun
 from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import importance_weights
 from tests.learner.online_support import feedback, lineage_ids, newest_checkpoint, produce, small_learner_env
@@ -493,23 +495,9 @@ def test_a_passing_candidate_waits_for_the_canary_being_judged_which_is_compared
     assert (after.current, after.canary) == (first, third)
 
 
-@pytest.mark.integration
-def test_between_a_rounds_phases_the_source_reads_the_new_thumbs_and_the_canary_is_decided(
-    stack: TrimtabConfig, tmp_path: Path
-) -> None:
-    """`FeedbackSource.catch_up`, as the learner calls it between a round's phases: the thumbs that arrived
-    while the round trained reach the canary judge, which decides then (not when the round ends), and the
-    events wait in the memory's pending items for the next round, their positions read."""
-    import io
-    from contextlib import closing
-
-    from rich.console import Console
-
-    from learner.distributed import DistContext
-    from learner.online.canary import CanaryJudge
-    from learner.online.loop import OnlineRequest, _start
-    from learner.online.source import FeedbackSource
-    from trimtab.events import event_producer, send_event
+def canary_beside_current(stack: TrimtabConfig, tmp_path: Path) -> TrimtabConfig:
+    """A small learner's settings with the canary judge on (10 verdicts a side), ver_canary serving half the
+    users beside ver_current."""
     from trimtab.registry.commands import with_pointers
 
     config = load_config(
@@ -520,19 +508,52 @@ def test_between_a_rounds_phases_the_source_reads_the_new_thumbs_and_the_canary_
     ensure_topics(config.kafka)
     with_pointers(config, lambda p: p.promote("ver_current"))
     with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
-    context = DistContext(rank=0, world_size=1, device=torch.device("cpu"), owns_group=False)
-    run = _start(config, OnlineRequest(make_tiny_model(tmp_path / "model")), Console(file=io.StringIO()), context,
-                 LearnerTelemetry())  # fmt: skip
+    return config
+
+
+def learner_run(config: TrimtabConfig, context: DistContext, tmp_path: Path) -> OnlineRun:
+    """The run `trimtab learn --online` would start on the tiny model (its console kept quiet)."""
+    import io
+
+    from rich.console import Console
+
+    from learner.online.loop import OnlineRequest, _start
+
+    model = make_tiny_model(tmp_path / "model")
+    return _start(config, OnlineRequest(model), Console(file=io.StringIO()), context, LearnerTelemetry())
+
+
+def send_verdicts(config: TrimtabConfig) -> None:
+    """8 up / 2 down on current's answers, 9 / 1 on the canary's, onto the feedback topic: a promotion."""
+    from trimtab.events import event_producer, send_event
+
+    producer = event_producer(config.kafka, "test")
+    for event in thumbs("ver_current", 8, 2) + thumbs("ver_canary", 9, 1):
+        send_event(producer, config.kafka.topics.feedback.name, event.feedback_id, event).get(timeout=10)
+    producer.close()
+
+
+@pytest.mark.integration
+def test_between_a_rounds_phases_the_source_reads_the_new_thumbs_and_the_canary_is_decided(
+    stack: TrimtabConfig, tmp_path: Path
+) -> None:
+    """`FeedbackSource.catch_up`, as the learner calls it between a round's phases: the thumbs that arrived
+    while the round trained reach the canary judge, which decides then (not when the round ends), and the
+    events wait in the memory's pending items for the next round, their positions read."""
+    from contextlib import closing
+
+    from learner.online.canary import CanaryJudge
+    from learner.online.source import FeedbackSource
+    from trimtab.registry.commands import with_pointers
+
+    config = canary_beside_current(stack, tmp_path)
+    run = learner_run(config, DistContext(rank=0, world_size=1, device=torch.device("cpu"), owns_group=False), tmp_path)
     memory = LearnerMemory(replay=Replay(10, seed=0))
     judge = CanaryJudge(config)
     with closing(FeedbackSource(run, memory, judge)) as source:
         source.catch_up()  # nothing there yet: no decision
         assert with_pointers(config, lambda p: p.read()).canary == "ver_canary"
-        producer = event_producer(config.kafka, "test")
-        for event in thumbs("ver_current", 8, 2) + thumbs("ver_canary", 9, 1):
-            send_event(producer, config.kafka.topics.feedback.name, event.feedback_id, event)
-        producer.flush()
-        producer.close()
+        send_verdicts(config)
         deadline = time.monotonic() + 30
         while with_pointers(config, lambda p: p.read()).canary is not None and time.monotonic() < deadline:
             source.catch_up()
@@ -565,45 +586,30 @@ def test_the_canary_is_decided_during_a_rounds_optimiser_steps(stack: TrimtabCon
     """The learner sets `OnlineRun.meanwhile` to the source's catch-up, which each optimiser step runs: thumbs
     that arrive while the policy trains reach the canary judge, and the canary is decided before training
     ends, with no catch-up between phases."""
-    import io
     from contextlib import closing
-
-    from rich.console import Console
 
     from learner.distributed import init_distributed, shutdown
     from learner.online.canary import CanaryJudge
     from learner.online.heads import load_heads
-    from learner.online.loop import OnlineRequest, _start
     from learner.online.source import FeedbackSource
-    from trimtab.events import event_producer, send_event
     from trimtab.registry.commands import with_pointers
 
-    config = load_config(
-        path=None,
-        environ=small_learner_env(stack, tmp_path, partitions=1)
-        | {"TRIMTAB_LEARNER__ONLINE__CANARY__ENABLED": "true", "TRIMTAB_LEARNER__ONLINE__CANARY__MIN_FEEDBACK": "10"},
-    )
-    ensure_topics(config.kafka)
-    with_pointers(config, lambda p: p.promote("ver_current"))
-    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    config = canary_beside_current(stack, tmp_path)
     context = init_distributed(config.learner)  # one rank: the optimiser steps' collectives
-    run = _start(config, OnlineRequest(make_tiny_model(tmp_path / "model")), Console(file=io.StringIO()), context,
-                 LearnerTelemetry())  # fmt: skip
+    run = learner_run(config, context, tmp_path)
     factory = ItemFactory(run.online.mix)
-    items = [factory.build(feedback(feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP))) for _ in range(8)]
-    assert all(isinstance(item, Item) for item in items)
+    built = [factory.build(feedback(feedback_pb2.FeedbackLabel(thumb=feedback_pb2.THUMB_UP))) for _ in range(8)]
+    items = [item for item in built if isinstance(item, Item)]
+    assert len(items) == 8
     policy = load_heads(run).policy
     memory = LearnerMemory(replay=Replay(10, seed=0))
     with closing(FeedbackSource(run, memory, CanaryJudge(config))) as source:
         run.meanwhile.set(source.catch_up)
         run.meanwhile.every_s = 0.0  # the tiny model's steps take milliseconds
-        producer = event_producer(config.kafka, "test")
-        for event in thumbs("ver_current", 8, 2) + thumbs("ver_canary", 9, 1):
-            send_event(producer, config.kafka.topics.feedback.name, event.feedback_id, event).get(timeout=10)
-        producer.close()
+        send_verdicts(config)
         assert with_pointers(config, lambda p: p.read()).canary == "ver_canary"
         try:
-            policy.train(run, {"kto": items}, items, round_number=1)  # type: ignore[dict-item]
+            policy.train(run, {"kto": items}, items, round_number=1)
         finally:
             shutdown(context)
     after = with_pointers(config, lambda p: p.read())
