@@ -2,21 +2,24 @@
 
 Both sides run in this process on the same model, prompts and load (64 concurrent greedy requests
 over held-out prompts, three rounds each), one after the other, so they never share the CPU. CPU is
-counted over this process and its children (vLLM's engine core) while the rounds run: for the tier it
-includes the benchmark's own gRPC client, so the tier's row is an upper bound on what the tier costs. The bare
-engine is measured at its best: it asks for final outputs only, and runs with every core and with the
-tier's engine thread count, the faster of the two counting; a second row compares the tier with the bare
-engine at the tier's thread count.
+counted over this process and its children (vLLM's engine core) while the rounds run; the tier's gRPC
+client runs in a process of its own, which is not counted (in this process it would also have shared
+the tier's interpreter lock). The bare engine is measured at its best: it asks for final outputs only,
+passes rendered token prompts, and runs with every core and with the tier's engine thread count, the
+faster of the two counting; a second row compares the tier with the bare engine at the tier's thread count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,15 +69,18 @@ class Load:
         return statistics.quantiles(self.latencies, n=100)[int(q) - 1]
 
 
-async def _measure(one: Callable[[int], Awaitable[int]], n: int) -> Load:
+CpuClock = Callable[[], tuple[float, float]]  # CPU seconds of the measured processes in all, and of the main one
+
+
+async def _measure(one: Callable[[int], Awaitable[int]], n: int, cpu: CpuClock | None = None) -> Load:
     """The better of TRIES measurements of ROUNDS rounds: an engine's first seconds after it starts ran at
     0.6-0.8x its later pace here, for the bare engine and the tier alike (and the bare side used to get a
-    second chance, its other thread count, that the tier did not)."""
-    loads = [await _measure_once(one, n) for _ in range(TRIES)]
+    second chance, its other thread count, that the tier did not). CPU by `cpu`; this process's by default."""
+    loads = [await _measure_once(one, n, cpu or _cpu_s) for _ in range(TRIES)]
     return max(loads, key=lambda load: load.tokens_per_s)
 
 
-async def _measure_once(one: Callable[[int], Awaitable[int]], n: int) -> Load:
+async def _measure_once(one: Callable[[int], Awaitable[int]], n: int, cpu: CpuClock) -> Load:
     latencies: list[float] = []
 
     async def timed(i: int) -> int:
@@ -86,27 +92,29 @@ async def _measure_once(one: Callable[[int], Awaitable[int]], n: int) -> Load:
     await asyncio.gather(*(timed(i) for i in range(WARMUP)))
     latencies.clear()
     tokens, seconds = 0, 0.0
-    before = _cpu_s()
+    before = cpu()
     for _ in range(ROUNDS):
         started = time.perf_counter()
         tokens += sum(await asyncio.gather(*(timed(i) for i in range(n))))
         seconds += time.perf_counter() - started
-    after = _cpu_s()
+    after = cpu()
     return Load(tokens, seconds, latencies, after[0] - before[0], after[1] - before[1])
 
 
-def _cpu_s() -> tuple[float, float]:
-    """User + system CPU seconds of this process and every live child (vLLM's engine core runs in one),
-    and of this process alone."""
-    me = psutil.Process()
+def _cpu_s(root: psutil.Process | None = None, skip: Container[int] = ()) -> tuple[float, float]:
+    """User + system CPU seconds of `root` (this process by default) and every live child of it whose pid is
+    not in `skip` (vLLM's engine core runs in one), and of `root` alone."""
+    root = root or psutil.Process()
     total = own = 0.0
-    for process in (me, *me.children(recursive=True)):
+    for process in (root, *root.children(recursive=True)):
+        if process.pid in skip:
+            continue
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
-        if process is me:
+        if process is root:
             own = times.user + times.system
     return total, own
 
@@ -115,7 +123,7 @@ async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[An
     """AsyncLLM alone, leaving `cores_left` cores out of its worker's threads (as serving.cpu_cores_for_server)."""
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.inputs import TokensPrompt
+    from vllm.inputs import tokens_input
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -134,7 +142,7 @@ async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[An
         text = tokenizer.apply_chat_template(prompts[i % len(prompts)], add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         request_id = f"bare-{i}-{time.monotonic_ns()}"
-        outputs = [output async for output in llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id)]
+        outputs = [output async for output in llm.generate(tokens_input(ids), params, request_id)]
         return len(outputs[-1].outputs[0].token_ids)
 
     try:
@@ -143,7 +151,7 @@ async def _bare_engine(model_path: Path, config: TrimtabConfig, prompts: list[An
         llm.shutdown()
 
 
-async def _through_grpc(address: str, prompts: list[Any]) -> Load:
+async def _through_grpc(address: str, prompts: list[Any], cpu: CpuClock | None = None) -> Load:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
@@ -156,7 +164,27 @@ async def _through_grpc(address: str, prompts: list[Any]) -> Load:
             reply = await stub.Generate(request, timeout=300)
             return reply.candidates[0].completion_tokens
 
-        return await _measure(one, CONCURRENCY)
+        return await _measure(one, CONCURRENCY, cpu)
+
+
+async def _through_grpc_elsewhere(address: str, prompts: list[Any]) -> Load:
+    """`_through_grpc` from a client process of its own (`python -m bench.serving ADDRESS`, the prompts on
+    its stdin), which counts the CPU of this process and its children but itself."""
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.serving", address, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await client.communicate(json.dumps(prompts).encode())
+    if client.returncode != 0:
+        raise RuntimeError(f"the bench's gRPC client exited with {client.returncode} (its error is above)")
+    return Load(**json.loads(out.splitlines()[-1]))
+
+
+def _client_main(address: str) -> None:
+    """The client side of `_through_grpc_elsewhere`: its Load as JSON, the last line of stdout."""
+    server = psutil.Process(os.getppid())
+    prompts = json.load(sys.stdin)
+    load = asyncio.run(_through_grpc(address, prompts, cpu=lambda: _cpu_s(server, skip={os.getpid()})))
+    print(json.dumps(dataclasses.asdict(load)), flush=True)
 
 
 async def _first_token_from(address: str, version: str, since: float) -> float:
@@ -202,7 +230,7 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
     running = await start_server(config)
     address = f"{config.serving.host}:{running.port}"
     try:
-        tier = await _through_grpc(address, prompts)
+        tier = await _through_grpc_elsewhere(address, prompts)
         registry = Registry(config.registry.root)
         current = running.manager.router.current.version
         variant = perturbed_copy(registry.path(current), workdir / "variant", seed=9)
@@ -249,28 +277,29 @@ async def _serving_benchmarks(config: TrimtabConfig, workdir: Path) -> list[Comp
         Comparison(
             f"serving CPU per 1,000 tokens, {CONCURRENCY} concurrent greedy requests",
             "CPU-s",
-            "trimtab gRPC tier (and the bench's client)",
+            "trimtab gRPC tier",
             tier.cpu_s_per_1k_tokens,
             "bare AsyncLLM",
             bare.cpu_s_per_1k_tokens,
             higher_is_better=False,
             notes=(
-                f"this process and its children, user + system, over the measured rounds; the bare engine at"
+                f"this process and its children (the bench's client aside), user + system, over the measured"
+                f" rounds; the bare engine at"
                 f" {bare_cores} core(s) left; engine threads as the tier's: {same_threads.cpu_s_per_1k_tokens:.2f}"
             ),
         ),
         Comparison(
             f"serving process CPU per 1,000 tokens (engine core excluded), {CONCURRENCY} concurrent greedy requests",
             "CPU-s",
-            "trimtab gRPC tier (and the bench's client)",
+            "trimtab gRPC tier",
             tier.process_cpu_s_per_1k_tokens,
             "bare AsyncLLM",
             same_threads.process_cpu_s_per_1k_tokens,
             higher_is_better=False,
             notes=(
                 "this process alone, engine threads as the tier's: the bare side is vLLM's front end (tokenising,"
-                " detokenising, output handling); the tier adds gRPC (server and the bench's client), validation,"
-                " the sampled tokens' logprobs and the response log"
+                " detokenising, output handling); the tier adds its gRPC server, validation, the sampled tokens'"
+                " logprobs and the response log (the bench's client runs in a process of its own)"
             ),
         ),
         Comparison(
@@ -315,3 +344,7 @@ def private_stack(config: TrimtabConfig, workdir: Path) -> TrimtabConfig:
             ),
         }
     )
+
+
+if __name__ == "__main__":
+    _client_main(sys.argv[1])

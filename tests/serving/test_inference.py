@@ -62,6 +62,42 @@ def test_stream_deltas_join_to_the_final_candidate(channel: grpc.Channel) -> Non
     assert unary.candidates[0].text == next(c.final.text for c in chunks if c.HasField("final"))
 
 
+@pytest.mark.parametrize(
+    ("text", "max_tokens"),
+    [
+        ("Écris une phrase avec des accents : é, è, ê, à, ç.", 23),
+        ("写一首关于春天的短诗。", 17),
+        ("Reply with three emoji and nothing else.", 9),
+        ("Tell me about the weather on a windy day.", 64),
+    ],
+)
+def test_a_unary_answer_is_the_text_a_stream_of_the_same_request_shows(
+    channel: grpc.Channel, text: str, max_tokens: int
+) -> None:
+    """A unary answer is decoded once when it is complete; a stream's text is decoded as it goes. The same
+    seeded request gets the same text either way, cut mid-character by max_tokens or not."""
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    sampling = common_pb2.SamplingParams(temperature=1.0, seed=3, max_tokens=max_tokens)
+    chunks = list(stub.GenerateStream(chat_request(text, sampling=sampling), timeout=60))
+    streamed = "".join(chunk.text_delta for chunk in chunks)
+    unary = stub.Generate(chat_request(text, sampling=sampling), timeout=60).candidates[0]
+    assert unary.completion_tokens == chunks[-1].final.completion_tokens > 0
+    assert unary.text == streamed == chunks[-1].final.text
+
+
+def test_a_stop_string_ends_a_unary_answer_before_it(channel: grpc.Channel) -> None:
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    whole = stub.Generate(chat_request("Tell me about the weather on a windy day.", sampling=greedy(48)), timeout=60)
+    words = whole.candidates[0].text.split()
+    assert len(words) > 4, whole.candidates[0].text
+    stop = " " + words[len(words) // 2]
+    sampling = common_pb2.SamplingParams(temperature=0.0, max_tokens=48, stop=[stop])
+    cut = stub.Generate(chat_request("Tell me about the weather on a windy day.", sampling=sampling), timeout=60)
+    assert cut.candidates[0].text == whole.candidates[0].text[: whole.candidates[0].text.index(stop)]
+    assert cut.candidates[0].finish_reason == inference_pb2.FINISH_REASON_STOP
+    assert cut.candidates[0].completion_tokens < whole.candidates[0].completion_tokens
+
+
 def test_each_response_is_recorded_in_redis_and_on_the_responses_topic(
     channel: grpc.Channel, serving: ServingProcess
 ) -> None:
