@@ -1,11 +1,12 @@
 """`trimtab serve`: the grpc.aio server with health checking, reflection and a graceful drain.
 
 Lifecycle: resolve the version to serve (the registry's `current`, else model.path imported as the
-first version) -> start the engine on it -> start the response recorder and the pointer follower ->
-bind gRPC and the OpenAI API's HTTP port, mark SERVING -> on SIGTERM or SIGINT mark NOT_SERVING (load
-balancers stop sending), let in-flight requests on both finish within serving.drain_grace_s, flush
-buffered records, stop the engine. The whole stop has a deadline (serving.shutdown_timeout_s after the
-drain's grace; `serving/shutdown.py`): past it, or on a second signal, the process exits 1.
+first version) -> start the engine on it and warm it up (serving/warmup.py) -> start the response
+recorder and the pointer follower -> bind gRPC and the OpenAI API's HTTP port, mark SERVING -> on
+SIGTERM or SIGINT mark NOT_SERVING (load balancers stop sending), let in-flight requests on both finish
+within serving.drain_grace_s, flush buffered records, stop the engine. The whole stop has a deadline
+(serving.shutdown_timeout_s after the drain's grace; `serving/shutdown.py`): past it, or on a second
+signal, the process exits 1.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from serving.recorder import ResponseRecorder
 from serving.served_reward import ServedReward
 from serving.shutdown import StopDeadline
 from serving.versions import ZERO_ADAPTER, VersionManager, initial_version
+from serving.warmup import warm_up
 from serving.weights import tensor_specs, write_zero_adapter
 from trimtab.auth import Authenticator
 from trimtab.config import TrimtabConfig
@@ -153,6 +155,7 @@ async def start_server(config: TrimtabConfig) -> RunningServer:
     if config.engine.lora:
         zero = write_zero_adapter(registry.path(first.id), Path(tempfile.mkdtemp(prefix="trimtab-zero-adapter-")))
         await engine.add_adapter(ZERO_ADAPTER, zero)
+    log.info("engine warmed up in %.1f s (its first request compiles vLLM's sampler)", await warm_up(engine))
     served_reward = None
     if config.serving.served_reward.address:
         served_reward = ServedReward(config.serving.served_reward, config.reward_service, meters, config.tls)

@@ -4,6 +4,7 @@ and a clear INVALID_ARGUMENT for every bad field, after which the service keeps 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import grpc
@@ -199,6 +200,16 @@ def test_many_concurrent_seeded_requests_with_long_prompts_are_all_answered(serv
     assert set(asyncio.run(seeded_load(serving.address))) == {"ok"}
     stub = inference_pb2_grpc.InferenceServiceStub(grpc.insecure_channel(serving.address))
     assert stub.Generate(chat_request(sampling=greedy()), timeout=60).candidates[0].text  # still serving
+
+
+def test_the_engine_answers_a_request_of_its_own_before_the_replica_serves(serving: ServingProcess) -> None:
+    """Torch compiles vLLM's sampler at an engine's first request with logprobs (seconds): the warm-up pays it
+    before the health check says SERVING, so no user's request does."""
+    log = serving.log.read_text()
+    warmed = re.search(r"engine warmed up in (\d+\.\d) s", log)
+    assert warmed is not None, log[-3000:]
+    serving_line = re.search(r"serving ver_\w+ on ", log)
+    assert serving_line is not None and warmed.start() < serving_line.start()
 
 
 def test_the_engine_runs_the_model_in_its_engine_core_process(serving: ServingProcess) -> None:
