@@ -76,12 +76,13 @@ class VllmEngine:
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
             # A whole answer is decoded once at the end (_text). Detokenizing as it goes serves only streams
             # and stop strings; it also decodes every sampled token alone for its logprob entry, which
-            # nothing here reads: ~7% of this process's CPU per request.
+            # nothing here reads.
             detokenize=request.stream or bool(sampling.stop),
             skip_clone=True,  # built for this request alone: vLLM's defensive deep copy would be wasted work
         )
         # Rendered already (token ids): vLLM adds it on the event loop. A raw TokensPrompt would go through
-        # its renderer's thread pool, a thread hand-off per request that cost ~15% of this process's CPU.
+        # its renderer's thread pool, a thread hand-off per request. With the decoding above: 16% less of
+        # this process's CPU a request (docs/measurements.md#serving).
         prompt = tokens_input(list(request.prompt_token_ids))
         lora = self._adapters.get(request.adapter) if request.adapter else None
         # Cancelling this generator (client gone, deadline) aborts the request inside vLLM.

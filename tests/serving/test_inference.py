@@ -76,7 +76,7 @@ def test_a_unary_answer_is_the_text_a_stream_of_the_same_request_shows(
     channel: grpc.Channel, text: str, max_tokens: int
 ) -> None:
     """A unary answer is decoded once when it is complete; a stream's text is decoded as it goes. The same
-    seeded request gets the same text either way, cut mid-character by max_tokens or not."""
+    seeded request gets the same text either way, in any script, cut by max_tokens or not."""
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
     sampling = common_pb2.SamplingParams(temperature=1.0, seed=3, max_tokens=max_tokens)
     chunks = list(stub.GenerateStream(chat_request(text, sampling=sampling), timeout=60))
