@@ -14,7 +14,7 @@ import time
 
 from serving.protocol import Engine, EngineRequest, Sampling
 
-PROMPT = [{"role": "user", "content": "Hello!"}]
+PROMPT = "Hello!"  # a text prompt: a model without a chat template serves text prompts too
 
 
 async def warm_up(engine: Engine) -> float:
@@ -22,7 +22,7 @@ async def warm_up(engine: Engine) -> float:
     started = time.perf_counter()
     request = EngineRequest(
         f"warm-up-{time.time_ns()}",
-        engine.render_chat(PROMPT),
+        engine.encode(PROMPT),
         Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=2),
         stream=False,
     )
