@@ -20,8 +20,8 @@ RUNTIME_ENV = {
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_LOGGING_LEVEL": "WARNING",
-    # torch's inductor compiles a kernel of vLLM's sampler (the sampled tokens' logprob ranks) at the first
-    # requests of a new batch shape, reusing a precompiled header from its cache when one matches. An
+    # torch's inductor compiles a kernel of vLLM's sampler (the sampled tokens' logprob ranks) at an engine's
+    # first request (serving/warmup.py), reusing a precompiled header from its cache when one matches. An
     # engine started by serving's VllmEngine.start on the default config died at its first request (a g++
     # error: `at::vec` undeclared) with a header an earlier process had left in the machine's cache (how it
     # was written is not known), and answered on the same cache with precompiled headers off. Off, a cold
