@@ -205,13 +205,13 @@ async def _restart_to_first_token(model_path: Path, config: TrimtabConfig) -> fl
     """The alternative to a hot swap: start a fresh engine on the new weights and wait for a first token."""
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.inputs import TokensPrompt
+    from vllm.inputs import tokens_input
     from vllm.v1.engine.async_llm import AsyncLLM
 
     started = time.perf_counter()
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(model_path, config.engine)))
     try:
-        async for _ in llm.generate(TokensPrompt(prompt_token_ids=[1, 2, 3]), SamplingParams(max_tokens=1), "restart"):
+        async for _ in llm.generate(tokens_input([1, 2, 3]), SamplingParams(max_tokens=1), "restart"):
             return time.perf_counter() - started
     finally:
         llm.shutdown()
