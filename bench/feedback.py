@@ -9,7 +9,9 @@ limit/vote/cap/agreement, produce with acks=all, ack wait, acceptance):
   - both again with `feedback.workers` 2 (two processes on the same ports), the calls spread over 8
     client connections (the kernel hands each connection, not each call, to one worker);
   - the Submit load and the first SubmitBatch shape against `bench.grpc_floor`, a service that does no
-    work: how far the gRPC transport alone gets on the machine (the ceiling of those two rows).
+    work: how far the gRPC transport alone gets on the machine (the ceiling of those two rows);
+  - the Submit load again with cohorts off (`feedback.cohorts.max_wait_ms` 0): what calls going on
+    together under load (`feedback.cohorts`) buys, the baseline of that row.
 Baseline: a bare kafka-python producer (acks=all, idempotent) sending the same FeedbackEvent payloads
 with the same keys to the same broker, with as many records in flight as the candidate has
 submissions in flight.
@@ -64,8 +66,10 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
         bench_config = _bench_config(config, Path(run_dir))
         up(bench_config)
         try:
-            loads = 3 + len(BATCH_SHAPES)
+            loads = 4 + len(BATCH_SHAPES)
             requests, payloads = asyncio.run(_stored_requests(bench_config, submissions * loads))
+            # One share of new submissions per measured load: [Submit, each batch shape, Submit without
+            # cohorts, 2 workers' Submit, 2 workers' batches].
             shares = [slice(i * submissions, (i + 1) * submissions) for i in range(loads)]
             with _service(bench_config) as (address, service):
                 service_rate, service_latency, service_cpu = _measure(
@@ -73,8 +77,10 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
                 )
                 batched = [
                     _measure(address, service, requests[share], calls, items)
-                    for share, (calls, items) in zip(shares[1:-2], BATCH_SHAPES, strict=True)
+                    for share, (calls, items) in zip(shares[1:-3], BATCH_SHAPES, strict=True)
                 ]
+            with _service(_without_cohorts(bench_config)) as (address, service):
+                alone = _measure(address, service, requests[shares[-3]], concurrency, batch_items=1)
             with _service(bench_config, WORKERS) as (address, service):
                 workers_single = _measure(address, service, requests[shares[-2]], concurrency, 1, CONNECTIONS)
                 workers_batched = _measure(address, service, requests[shares[-1]], *WORKERS_BATCH, CONNECTIONS)
@@ -84,7 +90,7 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             producer_rate, producer_latency = _measure_producer(bench_config, payloads[shares[0]], concurrency)
             windows = [
                 _measure_producer(bench_config, payloads[share], calls * items)[0]
-                for share, (calls, items) in zip(shares[1:-2], BATCH_SHAPES, strict=True)
+                for share, (calls, items) in zip(shares[1:-3], BATCH_SHAPES, strict=True)
             ]
             workers_window = _measure_producer(bench_config, payloads[shares[-1]], WORKERS_BATCH[0] * WORKERS_BATCH[1])
         finally:
@@ -136,6 +142,16 @@ def bench_feedback(config: TrimtabConfig, submissions: int = 3000, concurrency: 
             notes=f"p50 call {_p(workers_batched[1], 50):.1f} ms; service CPU {workers_batched[2]:.0f} µs/event",
         ),
         Comparison(
+            name=f"feedback Submit with cohorts vs without ({setup})",
+            unit="events/s",
+            candidate="FeedbackService Submit (gRPC), feedback.cohorts as configured",
+            candidate_value=service_rate,
+            baseline="the same with cohorts off (max_wait_ms 0)",
+            baseline_value=alone[0],
+            notes=f"service CPU {service_cpu:.0f} vs {alone[2]:.0f} µs/event; p50 accept"
+            f" {_p(service_latency, 50):.1f} vs {_p(alone[1], 50):.1f} ms",
+        ),
+        Comparison(
             name=f"feedback transport alone, Submit ({setup})",
             unit="events/s",
             candidate="a FeedbackService that does no work (bench.grpc_floor)",
@@ -177,6 +193,11 @@ def _bench_config(config: TrimtabConfig, run_dir: Path) -> TrimtabConfig:
     data["feedback"]["user_rate"] = {"max_requests": 1_000_000, "window_s": 60}
     data["feedback"]["key_rate"] = {"max_requests": 1_000_000, "window_s": 60}
     return TrimtabConfig.model_validate(data)
+
+
+def _without_cohorts(config: TrimtabConfig) -> TrimtabConfig:
+    cohorts = config.feedback.cohorts.model_copy(update={"max_wait_ms": 0.0})
+    return config.model_copy(update={"feedback": config.feedback.model_copy(update={"cohorts": cohorts})})
 
 
 async def _stored_requests(
@@ -287,6 +308,7 @@ def _env(config: TrimtabConfig) -> dict[str, str]:
         "TRIMTAB_FEEDBACK__GRPC_PORT": str(config.feedback.grpc_port),
         "TRIMTAB_FEEDBACK__HTTP_PORT": str(config.feedback.http_port),
         "TRIMTAB_FEEDBACK__EVENT_LOOP": config.feedback.event_loop,
+        "TRIMTAB_FEEDBACK__COHORTS__MAX_WAIT_MS": str(config.feedback.cohorts.max_wait_ms),
         "TRIMTAB_FEEDBACK__USER_RATE": "{max_requests: 1000000, window_s: 60}",
         "TRIMTAB_FEEDBACK__KEY_RATE": "{max_requests: 1000000, window_s: 60}",
     }

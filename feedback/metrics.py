@@ -13,6 +13,8 @@ trimtab.feedback.record_waits      counter    outcome: submissions that found a 
                                               once: max_waiting calls were waiting already)
 trimtab.feedback.record_wait       histogram  seconds from the first miss to the record (found only): how far
                                               serving's response log lags the replies
+trimtab.feedback.cohort_calls      histogram  calls in each cohort that waited to go on together (feedback.cohorts)
+trimtab.feedback.cohort_wait       histogram  seconds a cohort's first call waited
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ class FeedbackMetrics:
             description="First miss to the record landing, per found wait.",
             explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
         )
+        self._cohort_calls = meter.create_histogram(
+            "trimtab.feedback.cohort_calls",
+            description="Calls that went on together after waiting for each other, per cohort.",
+            explicit_bucket_boundaries_advisory=[1, 2, 4, 8, 16, 32, 64, 128, 256],
+        )
+        self._cohort_wait = meter.create_histogram(
+            "trimtab.feedback.cohort_wait",
+            unit="s",
+            description="How long a cohort's first call waited for the others.",
+            explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
+        )
 
     def accepted(self, kind: str, replayed: bool) -> None:
         self._accepted.add(1, {"kind": kind, "replayed": str(replayed).lower()})
@@ -84,6 +97,10 @@ class FeedbackMetrics:
         self._record_waits.add(1, {"outcome": outcome})
         if seconds is not None:
             self._record_wait.record(seconds)
+
+    def cohort(self, calls: int, waited_s: float) -> None:
+        self._cohort_calls.record(calls)
+        self._cohort_wait.record(waited_s)
 
     def redis_loss(self, restored: int, already_there: int, too_old: int) -> None:
         self._redis_loss.add(restored, {"outcome": "restored"})

@@ -11,7 +11,8 @@
 path can write a feedback_id's event twice.
 
 A batch (`submit_batch`) runs each item through the same path, all at once: their Redis steps share
-round trips (`feedback.roundtrips`) and their events share the producer's batches.
+round trips (`feedback.roundtrips`) and their events share the producer's batches. Calls that arrive
+while others are in flight start together for the same reason (`feedback.cohorts`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,6 +33,7 @@ from redis.exceptions import RedisError
 from feedback import event as events
 from feedback.abuse import is_trainable, polarity
 from feedback.broker_loss import BrokerLossGuard
+from feedback.cohorts import Cohorts
 from feedback.errors import (
     FeedbackError,
     already_exists,
@@ -63,6 +66,7 @@ from trimtab.v1 import events_pb2, feedback_pb2
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+_AT_ONCE: AbstractAsyncContextManager[None] = nullcontext()
 WARN_EVERY_S = 10.0  # while Redis is unreachable every call fails: one line per interval says so
 
 
@@ -97,12 +101,14 @@ class FeedbackService:
         self._evaluations = evaluations or EvaluationEvents()
         self._background: set[asyncio.Task[None]] = set()
         self._redis_down = ThrottledWarning(log, WARN_EVERY_S)
+        self._cohorts = Cohorts(config.feedback.cohorts, self.metrics)
 
     async def submit(
         self, request: feedback_pb2.SubmitRequest, credential: str | None, carrier: Iterable[tuple[str, str | bytes]]
     ) -> feedback_pb2.SubmitResponse:
         """Accept one submission or raise FeedbackError. `carrier`: the call's headers/metadata (trace context)."""
-        return await self._submit_within(request, credential, context_from_grpc(list(carrier)), trace.SpanKind.SERVER)
+        context = context_from_grpc(list(carrier))
+        return await self._submit_within(request, credential, context, trace.SpanKind.SERVER, self._cohorts)
 
     async def submit_batch(
         self,
@@ -123,8 +129,8 @@ class FeedbackService:
                 raise self._refused_call(span, unauthenticated(str(exc))) from None
             except FeedbackError as error:
                 raise self._refused_call(span, error) from None
-            items = (self._item(request, credential) for request in requests)
-            return list(await asyncio.gather(*items))
+            async with self._cohorts:
+                return list(await asyncio.gather(*(self._item(request, credential) for request in requests)))
 
     async def _item(
         self, request: feedback_pb2.SubmitRequest, credential: str | None
@@ -150,10 +156,13 @@ class FeedbackService:
         credential: str | None,
         context: Context | None,
         kind: trace.SpanKind,
+        entry: AbstractAsyncContextManager[None] = _AT_ONCE,
     ) -> feedback_pb2.SubmitResponse:
+        """The call in its span, entered through `entry`: a Submit's cohort (a batch's items are in the batch's)."""
         with self._tracer.start_as_current_span("feedback.Submit", context=context, kind=kind) as span:
             try:
-                response = await self._submit(request, credential, span)
+                async with entry:
+                    response = await self._submit(request, credential, span)
             except FeedbackError as error:
                 span.set_status(trace.StatusCode.ERROR, error.message)
                 span.set_attribute("rpc.grpc.status_code", error.code.value[0])

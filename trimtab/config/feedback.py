@@ -82,6 +82,28 @@ class FreshRecords(Section):
     )
 
 
+class CohortSettings(Section):
+    """Under load, calls wait briefly to go on together (`feedback.cohorts`): their Redis steps and produce
+    requests are shared, about half the CPU per submission with 32 clients. A call arriving while nothing
+    is in flight, or while cohorts gather too few calls to pay (a few clients), goes on at once."""
+
+    quiet_ms: float = Field(
+        default=3.0, gt=0, description="A forming cohort goes on this long after its latest arrival."
+    )
+    min_calls: int = Field(
+        default=4,
+        ge=1,
+        description="Calls wait for cohorts while the last one gathered at least this many; below it, only a probe"
+        " every 0.1 s does (to notice more load).",
+    )
+    max_wait_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="The longest a call waits for its cohort (the most a Submit's latency grows). 0: no cohorts,"
+        " every call goes on at once.",
+    )
+
+
 class FeedbackConfig(Section):
     """Feedback ingestion: ports, validation limits, idempotency, abuse limits."""
 
@@ -139,6 +161,9 @@ class FeedbackConfig(Section):
     )
     training_cap: TrainingCap = Field(default_factory=TrainingCap, description="Per-user cap on trainable feedback.")
     agreement: AgreementConfig = Field(default_factory=AgreementConfig, description="Agreement score and flagging.")
+    cohorts: CohortSettings = Field(
+        default_factory=CohortSettings, description="Calls under load going on together (feedback.cohorts)."
+    )
     redis_connections: int = Field(
         default=64,
         ge=1,
