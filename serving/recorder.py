@@ -4,7 +4,10 @@
 Generation never waits for Redis or the broker. Each sink has a bounded buffer and one writer task
 that takes whatever has queued up (a batch: one Redis pipeline, one broker flush) and retries it until
 it lands; while a sink is down its buffer fills, and records that do not fit are dropped and counted
-(with a warning), never blocking a reply.
+(with a warning), never blocking a reply. The Kafka writer waits `serving.record_linger_s` after a
+batch's first record for more: a produce round costs about a millisecond of the process's CPU (the
+writer's thread hop, kafka-python's network thread) whatever it carries, and replies come one at a
+time. The Redis writer does not wait: feedback reads the records there, often right after the reply.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ class Sink(Generic[Item]):
         capacity: int,
         retry_s: float,
         on_drop: Callable[[], None] = lambda: None,
+        linger_s: float = 0.0,
     ) -> None:
         self.name = name
+        self._linger_s = linger_s
         self.stats = SinkStats()
         self._write = write
         self._on_drop = on_drop
@@ -79,6 +84,8 @@ class Sink(Generic[Item]):
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s > 0:
+                await asyncio.sleep(self._linger_s)
             while len(batch) < BATCH_MAX and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             while True:
@@ -123,7 +130,7 @@ class ResponseRecorder:
             "redis", self._to_redis, capacity, retry, lambda: on_drop("redis")
         )
         self._kafka: Sink[tuple[str, str, Event]] = Sink(
-            "kafka", self._to_kafka, capacity, retry, lambda: on_drop("kafka")
+            "kafka", self._to_kafka, capacity, retry, lambda: on_drop("kafka"), config.serving.record_linger_s
         )
         self.sinks: tuple[Sink[events_pb2.ResponseLogged], Sink[tuple[str, str, Event]]] = (self._redis, self._kafka)
 

@@ -1,5 +1,6 @@
-"""The response log's sinks (no services needed): records that queue up while a write is in progress are
-written together as one batch, a failed batch is retried whole, and a full buffer drops and counts."""
+"""The response log's sinks (no services needed): records that queue up while a write is in progress, or
+within a sink's linger, are written together as one batch, a failed batch is retried whole, and a full
+buffer drops and counts."""
 
 from __future__ import annotations
 
@@ -50,3 +51,22 @@ def test_a_full_buffer_drops_and_counts_without_blocking() -> None:
     offered, count, dropped = asyncio.run(run())
     assert offered == [True, True, False]
     assert count == 1 and dropped == ["x"]
+
+
+def test_a_sink_with_a_linger_writes_what_arrives_within_it_as_one_batch() -> None:
+    async def run(linger_s: float) -> list[list[int]]:
+        batches: list[list[int]] = []
+
+        async def write(batch: list[int]) -> None:
+            batches.append(list(batch))
+
+        sink: Sink[int] = Sink("test", write, capacity=10, retry_s=0.01, linger_s=linger_s)
+        sink.start()
+        for item in range(4):  # 10 ms apart: within a linger of 0.2 s
+            sink.offer(item)
+            await asyncio.sleep(0.01)
+        await sink.drain(timeout_s=5.0)
+        return batches
+
+    assert asyncio.run(run(0.2)) == [[0, 1, 2, 3]]
+    assert len(asyncio.run(run(0.0))) == 4  # without one, each record that finds the sink idle goes alone
