@@ -13,8 +13,8 @@ Waiting pays only when others arrive meanwhile, so a call waits for its cohort w
     a cohort is forming                          it joins it
     calls are in flight and the last cohort      it starts a new one
       gathered at least `min_calls`
-    calls are in flight, and no cohort was       it starts one, to see whether cohorts gather now
-      tried for PROBE_EVERY_S                      (load changes)
+    calls are in flight, and no cohort has       it starts one, to see whether cohorts gather now
+      started for PROBE_EVERY_S                    (load changes)
 
 and otherwise goes on at once: alone, or with a few clients, a call does not wait (but for the rare
 probe). A cohort goes on `quiet_ms` after its latest arrival or `max_wait_ms` after its first,
@@ -43,9 +43,9 @@ class Cohorts:
         self._metrics = metrics
         self.in_flight = 0
         self._waiting: list[asyncio.Future[None]] = []
-        self._first_at = self._last_at = 0.0
+        self._first_at = float("-inf")  # the latest cohort's first arrival
+        self._last_at = 0.0
         self._last_size = 0
-        self._probed_at = float("-inf")
 
     async def __aenter__(self) -> None:
         if self._waiting or self._worth_waiting():
@@ -62,11 +62,7 @@ class Cohorts:
             return False
         if self._last_size >= self._min_calls:
             return True
-        now = asyncio.get_running_loop().time()
-        if now - self._probed_at < PROBE_EVERY_S:
-            return False
-        self._probed_at = now
-        return True
+        return asyncio.get_running_loop().time() - self._first_at >= PROBE_EVERY_S
 
     async def _join(self) -> None:
         loop = asyncio.get_running_loop()
