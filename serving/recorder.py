@@ -130,7 +130,7 @@ class ResponseRecorder:
             "redis", self._to_redis, capacity, retry, lambda: on_drop("redis")
         )
         self._kafka: Sink[tuple[str, str, Event]] = Sink(
-            "kafka", self._to_kafka, capacity, retry, lambda: on_drop("kafka"), config.serving.record_linger_s
+            "kafka", self._to_kafka, capacity, retry, lambda: on_drop("kafka"), linger_s=config.serving.record_linger_s
         )
         self.sinks: tuple[Sink[events_pb2.ResponseLogged], Sink[tuple[str, str, Event]]] = (self._redis, self._kafka)
 
