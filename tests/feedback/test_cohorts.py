@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,7 +23,7 @@ from trimtab.config.feedback import CohortSettings
 
 # Longer than the defaults, so that a loaded machine's late wake-ups (a millisecond's sleep taking several)
 # do not split the cohorts these tests build.
-SETTINGS = CohortSettings(quiet_ms=20, max_wait_ms=60, min_calls=4)
+SETTINGS = CohortSettings(quiet_ms=50, max_wait_ms=150, min_calls=4)
 QUIET_S, MAX_WAIT_S = SETTINGS.quiet_ms / 1000, SETTINGS.max_wait_ms / 1000
 
 
@@ -58,6 +59,13 @@ class Calls:
 
     def cohort_sizes(self) -> tuple[float, float]:
         return _cohort_totals(self.reader)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
 
 
 async def _turns(count: int = 3) -> None:
@@ -102,7 +110,7 @@ def test_no_cohort_waits_longer_than_max_wait_while_calls_keep_arriving() -> Non
         calls = Calls()
         calls.start("first")
         await _turns()
-        for index in range(150):  # never quiet for quiet_ms
+        for index in range(400):  # a millisecond or more apart, 0.4 s or more: never quiet for quiet_ms
             calls.start(f"late-{index}")
             await asyncio.sleep(0.001)
         await asyncio.sleep(2 * QUIET_S)
@@ -110,8 +118,8 @@ def test_no_cohort_waits_longer_than_max_wait_while_calls_keep_arriving() -> Non
         for name in calls.started:
             if name.startswith("late"):
                 cohorts.setdefault(calls.cohort_of[name], []).append(name)
-        assert sum(len(names) for names in cohorts.values()) == 150 and len(cohorts) >= 2
-        for names in cohorts.values():  # without the bound, the first would wait for all 150 arrivals
+        assert sum(len(names) for names in cohorts.values()) == 400 and len(cohorts) >= 2
+        for names in cohorts.values():  # without the bound, the first would wait for all 400 arrivals
             waited = min(calls.started[name] for name in names) - min(calls.arrived[name] for name in names)
             assert waited < 2 * MAX_WAIT_S, (waited, names)
         await calls.finish()
@@ -141,10 +149,10 @@ def test_after_a_cohort_of_too_few_calls_only_a_probe_waits_until_more_gather() 
         calls = Calls()
         calls.start("first")
         await _turns()
-        calls.start("probe")  # in flight, no cohort tried yet: it waits, and none joins it
-        await asyncio.sleep(2 * QUIET_S)
-        assert "probe" in calls.started and calls.cohort_sizes() == (1, 1)
-        calls.start("then")  # the last cohort gathered 1 < min_calls: no wait
+        calls.start("probe")  # in flight, no cohort started yet: it waits, and none joins it
+        await _until(lambda: "probe" in calls.started)
+        assert calls.cohort_sizes() == (1, 1)
+        calls.start("then")  # the last cohort gathered 1 < min_calls and started under PROBE_EVERY_S ago
         await _turns()
         assert "then" in calls.started
         await asyncio.sleep(PROBE_EVERY_S)
