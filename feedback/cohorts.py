@@ -50,6 +50,8 @@ class Cohorts:
     async def __aenter__(self) -> None:
         if self._waiting or self._worth_waiting():
             await self._join()
+        else:
+            self._metrics.went_on(1)  # alone: how many calls go on unaccompanied is what shows load
         self.in_flight += 1
 
     async def __aexit__(
@@ -87,4 +89,4 @@ class Cohorts:
         for waiter in cohort:
             if not waiter.done():  # done: its caller was cancelled
                 waiter.set_result(None)
-        self._metrics.cohort(len(cohort), loop.time() - self._first_at)
+        self._metrics.went_on(len(cohort), waited_s=loop.time() - self._first_at)

@@ -13,8 +13,9 @@ trimtab.feedback.record_waits      counter    outcome: submissions that found a 
                                               once: max_waiting calls were waiting already)
 trimtab.feedback.record_wait       histogram  seconds from the first miss to the record (found only): how far
                                               serving's response log lags the replies
-trimtab.feedback.cohort_calls      histogram  calls in each cohort that waited to go on together (feedback.cohorts)
-trimtab.feedback.cohort_wait       histogram  seconds a cohort's first call waited
+trimtab.feedback.cohort_calls      histogram  calls that went on together (feedback.cohorts), per start: a call that
+                                              did not wait counts as a cohort of one
+trimtab.feedback.cohort_wait       histogram  seconds a cohort's first call waited (cohorts that waited only)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class FeedbackMetrics:
         )
         self._cohort_calls = meter.create_histogram(
             "trimtab.feedback.cohort_calls",
-            description="Calls that went on together after waiting for each other, per cohort.",
+            description="Calls that went on together, per start (a call that did not wait: one).",
             explicit_bucket_boundaries_advisory=[1, 2, 4, 8, 16, 32, 64, 128, 256],
         )
         self._cohort_wait = meter.create_histogram(
@@ -98,9 +99,11 @@ class FeedbackMetrics:
         if seconds is not None:
             self._record_wait.record(seconds)
 
-    def cohort(self, calls: int, waited_s: float) -> None:
+    def went_on(self, calls: int, waited_s: float | None = None) -> None:
+        """`calls` went on together, after `waited_s` of waiting for each other (None: one that did not wait)."""
         self._cohort_calls.record(calls)
-        self._cohort_wait.record(waited_s)
+        if waited_s is not None:
+            self._cohort_wait.record(waited_s)
 
     def redis_loss(self, restored: int, already_there: int, too_old: int) -> None:
         self._redis_loss.add(restored, {"outcome": "restored"})

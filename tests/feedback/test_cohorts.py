@@ -79,7 +79,7 @@ def test_a_call_with_nothing_in_flight_goes_on_at_once() -> None:
         calls.start("alone")
         await _turns()
         assert "alone" in calls.started and calls.cohorts.in_flight == 1
-        assert calls.cohort_sizes() == (0, 0)
+        assert calls.cohort_sizes() == (1, 1)  # counted as a cohort of one
         await calls.finish()
         assert calls.cohorts.in_flight == 0
 
@@ -97,9 +97,9 @@ def test_calls_arriving_while_others_are_in_flight_go_on_together_once_arrivals_
         assert not any(name.startswith("late") for name in calls.started)  # the cohort is still forming
         await asyncio.sleep(2 * QUIET_S)
         late = {name: at for name, at in calls.started.items() if name.startswith("late")}
-        assert len(late) == 5 and {calls.cohort_of[name] for name in late} == {1}  # one cohort
+        assert len(late) == 5 and len({calls.cohort_of[name] for name in late}) == 1  # one cohort
         assert min(late.values()) >= max(calls.arrived[name] for name in late) + QUIET_S - 1e-3
-        assert calls.cohort_sizes() == (1, 5)
+        assert calls.cohort_sizes() == (2, 6)  # "first" alone, then the five
         await calls.finish()
 
     asyncio.run(scenario())
@@ -151,7 +151,7 @@ def test_after_a_cohort_of_too_few_calls_only_a_probe_waits_until_more_gather() 
         await _turns()
         calls.start("probe")  # in flight, no cohort started yet: it waits, and none joins it
         await _until(lambda: "probe" in calls.started)
-        assert calls.cohort_sizes() == (1, 1)
+        assert calls.cohort_sizes() == (2, 2)  # "first" alone, "probe" a cohort of one
         calls.start("then")  # the last cohort gathered 1 < min_calls and started under PROBE_EVERY_S ago
         await _turns()
         assert "then" in calls.started
@@ -160,7 +160,7 @@ def test_after_a_cohort_of_too_few_calls_only_a_probe_waits_until_more_gather() 
             calls.start(f"busy-{index}")
             await asyncio.sleep(0.001)
         await asyncio.sleep(2 * QUIET_S)
-        assert calls.cohort_sizes() == (2, 1 + SETTINGS.min_calls)
+        assert calls.cohort_sizes() == (4, 3 + SETTINGS.min_calls)  # "then" alone, the probe gathering min_calls
         calls.start("after")
         await _turns()
         assert "after" not in calls.started  # it waits for its cohort now
@@ -177,7 +177,7 @@ def test_max_wait_0_turns_cohorts_off() -> None:
         for index in range(5):
             calls.start(f"call-{index}")
         await _turns()
-        assert len(calls.started) == 5 and calls.cohort_sizes() == (0, 0)
+        assert len(calls.started) == 5 and calls.cohort_sizes() == (5, 5)  # each alone
         await calls.finish()
 
     asyncio.run(scenario())

@@ -145,6 +145,11 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "s",
                 quantiles("trimtab_feedback_produce_latency_seconds", 0.5, 0.99),
             ),
+            Panel(
+                "Feedback: calls going on together (cohorts; 1: alone)",
+                "short",
+                quantiles("trimtab_feedback_cohort_calls", 0.5, 0.9),
+            ),
         ),
     ),
     (
