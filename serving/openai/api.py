@@ -71,7 +71,9 @@ class OpenAIApi:
         body = _parse(ChatCompletionRequest, await http.read())
         request, options = translate.chat_request(body, principal, self._config.model_name)
         texts = self._generation.engine.token_texts
-        face = translate.Face(chat=True, user=request.user_id, logprobs=body.logprobs, token_texts=texts)
+        face = translate.Face(
+            chat=True, user=request.user_id, logprobs=body.logprobs, token_texts=texts, token_field=body.token_field()
+        )
         return await self._serve(http, CHAT_PATH, face, body, request=request, principal=principal, options=options)
 
     async def completions(self, http: web.Request) -> web.StreamResponse:
@@ -106,7 +108,7 @@ class OpenAIApi:
                         return await _sse(http, self._events(job, face, usage))
                     await self._generation.complete(job)
             except Refused as refused:
-                raise from_refused(refused, face.chat) from None
+                raise from_refused(refused, face.chat, face.token_field) from None
         return web.json_response(face.whole(job))
 
     async def _events(self, job: Job, face: translate.Face, include_usage: bool) -> Events:

@@ -65,13 +65,13 @@ def from_status(code: grpc.StatusCode, message: str, retry_after: str | None = N
     return ApiError(HTTP_STATUS.get(code, 500), message, code=code.name.lower(), retry_after=retry_after)
 
 
-def from_refused(refused: Refused, chat: bool = True) -> ApiError:
+def from_refused(refused: Refused, chat: bool = True, token_field: str = "max_tokens") -> ApiError:
     if refused.field is None:
         error = from_status(refused.code, refused.message)
         if refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             error.retry_after = "1"
         return error
-    param = openai_field(refused.field, chat)
+    param = openai_field(refused.field, chat, token_field)
     message = f"{param}: {refused.reason}" if refused.reason else refused.message
     code = "model_not_found" if param == "model" else refused.code.name.lower()
     return ApiError(HTTP_STATUS[refused.code], message, param=param, code=code)

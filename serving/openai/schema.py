@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from typing_extensions import NotRequired, TypedDict  # noqa: UP035 (pydantic reads TypedDicts from here on 3.11)
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's own limit
@@ -53,8 +62,35 @@ def _neutral(value: Any) -> bool:
     return value in ([], {}, {"type": "text"})
 
 
+# The protobuf fields these values go into: a larger number is a 400 here, not an error in the translation.
+UINT32_MAX = 2**32 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
+def one_of(expected: str) -> WrapValidator:
+    """A union field's refusal as the client would read it: the field and what it takes (pydantic's own
+    names each member's type after the field, `content.str`, which the body never spells)."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("one_of", "must be {expected}", {"expected": expected}) from None
+
+    return WrapValidator(validate)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """OpenAI's API and its SDK send `null` for a field left at its default (`n=None`): the same as not
+        sending it."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 class StreamOptions(Strict):
@@ -70,7 +106,10 @@ class Message(Strict):
     role: Literal["system", "developer", "user", "assistant"] = Field(
         description="`developer` is treated as `system`; tool messages are not supported."
     )
-    content: str | list[TextPart]
+    content: Annotated[
+        str | list[TextPart],
+        one_of("a string or a list of text parts ({'type': 'text', 'text': ...}; images and audio are not supported)"),
+    ]
     name: str | None = Field(default=None, description="Accepted and ignored.")
 
     def text(self) -> str:
@@ -83,11 +122,15 @@ class Sampling(Strict):
     model: str = Field(description="The served model name (routed as usual: current or canary) or a version id.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, description="Candidates to generate (at most serving.max_candidates).")
+    n: int = Field(
+        default=1, ge=1, le=UINT32_MAX, description="Candidates to generate (at most serving.max_candidates)."
+    )
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, description="Default: serving.default_max_tokens.")
-    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=UINT32_MAX, description="Default: serving.default_max_tokens."
+    )
+    stop: Annotated[str | list[str] | None, one_of("a string or a list of strings")] = None
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     user: str | None = Field(
         default=None, min_length=1, description="Who is served (canary split, feedback). Default: the API key's name."
@@ -122,12 +165,12 @@ class Sampling(Strict):
 class SteerTargets(Strict):
     """SteerLM attribute targets, 0-4 each (trimtab's extension, as GenerateRequest.steer_targets)."""
 
-    helpfulness: int | None = None
-    correctness: int | None = None
-    coherence: int | None = None
-    complexity: int | None = None
-    verbosity: int | None = None
-    toxicity: int | None = None
+    helpfulness: Int32 | None = None
+    correctness: Int32 | None = None
+    coherence: Int32 | None = None
+    complexity: Int32 | None = None
+    verbosity: Int32 | None = None
+    toxicity: Int32 | None = None
 
 
 class ChatCompletionRequest(Sampling):
@@ -138,7 +181,9 @@ class ChatCompletionRequest(Sampling):
         default=None,
         description="trimtab: SteerLM attribute targets, rendered as a system message the model was trained on.",
     )
-    max_completion_tokens: int | None = Field(default=None, ge=1, description="The newer name of max_tokens.")
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, le=UINT32_MAX, description="The newer name of max_tokens."
+    )
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
@@ -153,11 +198,18 @@ class ChatCompletionRequest(Sampling):
     def token_limit(self) -> int | None:
         return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
 
+    def token_field(self) -> str:
+        """The name the body gave its token limit."""
+        return "max_completion_tokens" if self.max_tokens is None and self.max_completion_tokens else "max_tokens"
+
 
 class CompletionRequest(Sampling):
     """POST /v1/completions (one prompt per request)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Annotated[
+        str | Annotated[list[str], Field(min_length=1, max_length=1)],
+        one_of("a string or a list of one string (token-id prompts are not supported)"),
+    ]
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS, description="Top tokens per position.")
     echo: Literal[False] = False
     suffix: None = None

@@ -39,14 +39,15 @@ FIELD_NAMES = {
 FINISH_REASONS = {"stop": "stop", "length": "length", "blocked": "content_filter"}
 
 
-def openai_field(field: str, chat: bool = True) -> str:
+def openai_field(field: str, chat: bool = True, token_field: str = "max_tokens") -> str:
     """The OpenAI body's name for a GenerateRequest field ("prompt.chat.messages[2].role" -> "messages[2].role");
-    the prompt as a whole is a chat's `messages`, a completion's `prompt`."""
+    the prompt as a whole is a chat's `messages`, a completion's `prompt`; the token limit as the body named
+    it (`token_field`: a chat body may say `max_completion_tokens`)."""
     if field == "prompt":
         return "messages" if chat else "prompt"
     for ours, theirs in FIELD_NAMES.items():
         if field == ours or field.startswith((f"{ours}[", f"{ours}.")):
-            return theirs + field[len(ours) :]
+            return (token_field if theirs == "max_tokens" else theirs) + field[len(ours) :]
     return field
 
 
@@ -150,6 +151,7 @@ class Face:
     user: str
     logprobs: bool
     token_texts: TokenTexts
+    token_field: str = "max_tokens"  # how the body named its token limit (refusals name it so)
 
     def whole(self, job: Job) -> dict[str, Any]:
         choices = [self._choice(run, run.answer, 0, len(run.token_ids), 0, final=True) for run in job.runs]

@@ -211,6 +211,19 @@ def post(serving: ServingProcess, path: str, body: bytes | dict[str, Any], metho
             "messages[0].role",
         ),
         ("/chat/completions", {"model": "trimtab", "messages": QUESTION, "max_tokens": 5000}, 400, "max_tokens"),
+        ("/chat/completions", {"model": "trimtab", "messages": QUESTION, "max_tokens": 2**32}, 400, "max_tokens"),
+        (
+            "/chat/completions",
+            {"model": "trimtab", "messages": QUESTION, "max_completion_tokens": 5000},
+            400,
+            "max_completion_tokens",
+        ),
+        (
+            "/chat/completions",
+            {"model": "trimtab", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            400,
+            "messages[0].content",
+        ),
         ("/chat/completions", {"model": "trimtab", "messages": QUESTION, "n": 9}, 400, "n"),
         (
             "/chat/completions",
@@ -237,6 +250,13 @@ def test_a_wrong_request_is_a_clear_error_in_openais_shape(
     assert got == status, answer
     error = answer["error"]
     assert error["param"] == param and error["message"] and error["type"].endswith("_error")
+
+
+def test_null_fields_are_taken_as_their_defaults(serving: ServingProcess) -> None:
+    nulls = {"n": None, "logprobs": None, "stream": None, "stop": None, "temperature": None}
+    body = {"model": "trimtab", "messages": QUESTION, "max_tokens": 4} | nulls
+    status, answer = post(serving, "/chat/completions", body)
+    assert status == 200 and len(answer["choices"]) == 1 and answer["choices"][0]["logprobs"] is None, answer
 
 
 def test_after_every_wrong_request_the_server_still_answers(serving: ServingProcess, client: openai.OpenAI) -> None:

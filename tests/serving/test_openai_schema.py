@@ -4,6 +4,7 @@ the field, how a body becomes the GenerateRequest the gRPC face would send, and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -45,12 +46,40 @@ def refusal(body: dict[str, Any]) -> tuple[str, str]:
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs", "less than or equal to 20"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "only with stream true"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
+        # Beyond the protobuf fields they go into: a 400, not a failure in the translation.
+        ({"max_tokens": 2**32}, "max_tokens", "less than or equal to 4294967295"),
+        ({"n": 2**32}, "n", "less than or equal to 4294967295"),
+        ({"max_completion_tokens": 2**32}, "max_completion_tokens", "less than or equal to 4294967295"),
+        ({"steer_targets": {"helpfulness": 2**31}}, "steer_targets.helpfulness", "less than or equal to 2147483647"),
+        # A union names the field as the body spells it and what it takes.
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content",
+            "images and audio are not supported",
+        ),
+        ({"stop": [1]}, "stop", "must be a string or a list of strings"),
     ],
 )
 def test_a_wrong_field_is_a_400_that_names_it(change: dict[str, Any], param: str, says: str) -> None:
     named, message = refusal(CHAT | change)
     assert named.startswith(param), message
     assert says in message
+
+
+def test_a_union_field_refused_is_named_without_pydantics_member_types() -> None:
+    for prompt in ([1, 2], ["a", "b"]):
+        with pytest.raises(ValidationError) as raised:
+            CompletionRequest.model_validate({"model": "trimtab", "prompt": prompt})
+        error = from_validation(raised.value)
+        assert error.param == "prompt" and "token-id prompts are not supported" in error.message
+
+
+def test_null_is_a_field_left_at_its_default_as_openais_sdk_sends_it() -> None:
+    nulls = {"n": None, "logprobs": None, "stream": None, "stop": None, "max_tokens": None, "stream_options": None}
+    body = ChatCompletionRequest.model_validate_json(json.dumps(CHAT | nulls))
+    assert (body.n, body.logprobs, body.stream, body.stops(), body.token_limit()) == (1, False, False, [], None)
+    completion = CompletionRequest.model_validate({"model": "trimtab", "prompt": "hi", "echo": None, "logprobs": None})
+    assert completion.echo is False and completion.logprobs is None
 
 
 def test_unsupported_features_at_their_defaults_are_accepted_as_clients_send_them() -> None:
@@ -152,6 +181,12 @@ def test_a_refusal_of_the_shared_path_keeps_its_status_and_names_the_openai_fiel
         "max_tokens",
         "max_tokens: must be between 1 and 128, got 500",
     )
+    newer = ChatCompletionRequest.model_validate(CHAT | {"max_completion_tokens": 500})
+    named = from_refused(
+        Refused(grpc.StatusCode.INVALID_ARGUMENT, "", field="sampling.max_tokens", reason="must be between 1 and 128"),
+        token_field=newer.token_field(),
+    )
+    assert (named.param, named.message) == ("max_completion_tokens", "max_completion_tokens: must be between 1 and 128")
     unknown = from_refused(Refused(grpc.StatusCode.NOT_FOUND, "version 'x' is not served", field="version"))
     assert (unknown.status, unknown.param, unknown.code) == (404, "model", "model_not_found")
     busy = from_refused(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "256 requests in flight"))
