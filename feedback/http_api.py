@@ -78,6 +78,11 @@ class HttpFeedback:
             outcomes = await self._service.submit_batch(batch.items, credential(headers), headers)
         except FeedbackError as error:
             return _error(error)
+        except Exception:  # a bug: say so without details, keep serving
+            log.exception("SubmitBatch failed unexpectedly")
+            refusal = internal()
+            self._service.refused(refusal)
+            return _error(refusal)
         return web.json_response(body_of(batch_response(outcomes)))
 
     async def _parse(self, http: web.Request, message: Parsed) -> Parsed:

@@ -409,9 +409,11 @@ def _check_batch(requests: Sequence[feedback_pb2.SubmitRequest], max_items: int)
         )
     seen: dict[str, int] = {}
     for index, request in enumerate(requests):
+        if not request.feedback_id:  # each such item is refused alone (`feedback_id: required`)
+            continue
         if request.feedback_id in seen:  # concurrent items with one id would each wait on the other
-            first = seen[request.feedback_id]
-            raise invalid(f"items[{index}].feedback_id", f"{request.feedback_id!r} is also items[{first}]'s")
+            # Not the id itself: it is not checked yet and may be far longer than a message should carry.
+            raise invalid(f"items[{index}].feedback_id", f"the same as items[{seen[request.feedback_id]}]'s")
         seen[request.feedback_id] = index
 
 

@@ -33,8 +33,9 @@ class Principal:
 
 
 def hash_key(key: str) -> str:
-    """The digest to configure for `key` (AuthConfig.api_keys[].sha256)."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The digest to configure for `key` (AuthConfig.api_keys[].sha256). A header's bytes that are not UTF-8
+    (aiohttp keeps them as surrogates) are hashed as they came: no configured key matches them."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def credential(headers: Iterable[tuple[str, str | bytes]]) -> str | None:

@@ -42,7 +42,9 @@ def message_schemas(root: Descriptor) -> dict[str, dict[str, Any]]:
         descriptor = pending.pop()
         if descriptor.full_name in schemas or descriptor.full_name in _WELL_KNOWN:
             continue
-        properties = {field.name: _field_schema(field) for field in descriptor.fields}
+        properties: dict[str, Any] = {}
+        for field in descriptor.fields:  # proto3 JSON reads either name, and writes the camelCase one
+            properties[field.name] = properties[field.json_name] = _field_schema(field)
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
         oneofs = [o for o in descriptor.oneofs if not o.name.startswith("_")]  # "_x": proto3 optional
         if oneofs:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from google.protobuf import json_format
 
 from tests.feedback.support import (
     TRANSPORTS,
@@ -13,6 +14,7 @@ from tests.feedback.support import (
     call,
     derived_config,
     fresh_topic,
+    post_json,
     response_ids,
     response_record,
     service_config,
@@ -56,6 +58,16 @@ def test_calls_without_a_known_key_are_unauthenticated(
     assert outcome.status == "UNAUTHENTICATED" and outcome.message.startswith(message)
     if transport == "http":
         assert outcome.http_status == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/feedback", "/v1/feedback:batch"])
+def test_a_key_whose_bytes_are_not_utf8_is_unknown_not_a_failure(guarded: InProcessServer, path: str) -> None:
+    item = json_format.MessageToDict(thumb(response_ids(guarded.put(response_record(tenant="acme")))[0]))
+    body = {"items": [item]} if path.endswith(":batch") else item
+    # urllib sends the header as Latin-1: the byte 0xE9, which aiohttp keeps as a lone surrogate.
+    status, answer, _ = post_json(guarded.url + path, body, {"x-api-key": "caf\u00e9"})
+    error = answer["error"]
+    assert (status, error["status"], error["message"]) == (401, "UNAUTHENTICATED", "unknown API key")
 
 
 def test_a_tenant_that_allows_raters_accepts_feedback_from_other_users(guarded: InProcessServer) -> None:

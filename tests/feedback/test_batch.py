@@ -153,7 +153,7 @@ def test_two_votes_in_one_batch_link_one_to_the_other(feedback_server: InProcess
     [
         (0, "items: at least one submission is required"),
         (257, "items: at most 256 submissions per call (feedback.max_batch_items), got 257"),
-        (-1, "items[1].feedback_id: 'twice' is also items[0]'s"),
+        (-1, "items[1].feedback_id: the same as items[0]'s"),
     ],
 )
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -171,6 +171,27 @@ def test_a_call_that_cannot_be_read_is_refused_whole(
         status, body, _ = post_json(f"{feedback_server.url}/v1/feedback:batch", json_format.MessageToDict(request))
         assert (status, body["error"]["message"]) == (400, problem)
     assert not events_for(feedback_server.config, {"twice"})
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_items_without_a_feedback_id_are_each_refused_alone(feedback_server: InProcessServer, transport: str) -> None:
+    response_id = response_ids(feedback_server.put(response_record()))[0]
+    items = [thumb(response_id), thumb(response_id)]
+    for item in items:
+        item.ClearField("feedback_id")
+    outcomes = batch(feedback_server, items, transport)
+    assert [(o.status, o.message) for o in outcomes] == [("INVALID_ARGUMENT", "feedback_id: required")] * 2
+
+
+def test_a_grpc_message_over_the_size_limit_is_grpcs_own_refusal_without_a_retry_after(
+    feedback_server: InProcessServer,
+) -> None:
+    channel_call = feedback_server.channel.unary_unary("/trimtab.v1.FeedbackService/SubmitBatch")
+    with pytest.raises(grpc.RpcError) as refused:
+        channel_call(b"\0" * (feedback_server.config.feedback.max_request_bytes + 1), timeout=15)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in refused.value.details()
+    assert "retry-after" not in dict(refused.value.trailing_metadata() or ())  # not a rate limit: do not retry
 
 
 def test_a_body_that_does_not_parse_is_invalid(feedback_server: InProcessServer) -> None:

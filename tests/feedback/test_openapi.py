@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
+import pytest
+from google.protobuf import json_format
+
 from feedback.openapi import SUBMIT_PATH, document
 from trimtab.v1 import feedback_pb2
 
@@ -14,8 +18,21 @@ def test_request_and_response_schemas_cover_every_proto_field() -> None:
                     feedback_pb2.Pairwise):  # fmt: skip
         descriptor = message.DESCRIPTOR
         properties = schemas[descriptor.full_name]["properties"]
-        assert set(properties) == {field.name for field in descriptor.fields}, descriptor.full_name
+        names = {field.name for field in descriptor.fields} | {field.json_name for field in descriptor.fields}
+        assert set(properties) == names, descriptor.full_name
         assert schemas[descriptor.full_name]["additionalProperties"] is False
+
+
+def test_a_body_with_either_spelling_of_the_field_names_is_valid_and_an_unknown_field_is_not() -> None:
+    schema = {"$ref": "#/components/schemas/trimtab.v1.SubmitRequest", "components": document()["components"]}
+    request = feedback_pb2.SubmitRequest(feedback_id="f1", user_id="u1", response_id="resp_1")
+    request.label.correction = "Better."
+    camel = json_format.MessageToDict(request)  # what protobuf's own JSON writer sends
+    assert "feedbackId" in camel
+    jsonschema.validate(camel, schema)
+    jsonschema.validate(json_format.MessageToDict(request, preserving_proto_field_name=True), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(camel | {"colour": "red"}, schema)
 
 
 def test_field_types_follow_the_proto3_json_mapping() -> None:
