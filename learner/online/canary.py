@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import TypeVar
 
 from learner.online.telemetry import LearnerTelemetry
 from learner.online.version_events import VersionEvents
@@ -53,6 +55,7 @@ from trimtab.registry.pointers import Pointers, PointerStore
 from trimtab.v1 import events_pb2, feedback_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class CanaryJudge:
         if current is not None:
             self.baseline[version_id] = self.verdicts.get(current, Tally())
         share = self.settings.share
-        self.pointers = with_pointers(self.config, lambda p: p.set_canary(version_id, share))
+        self.pointers = self._pointers(lambda p: p.set_canary(version_id, share))
         self.events.send(events_pb2.VERSION_EVENT_TYPE_CANARY, version_id, "passed the gates", numbers, share=share)
 
     def observe(self, event: events_pb2.FeedbackEvent, rater_weight: float = 1.0) -> None:
@@ -181,7 +184,7 @@ class CanaryJudge:
             )
 
     def _roll_back(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
-        self.pointers = with_pointers(self.config, lambda p: p.rollback(version_id)).after
+        self.pointers = self._pointers(lambda p: p.rollback(version_id)).after
         self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, version_id, reason, numbers)
 
     def _promote(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
@@ -191,8 +194,12 @@ class CanaryJudge:
                 await pointers.clear_canary()
             return await pointers.read()
 
-        self.pointers = with_pointers(self.config, promote)
+        self.pointers = self._pointers(promote)
         self.events.send(events_pb2.VERSION_EVENT_TYPE_PROMOTED, version_id, reason, numbers)
 
     def _read(self) -> Pointers:
-        return with_pointers(self.config, lambda p: p.read())
+        return self._pointers(lambda p: p.read())
+
+    def _pointers(self, action: Callable[[PointerStore], Awaitable[T]]) -> T:
+        """A pointer action that rides out a Redis restart (`learner.online.redis_wait_s`)."""
+        return with_pointers(self.config, action, self.config.learner.online.redis_wait_s)

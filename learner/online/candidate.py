@@ -133,7 +133,7 @@ def _gate_and_publish(
 def _gate(
     run: OnlineRun, gates: Gates, registry: Registry, candidate: Path, trained: Trained, memory: LearnerMemory
 ) -> GateVerdict:
-    current = with_pointers(run.config, lambda p: p.read()).current
+    current = with_pointers(run.config, lambda p: p.read(), run.online.redis_wait_s).current
     inputs = GateCandidate(
         candidate_dir=candidate,
         current_dir=registry.path(current) if current else run.model_dir,

@@ -4,18 +4,25 @@ announce themselves; rollback to the version current replaced."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.conftest import config_with, free_port
+from trimtab.app.stack import down, up
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry import PointerError, PointerStore, Registry, RegistryError
+from trimtab.registry.commands import with_pointers
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +178,35 @@ def test_versions_cli_publishes_lists_promotes_and_rolls_back(
         text=True,
     )
     assert failed.returncode == 1 and "unknown version 'ver_missing'" in failed.stderr
+
+
+@pytest.mark.integration
+def test_a_pointer_action_waits_for_redis_to_come_back(
+    stack: TrimtabConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The learner's view: Redis restarting must not stop it (a chaos run's learner died of one)."""
+    config = config_with(
+        tmp_path,
+        kafka__bootstrap_servers=stack.kafka.bootstrap_servers,  # `up` then starts only the Redis
+        redis__url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    starting = threading.Timer(2.0, up, args=(config,))
+    starting.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="trimtab.registry.commands"):
+            pointers = with_pointers(config, lambda p: p.set_canary("ver_waited", 0.5), wait_s=60)
+        assert (pointers.canary, pointers.canary_share) == ("ver_waited", 0.5)
+        assert "Redis is unreachable" in caplog.text
+    finally:
+        starting.join()
+        down(config)
+
+
+def test_a_pointer_action_fails_once_its_wait_is_over(tmp_path: Path) -> None:
+    config = config_with(tmp_path, redis__url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        with_pointers(config, lambda p: p.read(), wait_s=1.5)
+    assert 1.5 <= time.monotonic() - started < 15
+    with pytest.raises(RedisConnectionError):  # an operator's command (no wait) fails at once
+        with_pointers(config, lambda p: p.read())

@@ -212,3 +212,9 @@ class OnlineConfig(Section):
         default_factory=RaterConfig, description="Users weighted by their agreement with the suite's judge."
     )
     rl: OnlineRLConfig = Field(default_factory=OnlineRLConfig, description="RL on live traffic in each round.")
+    redis_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the learner waits for an unreachable Redis (the registry's current and canary"
+        " pointers it reads and sets) before it stops with the error; a warning every 10 s meanwhile.",
+    )

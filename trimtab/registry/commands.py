@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from trimtab.config import TrimtabConfig
 from trimtab.records import redis_client
 from trimtab.registry.pointers import Pointers, PointerStore
 from trimtab.registry.store import Registry, RegistryError
+from trimtab.throttled import ThrottledWarning
 
+log = logging.getLogger(__name__)
 Report = Callable[[str], None]
 T = TypeVar("T")
 
 
-def with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaitable[T]]) -> T:
+def with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaitable[T]], wait_s: float = 0.0) -> T:
+    """`action` on the registry's pointers. While Redis is unreachable it is tried again every second for up
+    to `wait_s` (a warning every 10 s), then the connection's error is raised: a long-running process (the
+    learner) rides out a Redis restart; 0 fails at once (an operator's command). Tried again, an action whose
+    first try was refused at connect changes nothing twice; one whose reply was lost finds its change made
+    (promote and set_canary then change nothing; a rollback is refused: nothing left to roll back)."""
+
     async def run() -> T:
         client = redis_client(config.redis)
         try:
@@ -29,7 +42,17 @@ def with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaita
         finally:
             await client.aclose()
 
-    return asyncio.run(run())
+    deadline = time.monotonic() + wait_s
+    unreachable = ThrottledWarning(log, 10.0)
+    while True:
+        try:
+            return asyncio.run(run())
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise
+            unreachable.warning("Redis is unreachable (%s): waiting up to %.0f s more for it", exc, left_s)
+            time.sleep(min(1.0, left_s))
 
 
 def _intact(registry: Registry, version_id: str) -> None:
