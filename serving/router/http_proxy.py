@@ -1,7 +1,8 @@
 """The router's HTTP face: OpenAI API calls that generate go to the side `Split` picks for their user (the
 body's `user`, else the API key's name, as the replicas take it) or for the version their `model` pins;
 every other path to the current replicas. Bodies stream back as the replica writes them (SSE included),
-with its status and headers; a replica that cannot be reached is a 502 in OpenAI's error shape."""
+with its status and headers; a replica that cannot be reached is a 502, and a body over the router's
+`max_request_bytes` a 413, in OpenAI's error shape."""
 
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ class HttpProxy:
         )
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # the router's own limit, said as a replica says its own
+            return _error(413, "Request Entity Too Large", "invalid_request_error", "request_entity_too_large")
         side = (
             self._side(body, request.headers) if request.method == "POST" and request.path in GENERATING else "current"
         )
@@ -72,8 +76,7 @@ class HttpProxy:
             if response is not None:  # lost mid-answer: the client sees the connection end, as from the replica
                 raise
             message = f"the {side} replicas at {self._bases[side]} cannot be reached: {exc}"
-            error = {"message": message, "type": "server_error", "param": None, "code": "upstream_unavailable"}
-            return web.json_response({"error": error}, status=502)
+            return _error(502, message, "server_error", "upstream_unavailable")
 
     def _side(self, body: bytes, headers: Mapping[str, str]) -> Side:
         """The request's side; a body the replica will refuse (not JSON, no user) goes to current, which says why."""
@@ -92,3 +95,9 @@ class HttpProxy:
         model = parsed.get("model")
         pinned = model if isinstance(model, str) and model != self._model_name else None
         return self._split.side(user, pinned)
+
+
+def _error(status: int, message: str, kind: str, code: str) -> web.Response:
+    """The router's own refusal in OpenAI's error shape (the replicas' `serving.openai.errors`, without
+    importing the replicas' request path into the router)."""
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)

@@ -288,6 +288,13 @@ def without_canary(routed: Routed) -> Iterator[None]:
         routed.pointers.hset(routed.key, mapping={"canary": canary, "canary_share": "0.5"})
 
 
+def test_a_body_over_the_routers_limit_is_a_413_in_openais_shape(routed: Routed) -> None:
+    base_url = str(routed.openai.base_url).rstrip("/")
+    status, raw = http_call(base_url + "/chat/completions", b"x" * (2 << 20))  # over max_request_bytes (1 MiB)
+    error = json.loads(raw)["error"]
+    assert (status, error["type"], error["code"]) == (413, "invalid_request_error", "request_entity_too_large")
+
+
 def test_without_a_full_weight_canary_every_user_goes_to_current(routed: Routed) -> None:
     with without_canary(routed):
         assert {answered_by(routed, f"anyone-{i}") for i in range(8)}.isdisjoint({CANARY_MARK})
