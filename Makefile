@@ -93,8 +93,8 @@ test-long: model real-model tools
 	$(BIN)/python -m pytest -m long
 
 # The chaos suite: TRIMTAB_CHAOS_S (default 1200) seconds of kills of the feedback service, its broker and
-# its Redis under load; the same for the whole loop (serving, feedback, learner, broker, Redis); 100 hot
-# swaps under load.
+# its Redis under load; the same for the whole loop (serving, feedback, learner, broker, Redis; default 2400:
+# half of it calm, where memory is sampled); 100 hot swaps under load.
 chaos: model real-model tools
 	$(BIN)/python -m pytest -m chaos -s
 
