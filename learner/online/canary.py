@@ -184,7 +184,17 @@ class CanaryJudge:
             )
 
     def _roll_back(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:
-        self.pointers = self._pointers(lambda p: p.rollback(version_id)).after
+        async def withdraw(pointers: PointerStore) -> tuple[str | None, Pointers]:
+            return await pointers.clear_canary(only=version_id), await pointers.read()
+
+        # Only while it is still the canary: an operator may have withdrawn or promoted it since the judge
+        # looked, or a try whose reply was lost in a Redis restart may have withdrawn it already.
+        withdrawn, self.pointers = self._pointers(withdraw)
+        if withdrawn is None and self.pointers.current == version_id:
+            log.info("%s was promoted while the judge was rolling it back: left as current", version_id)
+            return
+        if withdrawn is None:
+            log.info("%s was no longer the canary when the judge rolled it back", version_id)
         self.events.send(events_pb2.VERSION_EVENT_TYPE_ROLLED_BACK, version_id, reason, numbers)
 
     def _promote(self, version_id: str, reason: str, numbers: dict[str, float]) -> None:

@@ -131,7 +131,12 @@ class Sampling(Strict):
         default=None, ge=1, le=UINT32_MAX, description="Default: serving.default_max_tokens."
     )
     stop: Annotated[str | list[str] | None, one_of("a string or a list of strings")] = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: int | None = Field(
+        default=None,
+        ge=-(2**63),
+        lt=2**63,
+        description="Any int64, as OpenAI's; a negative seed samples as its two's-complement bits without the sign.",
+    )
     user: str | None = Field(
         default=None, min_length=1, description="Who is served (canary split, feedback). Default: the API key's name."
     )

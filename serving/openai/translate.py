@@ -81,7 +81,7 @@ def _generate_request(body: Sampling, principal: Principal, max_tokens: int | No
     if max_tokens is not None:
         sampling.max_tokens = max_tokens
     if body.seed is not None:
-        sampling.seed = body.seed
+        sampling.seed = body.seed & (2**63 - 1)  # the proto's seed is below 2^63 (candidate i samples seed + i)
     return inference_pb2.GenerateRequest(
         user_id=body.user or principal.key_name, tenant=body.tenant or principal.tenant, n=body.n, sampling=sampling
     )

@@ -30,7 +30,7 @@ from learner.online.telemetry import LearnerTelemetry
 from learner.online.training import importance_weights
 from tests.learner.online_support import feedback, lineage_ids, newest_checkpoint, produce, small_learner_env
 from tests.learner.tiny import make_tiny_model
-from tests.metrics import metric_points, series
+from tests.metrics import Series, metric_points, series
 from trimtab.app.stack.topics import ensure_topics
 from trimtab.config import TrimtabConfig, load_config
 from trimtab.config.online import FeedbackMix
@@ -381,6 +381,47 @@ def test_a_canary_still_undecided_at_max_feedback_is_rolled_back_as_inconclusive
     else:
         assert (after.current, after.canary) == ("ver_current", "ver_canary")
         assert metric_points(reader, "trimtab.learner.version_events") == {}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("meanwhile", "after", "events"),
+    [
+        ("withdrawn", ("ver_current", None), {series(type="ROLLED_BACK"): 1}),
+        ("promoted", ("ver_canary", None), {}),
+        ("replaced", ("ver_current", "ver_newer"), {series(type="ROLLED_BACK"): 1}),
+    ],
+)
+def test_a_roll_back_touches_only_its_own_canary_whatever_happened_since_the_judge_looked(
+    stack: TrimtabConfig,
+    tmp_path: Path,
+    meanwhile: str,
+    after: tuple[str | None, str | None],
+    events: dict[Series, float],
+) -> None:
+    """Between the judge's look and its roll-back an operator may withdraw the canary, promote it or set a newer
+    one, and a try whose reply was lost in a Redis restart may have withdrawn it already: the learner goes on,
+    the newer canary and the promoted current stay, and a version no longer serving is reported rolled back."""
+    from learner.online.canary import CanaryJudge
+    from trimtab.registry.commands import with_pointers
+
+    config = judge_config(stack, tmp_path)
+    with_pointers(config, lambda p: p.promote("ver_current"))
+    with_pointers(config, lambda p: p.set_canary("ver_canary", 0.5))
+    reader = InMemoryMetricReader()
+    judge = CanaryJudge(config, LearnerTelemetry(MeterProvider(metric_readers=[reader]).get_meter("test")))
+    for event in thumbs("ver_current", 30, 10) + thumbs("ver_canary", 10, 30):
+        judge.observe(event)
+    operator = {
+        "withdrawn": lambda p: p.clear_canary(),
+        "promoted": lambda p: p.promote("ver_canary"),
+        "replaced": lambda p: p.set_canary("ver_newer", 0.5),
+    }[meanwhile]
+    with_pointers(config, operator)  # after the judge's look, before its roll-back
+    judge._judge("ver_canary", "ver_current")  # 10/40 vs 30/40: worse, rolled back
+    now = with_pointers(config, lambda p: p.read())
+    assert (now.current, now.canary) == after
+    assert metric_points(reader, "trimtab.learner.version_events") == events
 
 
 @pytest.mark.integration

@@ -45,7 +45,7 @@ def refusal(body: dict[str, Any]) -> tuple[str, str]:
         ({"top_logprobs": 2}, "top_logprobs", "only with logprobs true"),
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs", "less than or equal to 20"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "only with stream true"),
-        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"seed": 2**63}, "seed", "less than 9223372036854775808"),
         # Beyond the protobuf fields they go into: a 400, not a failure in the translation.
         ({"max_tokens": 2**32}, "max_tokens", "less than or equal to 4294967295"),
         ({"n": 2**32}, "n", "less than or equal to 4294967295"),
@@ -125,6 +125,15 @@ def test_a_chat_body_becomes_the_generate_request_of_the_grpc_face() -> None:
     assert list(request.sampling.stop) == ["\n"] and request.sampling.seed == 7
     assert not request.sampling.HasField("top_p")  # unset stays unset: serving's defaults apply
     assert options.top_logprobs == 3 and options.version is None
+
+
+@pytest.mark.parametrize(("seed", "sampled"), [(-1, 2**63 - 1), (-(2**63), 0), (2**63 - 1, 2**63 - 1), (0, 0)])
+def test_any_int64_seed_is_taken_as_openai_takes_it(seed: int, sampled: int) -> None:
+    """OpenAI's seed is an int64; the proto's is below 2^63: a negative seed samples as its bits without the sign."""
+    request, _ = chat_request(
+        ChatCompletionRequest.model_validate(CHAT | {"seed": seed}), PRINCIPAL, model_name="trimtab"
+    )
+    assert request.sampling.seed == sampled
 
 
 def test_a_version_id_as_model_pins_that_version_and_user_names_who_is_served() -> None:

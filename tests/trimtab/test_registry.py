@@ -133,7 +133,11 @@ def test_pointers_promote_canary_and_roll_back_with_announcements(stack: Trimtab
         with pytest.raises(PointerError, match="canary share must be in"):
             await store.set_canary("ver_c", 1.5)
         await store.set_canary("ver_c", 0.5)
-        assert await store.clear_canary() == "ver_c" and (await store.read()).canary is None
+        assert await store.clear_canary(only="ver_b") is None  # only while it is that version: unchanged
+        assert (await store.read()).canary == "ver_c"
+        with pytest.raises(PointerError, match="'ver_b' is neither current nor canary"):
+            await store.rollback("ver_b")
+        assert await store.clear_canary(only="ver_c") == "ver_c" and (await store.read()).canary is None
         await asyncio.sleep(0.2)
         listener.cancel()
         await client.aclose()

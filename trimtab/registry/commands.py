@@ -33,7 +33,8 @@ def with_pointers(config: TrimtabConfig, action: Callable[[PointerStore], Awaita
     to `wait_s` (a warning every 10 s), then the connection's error is raised: a long-running process (the
     learner) rides out a Redis restart; 0 fails at once (an operator's command). Tried again, an action whose
     first try was refused at connect changes nothing twice; one whose reply was lost finds its change made
-    (promote and set_canary then change nothing; a rollback is refused: nothing left to roll back)."""
+    (promote and set_canary then change nothing; the canary judge's roll-back finds its canary gone and goes
+    on; an operator's rollback would be refused, but an operator's command does not wait)."""
 
     async def run() -> T:
         client = redis_client(config.redis)

@@ -45,6 +45,7 @@ return 1
 """
 CLEAR_CANARY = """
 local canary = redis.call('HGET', KEYS[1], 'canary')
+if ARGV[2] ~= '' and canary ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], 'canary', 'canary_share')
 redis.call('PUBLISH', ARGV[1], 'canary')
 return canary
@@ -93,9 +94,10 @@ class PointerStore:
         await self._client.eval(SET_CANARY, 1, self._hash, version_id, repr(share), self.channel)
         return await self.read()
 
-    async def clear_canary(self) -> str | None:
-        """Remove the canary; returns the version that was canary, if any."""
-        canary = await self._client.eval(CLEAR_CANARY, 1, self._hash, self.channel)
+    async def clear_canary(self, only: str | None = None) -> str | None:
+        """Remove the canary; returns the version that was canary, if any. With `only`, the canary is removed
+        only while it is that version (checked in the same script: another admin's newer canary stays)."""
+        canary = await self._client.eval(CLEAR_CANARY, 1, self._hash, self.channel, only or "")
         return _text(canary) if canary else None
 
     async def rollback_current(self) -> Pointers:
@@ -111,8 +113,7 @@ class PointerStore:
         replaced. No id means the canary if there is one, else current."""
         pointers = await self.read()
         target = version_id or pointers.canary or pointers.current
-        if target is not None and target == pointers.canary:
-            await self.clear_canary()
+        if target is not None and target == pointers.canary and await self.clear_canary(only=target):
             return RolledBack(target, "canary", await self.read())
         if target is not None and target == pointers.current:
             return RolledBack(target, "current", await self.rollback_current())
