@@ -1,8 +1,10 @@
 """The rails a long-running process holds: loaded at start-up (a bad config stops it, naming the file),
 reloaded without a restart when the config directory changes, every check measured and traced.
 
-A reload is built off the event loop and swapped in whole: a check in progress finishes on the
-rails it started with. A config that fails to load is logged and counted and the previous rails stay.
+Checks run in `guardrails.check_processes` child processes (`guardrails.check_process`), or on the
+event loop with 0. A reload is built off the event loop (the children too) and swapped in whole: a
+check in progress finishes on the rails it started with. A config that fails to load is logged and
+counted and the previous rails stay.
 
 Input verdicts are remembered by text for the rails that gave them (`guardrails.input_cache`): the API
 is stateless, so a conversation sends every earlier turn (and its system prompt) again with each new
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from opentelemetry import trace
 
+from guardrails.check_process import CheckProcesses
 from guardrails.decisions import Action, CheckResult, Stage
 from guardrails.metrics import GuardrailMetrics
 from guardrails.policy import GuardrailsConfigError
@@ -41,9 +44,11 @@ class LiveGuardrails:
         protected: ProtectedTerms,
         meters: GuardrailMetrics,
         tracer: trace.Tracer | None = None,
+        processes: CheckProcesses | None = None,
     ) -> None:
         self.settings = settings
         self.rails = rails
+        self.processes = processes  # the children running `rails`' checks; None: they run here
         self._embedder = embedder
         self._protected = protected
         self._meters = meters
@@ -59,7 +64,8 @@ class LiveGuardrails:
         """Load the rails (GuardrailsConfigError if the config is bad) and start watching the directory."""
         embedder = await asyncio.to_thread(Embedder, settings.device, settings.embedding_threads)
         rails = await asyncio.to_thread(Guardrails.load, config_dir(settings), embedder, protected)
-        live = cls(settings, rails, embedder, protected, meters)
+        processes = await _processes(settings, rails, embedder, protected)
+        live = cls(settings, rails, embedder, protected, meters, processes=processes)
         if settings.reload_poll_s > 0:
             live._poller = asyncio.create_task(live._watch(), name="guardrails-reload")
         log.info("guardrails loaded from %s (%s)", rails.config_dir, rails.version[:12])
@@ -69,7 +75,7 @@ class LiveGuardrails:
         return not self.settings.tenants or tenant in self.settings.tenants
 
     async def check(self, stage: Stage, text: str, prompt: str = "") -> CheckResult:
-        rails = self.rails  # one config for the whole check, even if a reload lands meanwhile
+        rails, processes = self.rails, self.processes  # one config for the whole check, even if a reload lands
         key = (rails.version, text)
         with self._tracer.start_as_current_span(f"guardrails.{stage.value}") as span:
             started = time.perf_counter()
@@ -78,7 +84,8 @@ class LiveGuardrails:
                 self._inputs.move_to_end(key)
                 result = cached
             else:
-                result = await rails.check(stage, text, prompt)
+                checker = processes or rails
+                result = await checker.check(stage, text, prompt)
                 if stage is Stage.INPUT and self.settings.input_cache > 0:
                     self._inputs[key] = result
                     while len(self._inputs) > self.settings.input_cache:
@@ -115,12 +122,15 @@ class LiveGuardrails:
             return False
         try:
             rails = await asyncio.to_thread(Guardrails.load, directory, self._embedder, self._protected)
+            processes = await _processes(self.settings, rails, self._embedder, self._protected)
         except GuardrailsConfigError as exc:
             self._refused_version = version
             self._meters.reloads.add(1, {"ok": "false"})
             log.error("guardrails config changed but cannot be used; the previous rails stay:\n%s", exc)
             return False
-        self.rails = rails
+        replaced, (self.rails, self.processes) = self.processes, (rails, processes)
+        if replaced is not None:
+            await replaced.close()  # after the checks it is running
         self._inputs.clear()  # the old rails' verdicts (their version is in the keys: this only frees them)
         self._meters.reloads.add(1, {"ok": "true"})
         log.info("guardrails reloaded from %s (%s)", rails.config_dir, rails.version[:12])
@@ -139,7 +149,19 @@ class LiveGuardrails:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self.processes is not None:
+            await self.processes.close()
         self._embedder.close()
+
+
+async def _processes(
+    settings: GuardrailsConfig, rails: Guardrails, embedder: Embedder, protected: ProtectedTerms
+) -> CheckProcesses | None:
+    if settings.check_processes == 0:
+        return None
+    processes = CheckProcesses(rails.config_dir, embedder, protected, settings.check_processes)
+    await processes.start()
+    return processes
 
 
 def config_dir(settings: GuardrailsConfig) -> Path:

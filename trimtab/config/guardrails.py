@@ -76,6 +76,12 @@ class GuardrailsConfig(Section):
         description="torch and faiss threads of the rails on CPU (more than 1 was erratic on 2 cores; faiss's"
         " default, every core, spent more time waiting for its threads than searching under load).",
     )
+    check_processes: int = Field(
+        default=2,
+        ge=0,
+        description="Processes that run the checks (NeMo's Colang runtime, 4-8 ms of CPU a check), off the serving"
+        " process's event loop and across cores; 0: on the event loop.",
+    )
     input_cache: int = Field(
         default=4096,
         ge=0,
