@@ -134,8 +134,12 @@ class CheckProcesses:
         child.send((str(self.config_dir), self._protected, self._embedder.dimension))
         try:
             await asyncio.wait_for(ready, START_TIMEOUT_S)
-        except BaseException:
+        except BaseException as exc:
             await asyncio.to_thread(_stop, child)
+            if isinstance(exc, TimeoutError):
+                raise GuardrailsConfigError(
+                    f"a rails check process did not load {self.config_dir} within {START_TIMEOUT_S:.0f} s"
+                ) from None
             raise
         return child
 
