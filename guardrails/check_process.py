@@ -68,8 +68,16 @@ class _Child:
 class CheckProcesses:
     """`check` as `Guardrails.check`, on `count` children holding the rails of `config_dir`."""
 
-    def __init__(self, config_dir: Path, embedder: Embedder, protected: ProtectedTerms, count: int) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        embedder: Embedder,
+        protected: ProtectedTerms,
+        count: int,
+        on_exit: Callable[[], None] = lambda: None,  # a child died (counted by the caller)
+    ) -> None:
         self.config_dir = config_dir
+        self._on_death = on_exit
         self._embedder = embedder
         self._protected = protected
         self._count = count
@@ -119,6 +127,10 @@ class CheckProcesses:
         if in_flight:
             await asyncio.wait(in_flight, timeout=STOP_TIMEOUT_S)
         await asyncio.gather(*(asyncio.to_thread(_stop, child) for child in self._children))
+        for child in self._children:  # still unanswered: blocked, never left waiting
+            for future in child.pending.values():
+                if not future.done():
+                    future.set_exception(CheckProcessGone("stopped before it answered"))
         self._children = []
 
     async def _start_child(self) -> _Child:
@@ -199,6 +211,7 @@ class CheckProcesses:
                 future.set_exception(CheckProcessGone(f"exit code {code}"))
         if self._closing:
             return
+        self._on_death()
         log.error("a rails check process exited (code %s): its checks blocked; starting another", code)
         task = asyncio.get_running_loop().create_task(self._replace(child))
         self._tasks.add(task)

@@ -4,6 +4,7 @@ trimtab.guardrails.decisions      counter    rail, stage, action, reason (one pe
 trimtab.guardrails.checks         counter    stage, action (the check's overall outcome)
 trimtab.guardrails.check_latency  histogram  stage; seconds per check, NeMo runtime included
 trimtab.guardrails.reloads        counter    ok ("true" / "false": the new config was refused)
+trimtab.guardrails.process_exits  counter    a check process that died (its checks blocked; it is started again)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class GuardrailMetrics:
     checks: Counter
     check_latency: Histogram
     reloads: Counter
+    process_exits: Counter
 
     @classmethod
     def create(cls, meter: Meter | None = None) -> GuardrailMetrics:
@@ -37,6 +39,9 @@ class GuardrailMetrics:
                 explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
             ),
             reloads=meter.create_counter("trimtab.guardrails.reloads", description="Config reloads by outcome"),
+            process_exits=meter.create_counter(
+                "trimtab.guardrails.process_exits", description="Check processes that died (started again)"
+            ),
         )
 
     def checked(self, stage: Stage, result: CheckResult, seconds: float) -> None:

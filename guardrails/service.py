@@ -64,7 +64,7 @@ class LiveGuardrails:
         """Load the rails (GuardrailsConfigError if the config is bad) and start watching the directory."""
         embedder = await asyncio.to_thread(Embedder, settings.device, settings.embedding_threads)
         rails = await asyncio.to_thread(Guardrails.load, config_dir(settings), embedder, protected)
-        processes = await _processes(settings, rails, embedder, protected)
+        processes = await _processes(settings, rails, embedder, protected, meters)
         live = cls(settings, rails, embedder, protected, meters, processes=processes)
         if settings.reload_poll_s > 0:
             live._poller = asyncio.create_task(live._watch(), name="guardrails-reload")
@@ -122,7 +122,7 @@ class LiveGuardrails:
             return False
         try:
             rails = await asyncio.to_thread(Guardrails.load, directory, self._embedder, self._protected)
-            processes = await _processes(self.settings, rails, self._embedder, self._protected)
+            processes = await _processes(self.settings, rails, self._embedder, self._protected, self._meters)
         except GuardrailsConfigError as exc:
             self._refused_version = version
             self._meters.reloads.add(1, {"ok": "false"})
@@ -155,11 +155,16 @@ class LiveGuardrails:
 
 
 async def _processes(
-    settings: GuardrailsConfig, rails: Guardrails, embedder: Embedder, protected: ProtectedTerms
+    settings: GuardrailsConfig,
+    rails: Guardrails,
+    embedder: Embedder,
+    protected: ProtectedTerms,
+    meters: GuardrailMetrics,
 ) -> CheckProcesses | None:
     if settings.check_processes == 0:
         return None
-    processes = CheckProcesses(rails.config_dir, embedder, protected, settings.check_processes)
+    count = settings.check_processes
+    processes = CheckProcesses(rails.config_dir, embedder, protected, count, lambda: meters.process_exits.add(1))
     await processes.start()
     return processes
 
