@@ -26,8 +26,10 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -46,10 +48,15 @@ from trimtab.suite import ProtectedTerms
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0  # importing NeMo and loading the rails on a busy 2-core machine
 STOP_TIMEOUT_S = 10.0
+CHECK_TIMEOUT_S = 60.0  # a check takes milliseconds: a child this late is stuck, and its checks block
 
 
 class CheckProcessGone(RuntimeError):
     """The child running a check exited before answering."""
+
+
+class CheckProcessesDidNotStart(RuntimeError):
+    """A child died or timed out while loading rails it did not refuse: the machine, not the config."""
 
 
 @dataclass
@@ -57,7 +64,8 @@ class _Child:
     process: subprocess.Popen[bytes]
     conn: Connection
     pending: dict[int, asyncio.Future[CheckResult]] = field(default_factory=dict)
-    alive: bool = True
+    ready: bool = False  # loaded the rails: takes checks
+    alive: bool = True  # False once stopped by this process, refused to start, or seen dead
     _sending: threading.Lock = field(default_factory=threading.Lock)  # the event loop's sends and `_stop`'s
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -66,7 +74,9 @@ class _Child:
 
 
 class CheckProcesses:
-    """`check` as `Guardrails.check`, on `count` children holding the rails of `config_dir`."""
+    """`check` as `Guardrails.check`, on `count` children holding the rails of `config_dir` as it is now: the
+    directory is copied first, so a child started again later loads the rails being served, not a newer
+    (or broken) edit that the reload has yet to judge."""
 
     def __init__(
         self,
@@ -81,30 +91,34 @@ class CheckProcesses:
         self._embedder = embedder
         self._protected = protected
         self._count = count
-        self._children: list[_Child] = []
+        self._children: list[_Child] = []  # from its start, so that `close` stops it whatever happens
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._copy: Path | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._embeds: set[asyncio.Task[None]] = set()  # never cancelled: a check waiting on one would hang
 
     async def start(self) -> None:
-        """Start every child and wait until each has loaded the rails (GuardrailsConfigError if one cannot)."""
+        """Start every child and wait until each has loaded the rails: GuardrailsConfigError if one refuses
+        them, CheckProcessesDidNotStart if one dies or takes over START_TIMEOUT_S. On any failure, or if
+        cancelled, the children already started are stopped."""
         self._loop = asyncio.get_running_loop()
-        started = await asyncio.gather(*(self._start_child() for _ in range(self._count)), return_exceptions=True)
-        self._children = [child for child in started if isinstance(child, _Child)]
-        failures = [error for error in started if isinstance(error, BaseException)]
-        if failures:
+        try:
+            self._copy = await asyncio.to_thread(_private_copy, self.config_dir)
+            await asyncio.gather(*(self._start_child() for _ in range(self._count)))
+        except BaseException:
             await self.close()
-            raise failures[0]
+            raise
 
     @property
     def pids(self) -> list[int]:
         """The running children's process ids."""
-        return [child.process.pid for child in self._children if child.alive]
+        return [child.process.pid for child in self._children if child.alive and child.ready]
 
     async def check(self, stage: Stage, text: str, prompt: str = "") -> CheckResult:
-        live = [child for child in self._children if child.alive]
-        if not live:
+        live = [child for child in self._children if child.alive and child.ready]
+        if not live or self._closing:
             return _failed(stage, text, "no rails check process is running")
         child = min(live, key=lambda c: len(c.pending))
         request_id = next(self._ids)
@@ -112,26 +126,31 @@ class CheckProcesses:
         child.pending[request_id] = future
         try:
             child.send(("check", request_id, stage.value, text, prompt))
-            return await future
+            return await asyncio.wait_for(future, CHECK_TIMEOUT_S)
         except (CheckProcessGone, OSError) as exc:
             return _failed(stage, text, f"the rails check process running it exited ({exc})")
+        except TimeoutError:
+            return _failed(stage, text, f"no answer from its rails check process in {CHECK_TIMEOUT_S:.0f} s")
         finally:
             child.pending.pop(request_id, None)
 
     async def close(self) -> None:
         """Let the checks in flight finish (bounded), then stop every child."""
         self._closing = True
-        for task in list(self._tasks):
+        for task in list(self._restarts):
             task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         in_flight = [future for child in self._children for future in child.pending.values()]
         if in_flight:
             await asyncio.wait(in_flight, timeout=STOP_TIMEOUT_S)
-        await asyncio.gather(*(asyncio.to_thread(_stop, child) for child in self._children))
-        for child in self._children:  # still unanswered: blocked, never left waiting
+        children, self._children = self._children, []
+        await asyncio.gather(*(asyncio.to_thread(_stop, child) for child in children))
+        for child in children:  # still unanswered: blocked, never left waiting
             for future in child.pending.values():
                 if not future.done():
                     future.set_exception(CheckProcessGone("stopped before it answered"))
-        self._children = []
+        if self._copy is not None:
+            await asyncio.to_thread(shutil.rmtree, self._copy.parent, True)
 
     async def _start_child(self) -> _Child:
         ours, theirs = Pipe()
@@ -139,35 +158,37 @@ class CheckProcesses:
         process = subprocess.Popen(argv, pass_fds=[theirs.fileno()])
         theirs.close()
         child = _Child(process, ours)
+        self._children.append(child)
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         threading.Thread(
             target=self._read, args=(child, ready), name=f"guardrails-check-{process.pid}", daemon=True
         ).start()
-        child.send((str(self.config_dir), self._protected, self._embedder.dimension))
         try:
+            child.send((str(self._copy), self._protected, self._embedder.dimension))
             await asyncio.wait_for(ready, START_TIMEOUT_S)
         except BaseException as exc:
+            self._children.remove(child)
             await asyncio.to_thread(_stop, child)
             if isinstance(exc, TimeoutError):
-                raise GuardrailsConfigError(
+                raise CheckProcessesDidNotStart(
                     f"a rails check process did not load {self.config_dir} within {START_TIMEOUT_S:.0f} s"
                 ) from None
             raise
+        child.ready = True
         return child
 
     def _read(self, child: _Child, ready: asyncio.Future[None]) -> None:
-        """The child's messages, on a thread of their own (blocked in `recv` without the interpreter lock)."""
+        """The child's messages, on a thread of their own (blocked in `recv` without the interpreter lock).
+        Whatever ends it (the pipe's end, a message that does not unpickle) is the child's death to the loop."""
         assert self._loop is not None
         loop = self._loop
-        while True:
-            try:
+        try:
+            while True:
                 message = child.conn.recv()
-            except (EOFError, OSError, TypeError):  # TypeError: `_stop` closed the pipe under this recv
-                if child.alive:  # not stopped by this process: the child died
-                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                        loop.call_soon_threadsafe(self._on_exit, child, ready)
-                return
-            loop.call_soon_threadsafe(self._on_message, child, ready, message)
+                loop.call_soon_threadsafe(self._on_message, child, ready, message)
+        except BaseException:  # TypeError too: `_stop` closed the pipe under this recv
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._on_exit, child, ready)
 
     def _on_message(self, child: _Child, ready: asyncio.Future[None], message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -180,8 +201,8 @@ class CheckProcesses:
                 ready.set_exception(GuardrailsConfigError(f"a rails check process could not start: {message[1]}"))
         elif kind == "embed":
             task = asyncio.get_running_loop().create_task(self._embed(child, message[1], message[2]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._embeds.add(task)
+            task.add_done_callback(self._embeds.discard)
         elif kind == "result":
             _, request_id, error, result = message
             future = child.pending.get(request_id)
@@ -201,38 +222,49 @@ class CheckProcesses:
                 child.send(("vectors", request_id, error, vectors))
 
     def _on_exit(self, child: _Child, ready: asyncio.Future[None]) -> None:
-        child.alive = False
-        code = child.process.poll()
         if not ready.done():
-            ready.set_exception(GuardrailsConfigError(f"a rails check process exited while starting (code {code})"))
+            ready.set_exception(CheckProcessesDidNotStart("a rails check process exited while loading the rails"))
+        if not child.alive:  # stopped by this process, or refused the rails: nothing to replace
             return
+        child.alive = False
         for future in child.pending.values():
             if not future.done():
-                future.set_exception(CheckProcessGone(f"exit code {code}"))
-        if self._closing:
+                future.set_exception(CheckProcessGone("it exited"))
+        if self._closing or not child.ready:
             return
         self._on_death()
-        log.error("a rails check process exited (code %s): its checks blocked; starting another", code)
         task = asyncio.get_running_loop().create_task(self._replace(child))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     async def _replace(self, dead: _Child) -> None:
         await asyncio.to_thread(_stop, dead)
+        log.error(
+            "a rails check process exited (code %s): the checks it held blocked; starting another",
+            dead.process.returncode,
+        )
+        self._children.remove(dead)
         while not self._closing:
             try:
-                child = await self._start_child()
+                await self._start_child()
+                return
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("a rails check process could not be started again; trying again in 5 s")
                 await asyncio.sleep(5.0)
-                continue
-            self._children = [c for c in self._children if c is not dead] + [child]
-            return
 
 
 def _failed(stage: Stage, text: str, why: str) -> CheckResult:
     log.error("a rails check could not run (%s): blocked", why)
     return CheckResult(Action.BLOCK, text, (Decision("guardrails", stage, Action.BLOCK, "guardrails.error"),))
+
+
+def _private_copy(config_dir: Path) -> Path:
+    """`config_dir` copied into a new temporary directory (whose parent `close` removes)."""
+    if not (config_dir / "config.yml").is_file():
+        raise GuardrailsConfigError(f"{config_dir / 'config.yml'}: missing (a guardrails directory holds config.yml)")
+    return Path(shutil.copytree(config_dir, Path(tempfile.mkdtemp(prefix="trimtab-rails-")) / "rails"))
 
 
 def _stop(child: _Child) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from opentelemetry import trace
 
-from guardrails.check_process import CheckProcesses
+from guardrails.check_process import CheckProcesses, CheckProcessesDidNotStart
 from guardrails.decisions import Action, CheckResult, Stage
 from guardrails.metrics import GuardrailMetrics
 from guardrails.policy import GuardrailsConfigError
@@ -86,7 +86,10 @@ class LiveGuardrails:
             else:
                 checker = processes or rails
                 result = await checker.check(stage, text, prompt)
-                if stage is Stage.INPUT and self.settings.input_cache > 0:
+                # Not a failure (a rail's `<rail>.error`, a check process's `guardrails.error`): that text
+                # is checked again next time, not refused for as long as the verdict would be remembered.
+                failed = any(d.reason_code.endswith(".error") for d in result.decisions)
+                if stage is Stage.INPUT and self.settings.input_cache > 0 and not failed:
                     self._inputs[key] = result
                     while len(self._inputs) > self.settings.input_cache:
                         self._inputs.popitem(last=False)
@@ -128,9 +131,14 @@ class LiveGuardrails:
             self._meters.reloads.add(1, {"ok": "false"})
             log.error("guardrails config changed but cannot be used; the previous rails stay:\n%s", exc)
             return False
+        except CheckProcessesDidNotStart as exc:  # the machine, not the config: tried again at the next poll
+            self._meters.reloads.add(1, {"ok": "false"})
+            log.error("guardrails config changed but its check processes did not start (%s); trying again", exc)
+            return False
         replaced, (self.rails, self.processes) = self.processes, (rails, processes)
         if replaced is not None:
-            await replaced.close()  # after the checks it is running
+            # After the checks it is running; shielded: a close of this service meanwhile must not leave it half done.
+            await asyncio.shield(replaced.close())
         self._inputs.clear()  # the old rails' verdicts (their version is in the keys: this only frees them)
         self._meters.reloads.add(1, {"ok": "true"})
         log.info("guardrails reloaded from %s (%s)", rails.config_dir, rails.version[:12])

@@ -8,13 +8,18 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from guardrails.check_process import CheckProcesses
 from guardrails.decisions import Action, CheckResult, Stage
+from guardrails.metrics import GuardrailMetrics
 from guardrails.policy import GuardrailsConfigError
 from guardrails.runtime import Guardrails
 from guardrails.semantic import Embedder
+from guardrails.service import LiveGuardrails
+from tests.guardrails.conftest import copy_config, edit_config
+from trimtab.config import GuardrailsConfig
 from trimtab.suite import ProtectedTerms
 
 pytestmark = pytest.mark.integration
@@ -84,12 +89,99 @@ def test_a_child_that_dies_blocks_the_checks_it_held_and_another_takes_its_place
     asyncio.run(run())
 
 
-def test_a_config_a_child_cannot_load_stops_the_start_with_the_reason(
+def test_close_lets_the_checks_in_flight_finish_even_those_waiting_for_embeddings(
+    rails: Guardrails, embedder: Embedder, protected: ProtectedTerms
+) -> None:
+    prompts = [f"Is a blorb of size {i} heavier than one of size {i + 1}?" for i in range(24)]  # new: embedded
+
+    async def run() -> list[CheckResult]:
+        processes = CheckProcesses(rails.config_dir, embedder, protected, count=2)
+        await processes.start()
+        in_flight = [asyncio.ensure_future(processes.check(Stage.INPUT, prompt)) for prompt in prompts]
+        await asyncio.sleep(0.05)  # sent; the children are asking for embeddings
+        await processes.close()
+        return list(await asyncio.gather(*in_flight))
+
+    assert [r.reason_code for r in asyncio.run(run())] == [""] * len(prompts)
+
+
+def live_on_processes(directory: Path, embedder: Embedder, protected: ProtectedTerms) -> LiveGuardrails:
+    settings = GuardrailsConfig(config_dir=directory, check_processes=1, reload_poll_s=0)
+    rails = Guardrails.load(directory, embedder, protected)
+    return LiveGuardrails(settings, rails, embedder, protected, GuardrailMetrics.create())
+
+
+def test_a_reload_lets_the_checks_in_flight_finish_on_the_rails_they_started_with(
     tmp_path: Path, embedder: Embedder, protected: ProtectedTerms
 ) -> None:
+    directory = copy_config(tmp_path / "rails")
+    live = live_on_processes(directory, embedder, protected)
+    prompts = [f"Which colour does a blorb number {i} have, and why?" for i in range(24)]  # new texts: embedded
+
     async def run() -> None:
-        processes = CheckProcesses(tmp_path / "nowhere", embedder, protected, count=2)
-        with pytest.raises(GuardrailsConfigError, match=r"a rails check process could not start: .*config\.yml"):
-            await processes.start()
+        assert await live.reload_if_changed() is False and live.processes is None  # in-process until a reload
+        edit_config(directory, lambda c: c["custom_data"].update(refusal="No. ({reason})"))
+        assert await live.reload_if_changed() and live.processes is not None
+        in_flight = [asyncio.ensure_future(live.check(Stage.INPUT, prompt)) for prompt in prompts]
+        await asyncio.sleep(0)  # sent to the processes of these rails
+        fruit = {"name": "fruit", "keywords": ["blorb"]}
+        edit_config(directory, lambda c: c["custom_data"]["topics"]["blocked"].append(fruit))
+        assert await live.reload_if_changed()
+        results = await asyncio.gather(*in_flight)
+        assert [r.reason_code for r in results] == [""] * len(prompts)  # finished, on the rails before the edit
+        assert (await live.check(Stage.INPUT, "What is a blorb?")).reason_code == "topic.fruit"
+        await live.processes.close()
 
     asyncio.run(run())
+
+
+def test_a_check_a_dead_process_blocked_is_not_remembered_as_the_texts_verdict(
+    tmp_path: Path, embedder: Embedder, protected: ProtectedTerms
+) -> None:
+    directory = copy_config(tmp_path / "rails")
+    live = live_on_processes(directory, embedder, protected)
+    prompt = "Which colour does a blorb have?"
+
+    async def run() -> None:
+        edit_config(directory, lambda c: c["custom_data"].update(refusal="No. ({reason})"))
+        assert await live.reload_if_changed() and live.processes is not None
+        (pid,) = live.processes.pids
+        held = asyncio.ensure_future(live.check(Stage.INPUT, prompt))
+        await asyncio.sleep(0)
+        os.kill(pid, signal.SIGKILL)
+        assert (await held).reason_code == "guardrails.error"
+        async with asyncio.timeout(120):
+            while not live.processes.pids:
+                await asyncio.sleep(0.1)
+        assert not (await live.check(Stage.INPUT, prompt)).blocked  # checked again, not the failure remembered
+        await live.processes.close()
+
+    asyncio.run(run())
+
+
+def test_a_config_a_child_cannot_load_stops_the_start_with_the_reason_and_leaves_no_child(
+    tmp_path: Path, embedder: Embedder, protected: ProtectedTerms
+) -> None:
+    broken = copy_config(tmp_path / "broken", lambda c: c["rails"]["input"]["flows"].append("no such flow"))
+    deaths: list[None] = []
+
+    async def run() -> None:
+        processes = CheckProcesses(broken, embedder, protected, count=2, on_exit=lambda: deaths.append(None))
+        with pytest.raises(GuardrailsConfigError, match=r"a rails check process could not start: .*no such flow"):
+            await processes.start()
+        assert deaths == []  # a refusal is not a death to replace
+        assert running_children("guardrails.check_process") == []  # the child that did load was stopped too
+
+    asyncio.run(run())
+
+
+def running_children(module: str) -> list[psutil.Process]:
+    """This process's children running `python -m module` (not the exited ones nobody waited for yet)."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if module in child.cmdline():
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return found

@@ -146,5 +146,7 @@ def test_a_changed_config_is_reloaded_and_a_bad_change_keeps_the_old_rails(
         edit_config(directory, lambda c: (c["custom_data"].pop("typo"), c["custom_data"]["topics"].update(blocked=[])))
         assert await live.reload_if_changed()
         assert not (await live.check(Stage.INPUT, prompt)).blocked
+        assert live.processes is not None  # reloads start the check processes of the new rails
+        await live.processes.close()
 
     asyncio.run(scenario())
