@@ -363,7 +363,10 @@ async def _serve(conn: Connection, rails: Any, embedder: _ParentEmbedder, send: 
             result, error = await rails.check(Stage(stage), text, prompt), None
         except Exception as exc:
             result, error = None, f"{type(exc).__name__}: {exc}"
-        send(("result", request_id, error, result))
+        try:
+            send(("result", request_id, error, result))
+        except Exception as exc:  # e.g. a result that does not pickle: the parent still hears, and blocks
+            send(("result", request_id, f"the check's result could not be sent: {exc}", None))
 
     def deliver(message: tuple[Any, ...]) -> None:
         if message[0] == "stop":
