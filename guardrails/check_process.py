@@ -106,10 +106,15 @@ class CheckProcesses:
         self._loop = asyncio.get_running_loop()
         try:
             self._copy = await asyncio.to_thread(_private_copy, self.config_dir)
-            await asyncio.gather(*(self._start_child() for _ in range(self._count)))
+            # Every start to its end (a failed one stops its own child) before any failure is raised.
+            started = await asyncio.gather(*(self._start_child() for _ in range(self._count)), return_exceptions=True)
         except BaseException:
             await self.close()
             raise
+        failures = [result for result in started if isinstance(result, BaseException)]
+        if failures:
+            await self.close()
+            raise failures[0]
 
     @property
     def pids(self) -> list[int]:
@@ -167,7 +172,8 @@ class CheckProcesses:
             child.send((str(self._copy), self._protected, self._embedder.dimension))
             await asyncio.wait_for(ready, START_TIMEOUT_S)
         except BaseException as exc:
-            self._children.remove(child)
+            if child in self._children:  # not already taken by `close`
+                self._children.remove(child)
             await asyncio.to_thread(_stop, child)
             if isinstance(exc, TimeoutError):
                 raise CheckProcessesDidNotStart(
