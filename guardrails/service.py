@@ -86,8 +86,8 @@ class LiveGuardrails:
             else:
                 checker = processes or rails
                 result = await checker.check(stage, text, prompt)
-                # Not a failure (a rail's `<rail>.error`, a check process's `guardrails.error`): that text
-                # is checked again next time, not refused for as long as the verdict would be remembered.
+                # A failure (a rail's `<rail>.error`, a check process's `guardrails.error`) is not remembered:
+                # that text is checked again next time, not refused for as long as a verdict would be kept.
                 failed = any(d.reason_code.endswith(".error") for d in result.decisions)
                 if stage is Stage.INPUT and self.settings.input_cache > 0 and not failed:
                     self._inputs[key] = result
